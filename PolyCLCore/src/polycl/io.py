@@ -1,0 +1,167 @@
+"""Reading and writing CT volumes and label maps with SimpleITK.
+
+Formats: anything SimpleITK reads from one file (NIfTI ``.nii``/``.nii.gz``, NRRD, MHA/MHD) and
+DICOM series given as a folder. Writes are atomic: the file appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import SimpleITK as sitk
+
+from polycl.errors import GeometryError, InputError
+from polycl.volume import Volume
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+# TotalSegmentator 'total' class ids of the targets we ship models for.
+TARGET_LABELS: dict[str, tuple[int, ...]] = {"liver": (5,), "kidney": (2, 3), "spleen": (1,)}
+
+
+def has_image_suffix(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def strip_image_suffix(name: str) -> str:
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise InputError(f"{folder}: folder holds no DICOM series (and no single image file was given)")
+    if len(series_ids) > 1:
+        raise InputError(
+            f"{folder}: folder holds {len(series_ids)} DICOM series; give a folder with exactly one"
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    return reader.Execute()
+
+
+def read_image(path: str | os.PathLike) -> sitk.Image:
+    """Read a 3D image file or a DICOM series folder; clear :class:`InputError` otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    try:
+        image = _read_dicom_series(p) if p.is_dir() else sitk.ReadImage(str(p))
+    except InputError:
+        raise
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise InputError(f"{p}: cannot be read as an image ({first})") from None
+    return image
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a 3D single-component volume. Array in (z, y, x), native dtype (HU for CT)."""
+    image = read_image(path)
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() == 2 or (image.GetDimension() == 3 and image.GetSize()[2] == 1 and not Path(path).is_dir()):
+        raise InputError(f"{path}: a 2D image; a 3D volume (several slices) is needed")
+    return Volume.from_sitk(image, str(path))
+
+
+def read_label(path: str | os.PathLike) -> Volume:
+    """Read a label map; the array is converted to an integer type."""
+    vol = read_volume(path)
+    if not np.issubdtype(vol.array.dtype, np.integer):
+        rounded = np.rint(vol.array)
+        if not np.allclose(rounded, vol.array):
+            raise InputError(f"{path}: label map has non-integer values; is it an image rather than a label?")
+        vol.array = rounded.astype(np.int32)
+    return vol
+
+
+def select_labels(array: np.ndarray, values: Iterable[int] | int | str) -> np.ndarray:
+    """Binary uint8 mask of voxels whose label is in ``values`` (an int, ints, or a target name)."""
+    if isinstance(values, str):
+        if values not in TARGET_LABELS:
+            raise InputError(f"unknown target '{values}'; known: {', '.join(TARGET_LABELS)}")
+        values = TARGET_LABELS[values]
+    elif isinstance(values, (int, np.integer)):
+        values = (int(values),)
+    return np.isin(array, tuple(values)).astype(np.uint8)
+
+
+def resample_to(moving: Volume, reference: Volume, *, is_label: bool = True, default: float = 0) -> Volume:
+    """Resample ``moving`` onto ``reference``'s grid in physical space (identity transform).
+
+    Labels use nearest neighbour; images linear interpolation. Raises :class:`GeometryError`
+    when the two volumes do not overlap at all (e.g. a label with a wrong origin).
+    """
+    check_overlap(moving, reference)
+    interpolator = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
+    out = sitk.Resample(moving.to_sitk(), reference.to_sitk(), sitk.Transform(), interpolator, default)
+    return Volume(sitk.GetArrayFromImage(out), reference.geometry, moving.source)
+
+
+def physical_bounds(vol: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned LPS bounding box (min, max) in mm of the voxel centres."""
+    z, y, x = vol.shape
+    corners = np.array([[i, j, k, 1.0] for i in (0, x - 1) for j in (0, y - 1) for k in (0, z - 1)])
+    pts = corners @ vol.geometry.index_to_lps().T
+    return pts[:, :3].min(0), pts[:, :3].max(0)
+
+
+def check_overlap(a: Volume, b: Volume) -> None:
+    lo_a, hi_a = physical_bounds(a)
+    lo_b, hi_b = physical_bounds(b)
+    tol = max(max(a.geometry.spacing), max(b.geometry.spacing))
+    if np.any(lo_a > hi_b + tol) or np.any(lo_b > hi_a + tol):
+        raise GeometryError(
+            f"{a.source or 'image'} and {b.source or 'image'} do not overlap in physical space "
+            f"(LPS bounds {np.round(lo_a, 1)}..{np.round(hi_a, 1)} vs {np.round(lo_b, 1)}..{np.round(hi_b, 1)} mm); "
+            "check the files' origins"
+        )
+
+
+def label_on_image_grid(label: Volume, image: Volume, *, require_same_grid: bool = False) -> Volume:
+    """Return ``label`` on ``image``'s grid: as is when grids match, else resampled (nearest).
+
+    With ``require_same_grid`` a mismatch is an error instead of a resample.
+    """
+    if image.geometry.same_grid_as(label.geometry, image.shape, label.shape):
+        return Volume(label.array, image.geometry, label.source)
+    if require_same_grid:
+        raise GeometryError(
+            f"label {label.source} (shape {label.shape}, spacing {label.geometry.spacing}) is not on the grid of "
+            f"image {image.source} (shape {image.shape}, spacing {image.geometry.spacing})"
+        )
+    return resample_to(label, image, is_label=True)
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = True) -> Path:
+    """Write atomically: to a temporary file in the same folder, then rename."""
+    out = Path(path)
+    if not has_image_suffix(out):
+        raise InputError(f"{out}: output must end in one of {', '.join(IMAGE_SUFFIXES)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = next(s for s in IMAGE_SUFFIXES if str(out).lower().endswith(s))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=out.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(volume.to_sitk(), tmp, useCompression=compress)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def write_mask_like(mask: np.ndarray, reference: Volume, path: str | os.PathLike) -> Path:
+    """Write a (z, y, x) mask in ``reference``'s exact geometry as uint8."""
+    if mask.shape != reference.shape:
+        raise GeometryError(f"mask shape {mask.shape} differs from the image's {reference.shape}")
+    return write_volume(Volume(mask.astype(np.uint8), reference.geometry), path)
