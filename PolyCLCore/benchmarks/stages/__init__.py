@@ -1,0 +1,1 @@
+"""Benchmark stages: each module exposes ``run(ctx) -> list[Row]``."""
