@@ -44,6 +44,17 @@ class UNetEncoder(nn.Module):
 ENCODERS: dict[str, Callable[..., nn.Module]] = {"unet": UNetEncoder}
 
 
+def _lazy(module: str, cls: str) -> Callable[..., nn.Module]:
+    def make(**kwargs) -> nn.Module:
+        import importlib
+        return getattr(importlib.import_module(module), cls)(**kwargs)
+    return make
+
+
+ENCODERS["resunet"] = _lazy("polycl.networks.resunet", "ResUNetEncoder")
+ENCODERS["transunet"] = _lazy("polycl.networks.transunet", "TransUNetEncoder")
+
+
 def build_encoder(config: dict) -> nn.Module:
     """Build an encoder from ``{"name": "unet", "in_channels": 1, "features": [...], ...}``."""
     cfg = dict(config)
