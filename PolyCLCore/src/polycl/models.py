@@ -124,16 +124,25 @@ def check_model_name(name: str) -> str:
         raise InputError(f"'{name}' is the name of a bundled model; choose another")
     return name
 
-def register_user_model(name: str, weights: Path, *, kind: str, target: str, sha256: str, description: str = "",
-                        training_data: str = "", scores: dict | None = None, card_text: str = "") -> ModelEntry:
-    """Write ``model.json`` (atomically) beside ``weights`` in the user's model folder."""
-    folder = weights.parent
-    meta = {"name": name, "file": weights.name, "kind": kind, "target": target, "sha256": sha256,
-            "description": description, "training_data": training_data, "scores": scores or {},
-            "licence": "the user's own"}
-    tmp = folder / ".model.json.tmp"
+def install_user_model(model_dir: str | os.PathLike, name: str) -> ModelEntry:
+    """Copy a finished model folder (``model.pt`` + ``model.json`` + optional card and curve) into
+    ``$POLYCL_HOME/models/<name>/`` so it can be used by name. Files are copied, then renamed."""
+    import shutil
+
+    check_model_name(name)
+    src = Path(model_dir)
+    meta_path = src / "model.json"
+    if not (src / "model.pt").is_file() or not meta_path.is_file():
+        raise InputError(f"{src}: not a finished model folder (needs model.pt and model.json)")
+    dest = user_models_dir() / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for fname in ("model.pt", "training_curve.png", "card.md", "history.json"):
+        if (src / fname).is_file():
+            shutil.copyfile(src / fname, dest / f".{fname}.tmp")
+            os.replace(dest / f".{fname}.tmp", dest / fname)
+    meta = json.loads(meta_path.read_text())
+    meta["name"] = name
+    tmp = dest / ".model.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, folder / "model.json")
-    if card_text:
-        (folder / "card.md").write_text(card_text)
-    return resolve_model(name, kind=kind)
+    os.replace(tmp, dest / "model.json")
+    return resolve_model(name)

@@ -1,0 +1,117 @@
+"""Segmentation metrics in physical units, computed with MONAI.
+
+Dice; Hausdorff distance and its 95th percentile (HD95) in mm using the voxel spacing; volume in
+ml and the volume difference. A prediction on another grid than the reference is resampled onto
+the reference's grid in physical space (nearest neighbour) first.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from polycl.errors import InputError
+from polycl.io import label_on_image_grid, read_label, select_labels, strip_image_suffix
+from polycl.volume import Volume
+
+
+@dataclass
+class Scores:
+    dice: float
+    hausdorff_mm: float
+    hd95_mm: float
+    pred_ml: float
+    ref_ml: float
+
+    @property
+    def volume_diff_ml(self) -> float:
+        return self.pred_ml - self.ref_ml
+
+    @property
+    def volume_diff_pct(self) -> float:
+        return 100.0 * self.volume_diff_ml / self.ref_ml if self.ref_ml else float("nan")
+
+    def row(self) -> dict:
+        d = asdict(self)
+        d.update(volume_diff_ml=self.volume_diff_ml, volume_diff_pct=self.volume_diff_pct)
+        return d
+
+
+def mask_scores(pred: np.ndarray, ref: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Scores:
+    """Scores of binary (z, y, x) masks on the same grid; distances in mm (nan when a mask is empty)."""
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    if pred.shape != ref.shape:
+        raise InputError(f"prediction shape {pred.shape} differs from reference {ref.shape}")
+    p = torch.from_numpy(pred > 0)[None, None].float()
+    r = torch.from_numpy(ref > 0)[None, None].float()
+    dice = float(compute_dice(p, r, include_background=True, ignore_empty=False).item())
+    if p.sum() and r.sum():
+        hd = float(compute_hausdorff_distance(p, r, include_background=True, spacing=list(spacing_zyx)).item())
+        hd95 = float(compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing_zyx)).item())
+    else:
+        hd = hd95 = float("nan")
+    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
+    return Scores(dice, hd, hd95, float((pred > 0).sum()) * voxel_ml, float((ref > 0).sum()) * voxel_ml)
+
+
+def evaluate_files(pred_path: str | os.PathLike, ref_path: str | os.PathLike, label: str | int | None = None,
+                   pred_label: str | int | None = None) -> Scores:
+    """Compare a predicted mask file with a reference label file (``label`` selects reference values)."""
+    ref = read_label(ref_path)
+    pred = read_label(pred_path)
+    pred = label_on_image_grid(pred, ref)
+    ref_mask = select_labels(ref.array, _values(label)) if label is not None else (ref.array > 0).astype(np.uint8)
+    pred_mask = select_labels(pred.array, _values(pred_label)) if pred_label is not None else (pred.array > 0).astype(np.uint8)
+    if not ref_mask.any():
+        raise InputError(f"{ref_path}: the reference has no voxel with label {label}")
+    return mask_scores(pred_mask, ref_mask, ref.spacing_zyx)
+
+
+def _values(label: str | int):
+    if isinstance(label, str) and "," in label:
+        return tuple(int(v) for v in label.split(","))
+    if isinstance(label, str) and label.isdigit():
+        return int(label)
+    return label
+
+
+def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_csv: str | Path, label=None) -> list[dict]:
+    """Match files by case name, score each, write a CSV (atomically) and return the rows."""
+    preds = {strip_image_suffix(p.name): p for p in Path(pred_dir).iterdir() if p.is_file() and not p.name.startswith(".")}
+    refs = {strip_image_suffix(p.name): p for p in Path(ref_dir).iterdir() if p.is_file() and not p.name.startswith(".")}
+    common = sorted(set(preds) & set(refs))
+    if not common:
+        raise InputError(f"no case names in common between {pred_dir} and {ref_dir}")
+    rows = []
+    for name in common:
+        try:
+            rows.append({"case": name, **evaluate_files(preds[name], refs[name], label).row(), "error": ""})
+        except InputError as exc:
+            rows.append({"case": name, "error": str(exc)})
+    out = Path(out_csv)
+    fields = ["case", "dice", "hausdorff_mm", "hd95_mm", "pred_ml", "ref_ml", "volume_diff_ml", "volume_diff_pct", "error"]
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, out)
+    return rows
+
+
+def summarise(rows: list[dict], key: str) -> str:
+    values = [r[key] for r in rows if key in r and not math.isnan(r[key])]
+    if not values:
+        return f"{key}: n/a"
+    return f"{key}: mean {np.mean(values):.4f} sd {np.std(values):.4f} (n={len(values)})"
+
+
+def volume_scores(pred: Volume, ref: Volume) -> Scores:
+    return mask_scores(label_on_image_grid(pred, ref).array, ref.array, ref.spacing_zyx)

@@ -1,0 +1,352 @@
+"""Fine-tuning a segmentation U-Net on a folder of labelled CT (``polycl finetune``).
+
+The paper's recipe: a (PolyCL-pretrained or random) encoder, a mirrored decoder, Dice loss,
+Adam at lr 1e-3, batch 10, cosine annealing with warm restarts; here with MONAI augmentation,
+a case-level train/validation split, validation Dice every epoch, the best checkpoint kept,
+a resumable state saved every epoch (and on Ctrl-C) and a training-curve PNG.
+
+Slices are axial slices of the LPS-reoriented volume, windowed and resized to ``size`` x ``size``.
+Validation Dice is the 3D Dice per held-out case on that resized grid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from polycl.cases import Case, find_labelled_cases
+from polycl.checkpoint import atomic_torch_save, load_state_strict, read_checkpoint, save_checkpoint, sha256_file
+from polycl.device import resolve_device
+from polycl.errors import Cancelled, GeometryError, InputError
+from polycl.io import TARGET_LABELS, label_on_image_grid, read_label, read_volume, select_labels
+from polycl.networks import SegmentationUNet, build_encoder
+from polycl.networks.encoders import DEFAULT_FEATURES
+from polycl.preprocess import PreprocessConfig, middle_slices, prepare_slices, resize_slices, to_canonical
+from polycl.validate import require_ct
+
+#: progress(event: dict) -> None | False. Events: {"event": "epoch", "epoch", "epochs", "loss", "val_dice"},
+#: {"event": "step", "step", "steps"}. Returning False cancels (state saved, :class:`Cancelled` raised).
+Progress = Callable[[dict], object]
+
+
+@dataclass
+class FinetuneConfig:
+    target: str = "liver"  # "liver", "kidney", or label values "5" / "2,3"
+    epochs: int = 30
+    batch_size: int = 10
+    lr: float = 1e-3
+    restart_epochs: int = 5  # CosineAnnealingWarmRestarts period, in epochs
+    label_fraction: float = 1.0  # fraction of training slices whose labels are used
+    val_fraction: float = 0.2  # fraction of cases held out (at least one when >= 2 cases)
+    middle_fraction: float = 1.0  # 0.3 = the paper's middle-30% slice selection
+    size: int = 256
+    level: float = 40.0
+    width: float = 400.0
+    encoder: str | None = None  # path of a PolyCL encoder checkpoint, or None
+    encoder_arch: str = "unet"  # architecture when training from random initialisation
+    features: tuple[int, ...] = DEFAULT_FEATURES
+    augment: bool = True
+    loss: str = "dice"  # "dice" (the paper) or "dice+bce" (converges faster from random weights)
+    seed: int = 0
+    device: str = "auto"
+    components: int | None = None  # connected components kept at inference (default: 2 for kidney, else 1)
+
+    def label_values(self) -> tuple[int, ...]:
+        return parse_target(self.target)
+
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig(self.level, self.width, self.size)
+
+
+def parse_target(target: str) -> tuple[int, ...]:
+    if target in TARGET_LABELS:
+        return TARGET_LABELS[target]
+    try:
+        values = tuple(int(v) for v in str(target).split(","))
+    except ValueError:
+        raise InputError(f"target '{target}' is neither {', '.join(TARGET_LABELS)} nor label values like 5 or 2,3") from None
+    if any(v <= 0 for v in values):
+        raise InputError("label values must be positive (0 is background)")
+    return values
+
+
+@dataclass
+class CaseSlices:
+    """One case's preprocessed slices: images (n, 1, S, S) float16 in 0..1, masks (n, 1, S, S) uint8."""
+
+    name: str
+    images: torch.Tensor
+    masks: torch.Tensor
+    note: str = ""
+
+
+def load_case(case: Case, cfg: FinetuneConfig) -> CaseSlices:
+    """Read, check and preprocess one labelled case (raises InputError/GeometryError naming the files)."""
+    image = read_volume(case.image)
+    require_ct(image)
+    label = read_label(case.label)
+    note = ""
+    if not image.geometry.same_grid_as(label.geometry, image.shape, label.shape):
+        try:
+            label = label_on_image_grid(label, image)
+        except GeometryError as exc:
+            raise GeometryError(f"case {case.name}: label {case.label.name} does not match image {case.image.name}: {exc}") from None
+        note = "label resampled onto the image grid in physical space"
+    mask = select_labels(label.array, cfg.label_values())
+    if not mask.any():
+        raise InputError(f"case {case.name}: label {case.label.name} has no voxel with value(s) {cfg.label_values()}")
+    hu = to_canonical(image)
+    mask = to_canonical(image.with_array(mask))
+    keep = middle_slices(hu.shape[0], cfg.middle_fraction)
+    images = prepare_slices(hu[keep], cfg.preprocess()).half()
+    masks = resize_slices(torch.from_numpy(mask[keep]).float().unsqueeze(1), cfg.size, mode="nearest").to(torch.uint8)
+    return CaseSlices(case.name, images, masks, note)
+
+
+def split_cases(cases: list[Case], val_fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
+    """Case-level split. One case: it is both train and validation (reported)."""
+    if len(cases) < 2:
+        return list(cases), list(cases)
+    order = list(cases)
+    random.Random(seed).shuffle(order)
+    n_val = min(len(cases) - 1, max(1, round(val_fraction * len(cases))))
+    return sorted(order[n_val:], key=lambda c: c.name), sorted(order[:n_val], key=lambda c: c.name)
+
+
+class SliceDataset(Dataset):
+    """(image, mask) slice pairs with optional MONAI augmentation."""
+
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor, augment: bool, seed: int) -> None:
+        self.images, self.masks = images, masks
+        self.transform = None
+        if augment:
+            from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd
+
+            self.transform = Compose([
+                RandAffined(keys=["image", "label"], prob=0.7, rotate_range=(math.radians(12),), scale_range=(0.12, 0.12),
+                            translate_range=(12, 12), mode=("bilinear", "nearest"), padding_mode="zeros"),
+                RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
+                RandGaussianNoised(keys="image", prob=0.2, std=0.02),
+            ])
+            self.transform.set_random_state(seed)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        item = {"image": self.images[i].float(), "label": self.masks[i].float()}
+        if self.transform is not None:
+            item = self.transform(item)
+        return torch.as_tensor(item["image"]), torch.as_tensor(item["label"])
+
+
+def build_model(cfg: FinetuneConfig) -> tuple[SegmentationUNet, dict, str]:
+    """The U-Net to fine-tune: encoder from a PolyCL checkpoint (head dropped) or random."""
+    if cfg.encoder:
+        ckpt = read_checkpoint(cfg.encoder, kind="encoder")
+        encoder = build_encoder(ckpt["config"])
+        load_state_strict(encoder, ckpt["state_dict"], str(cfg.encoder))
+        enc_config, init = dict(ckpt["config"]), f"PolyCL encoder {Path(cfg.encoder).name} ({ckpt.get('meta', {}).get('strategy', '?')})"
+    else:
+        enc_config = {"name": cfg.encoder_arch, "in_channels": 1, "features": list(cfg.features)}
+        encoder, init = build_encoder(enc_config), "random initialisation"
+    return SegmentationUNet(encoder, 1), {"encoder": enc_config, "out_channels": 1}, init
+
+
+def make_loss(name: str) -> torch.nn.Module:
+    """MONAI's soft Dice on sigmoid outputs, batch-wise (empty slices do not divide by zero);
+    "dice+bce" adds binary cross-entropy (MONAI DiceCELoss)."""
+    from monai.losses import DiceCELoss, DiceLoss
+
+    if name == "dice":
+        return DiceLoss(sigmoid=True, batch=True)
+    if name == "dice+bce":
+        return DiceCELoss(sigmoid=True, batch=True)
+    raise InputError(f"unknown loss '{name}'; use dice or dice+bce")
+
+
+@torch.inference_mode()
+def validation_dice(model: torch.nn.Module, cases: list[CaseSlices], device: torch.device, batch: int = 16) -> dict[str, float]:
+    from monai.metrics import compute_dice
+
+    model.eval()
+    scores = {}
+    for c in cases:
+        preds = []
+        for s in range(0, len(c.images), batch):
+            preds.append((torch.sigmoid(model(c.images[s:s + batch].float().to(device))) > 0.5).cpu())
+        pred = torch.cat(preds).permute(1, 0, 2, 3).unsqueeze(0).float()  # (1, 1, z, S, S)
+        gt = c.masks.permute(1, 0, 2, 3).unsqueeze(0).float()
+        scores[c.name] = float(compute_dice(pred, gt, include_background=True, ignore_empty=False).item())
+    model.train()
+    return scores
+
+
+def plot_curve(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [h["loss"] for h in history], "o-", label="train Dice loss")
+    ax.plot(epochs, [h["val_dice"] for h in history], "s-", label="validation Dice")
+    ax.set_xlabel("epoch")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@dataclass
+class FinetuneResult:
+    model_path: Path
+    best_val_dice: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    train_cases: list[str] = field(default_factory=list)
+    val_cases: list[str] = field(default_factory=list)
+
+
+def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, resume: bool = False,
+             progress: Progress | None = None, show_progress: bool = True) -> FinetuneResult:
+    """Fine-tune on ``data_dir`` and write ``model.pt`` (best), ``state.pt`` (resumable), ``history.json``,
+    ``training_curve.png`` and ``model.json`` into ``out_dir``. All cases are checked before training."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    state_path = out / "state.pt"
+    if resume and not state_path.is_file():
+        raise InputError(f"{state_path}: nothing to resume (no saved training state)")
+    if not resume and (out / "model.pt").exists():
+        raise InputError(f"{out} already holds a model; choose another folder or pass --resume")
+    if not 0 < cfg.label_fraction <= 1:
+        raise InputError(f"label fraction must be in (0, 1], got {cfg.label_fraction}")
+    cases = find_labelled_cases(data_dir)
+    train_c, val_c = split_cases(cases, cfg.val_fraction, cfg.seed)
+    loaded, problems = {}, []
+    for c in cases:  # check everything before training starts
+        try:
+            loaded[c.name] = load_case(c, cfg)
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputError(f"{len(problems)} case(s) cannot be used; nothing was trained:\n  - " + "\n  - ".join(problems))
+
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    images = torch.cat([loaded[c.name].images for c in train_c])
+    masks = torch.cat([loaded[c.name].masks for c in train_c])
+    n_keep = max(1, round(cfg.label_fraction * len(images)))
+    keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(images))[:n_keep])
+    images, masks = images[keep], masks[keep]
+    dataset = SliceDataset(images, masks, cfg.augment, cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
+                        generator=generator)
+    model, net_config, init = build_model(cfg)
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    steps_per_epoch = len(loader)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, cfg.restart_epochs * steps_per_epoch))
+    loss_fn = make_loss(cfg.loss)
+    history: list[dict] = []
+    start_epoch, best, best_epoch = 1, -1.0, 0
+    if resume:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        load_state_strict(model, state["model"], str(state_path))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
+        start_epoch = state["epoch"] + 1
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+    out.mkdir(parents=True, exist_ok=True)
+    meta_common = {
+        "target": cfg.target, "target_values": list(cfg.label_values()),
+        "components": cfg.components or (2 if cfg.target == "kidney" or len(cfg.label_values()) == 2 else 1),
+        "preprocess": cfg.preprocess().to_dict(), "init": init, "train_cases": [c.name for c in train_c],
+        "val_cases": [c.name for c in val_c], "label_fraction": cfg.label_fraction, "config": _jsonable(asdict(cfg)),
+    }
+    use_amp = device.type == "cuda"
+    epoch = start_epoch - 1
+
+    def save_state(epoch_done: int) -> None:
+        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "epoch": epoch_done, "history": history, "best": best,
+                           "best_epoch": best_epoch, "torch_rng": torch.get_rng_state(),
+                           "loader_rng": generator.get_state()}, state_path)
+
+    try:
+        bar = tqdm(range(start_epoch, cfg.epochs + 1), desc="fine-tune", unit="epoch", disable=not show_progress,
+                   initial=start_epoch - 1, total=cfg.epochs)
+        for epoch in bar:
+            t0, losses = time.perf_counter(), []
+            for step, (x, y) in enumerate(loader):
+                x, y = x.to(device), y.to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = model(x)
+                loss = loss_fn(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                if progress is not None and progress({"event": "step", "epoch": epoch, "step": step + 1,
+                                                      "steps": steps_per_epoch}) is False:
+                    raise KeyboardInterrupt
+            scores = validation_dice(model, [loaded[c.name] for c in val_c], device)
+            val = float(np.mean(list(scores.values())))
+            record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val, "val_per_case": scores,
+                      "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+            history.append(record)
+            if val > best:
+                best, best_epoch = val, epoch
+                save_checkpoint(out / "model.pt", model, net_config, kind="segmentation",
+                                meta={**meta_common, "epoch": epoch, "scores": {"val_dice": val}})
+            save_state(epoch)
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            plot_curve(history, out / "training_curve.png")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", val_dice=f"{val:.3f}", best=f"{best:.3f}")
+            if progress is not None and progress({"event": "epoch", "epoch": epoch, "epochs": cfg.epochs,
+                                                  "loss": record["loss"], "val_dice": val, "best": best}) is False:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        save_state(epoch - 1 if not history or history[-1]["epoch"] != epoch else epoch)
+        raise Cancelled(f"fine-tuning stopped after epoch {history[-1]['epoch'] if history else 0}; "
+                        f"resume with --resume (state in {state_path})") from None
+
+    result = FinetuneResult(out / "model.pt", best, best_epoch, history, [c.name for c in train_c], [c.name for c in val_c])
+    write_model_json(out, result, cfg, init)
+    return result
+
+
+def write_model_json(out: Path, result: FinetuneResult, cfg: FinetuneConfig, init: str, name: str | None = None) -> None:
+    """Registry entry beside the weights, so the folder can be installed as a user model."""
+    held_out = result.val_cases != result.train_cases
+    meta = {
+        "name": name or out.name, "file": "model.pt", "kind": "segmentation", "target": cfg.target,
+        "sha256": sha256_file(result.model_path),
+        "description": f"U-Net fine-tuned from {init}, best epoch {result.best_epoch}/{cfg.epochs}",
+        "training_data": f"{len(result.train_cases)} case(s): {', '.join(result.train_cases)}",
+        "scores": {("val_dice" if held_out else "train_dice"): round(result.best_val_dice, 4)},
+    }
+    tmp = out / ".model.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(out / "model.json")
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
