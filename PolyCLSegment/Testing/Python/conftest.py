@@ -1,0 +1,97 @@
+"""pytest fixtures for the PolyCLSegment module: real MRML from slicer-core, real CT, a tiny model.
+
+The slicer-core harness (Testing/slicer_harness.py) makes ``import slicer, qt, ctk`` and the
+ScriptedLoadableModule base classes work without Slicer's Qt application, so ``PolyCLSegment.py``
+is imported as is and its Logic runs against real MRML nodes. Real CT comes from the same data
+folder as the core's tests (POLYCL_DATA_DIR or ../shared/data); under CI=true a missing folder fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+for p in (ROOT / "Testing", ROOT / "PolyCLSegment"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from slicer_harness import install, new_scene  # noqa: E402
+
+install()
+
+from polycl.datasets import data_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    d = data_dir()
+    if d is None:
+        message = "real CT data missing: set POLYCL_DATA_DIR (see ../shared/data/README.md)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return d
+
+
+@pytest.fixture(scope="session")
+def ts(data) -> Path:
+    return data / "totalsegmentator"
+
+
+@pytest.fixture()
+def scene():
+    """A fresh MRML scene (slicer.mrmlScene) for each test."""
+    return new_scene()
+
+
+@pytest.fixture(scope="session")
+def module():
+    import PolyCLSegment
+
+    return PolyCLSegment
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small segmentation U-Net checkpoint (fixed random weights, 64 px slices).
+
+    Its masks are arbitrary but deterministic and spatially structured, which is what geometry
+    tests need: any misplacement between MRML and polycl shows as a voxel mismatch.
+    """
+    import torch
+
+    from polycl.checkpoint import save_checkpoint
+    from polycl.networks import build_segmentation_model
+
+    torch.manual_seed(3)
+    config = {"encoder": {"name": "unet", "features": [4, 8, 16]}, "out_channels": 1}
+    model = build_segmentation_model(config)
+    path = tmp_path_factory.mktemp("models") / "tiny-random.pt"
+    save_checkpoint(path, model, config, meta={"target": "liver", "preprocess": {"size": 64}, "components": 1})
+    return path
+
+
+def load_volume_node(path, labelmap: bool = False, name: str = ""):
+    """Read an image file into a new volume node with Slicer's own reader (a storage node)."""
+    import slicer
+
+    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = slicer.mrmlScene.AddNewNodeByClass(cls, name or Path(path).name.split(".")[0])
+    storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(path))
+    if labelmap:
+        storage.SetCenterImage(False)
+    assert storage.ReadData(node), f"Slicer could not read {path}"
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    return node
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    denom = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / denom) if denom else 1.0
