@@ -78,13 +78,13 @@ class PolyCLSegmentParameterNode:
     refineBackend: str = "litemedsam"
     propagationEngine: str = "auto"
     stopAfter: Annotated[int, WithinRange(0, 50)] = 3
-    finetuneFolder: str = ""
+    finetuneFolder: Path
     finetuneTarget: str = "liver"
     finetuneName: str = "my-model"
     finetuneEpochs: Annotated[int, WithinRange(1, 1000)] = 30
     labelFraction: Annotated[float, WithinRange(0.01, 1.0)] = 1.0
-    batchInputFolder: str = ""
-    batchOutputFolder: str = ""
+    batchInputFolder: Path
+    batchOutputFolder: Path
 
 
 #
@@ -524,6 +524,10 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
                 batch = max(batch, 1)
 
 
+def _pathSet(path) -> bool:
+    return path is not None and str(path) not in ("", ".")
+
+
 #
 # Widget
 #
@@ -697,10 +701,11 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget):
         self._setControl(self.ui.propagateButton, backends.propagateCapability(), hasVolume and hasSegment,
                          _("Select the segment holding the annotated slice"),
                          _("Propagate the selected segment from the red view's slice through the volume"))
-        self._setControl(self.ui.finetuneButton, backends.finetuneCapability(), bool(p.finetuneFolder),
+        self._setControl(self.ui.finetuneButton, backends.finetuneCapability(), _pathSet(p.finetuneFolder),
                          _("Choose a folder of labelled CT"), _("Fine-tune a model on the folder (subprocess)"))
         self._setControl(self.ui.batchButton, backends.batchCapability(),
-                         bool(p.batchInputFolder) and bool(p.batchOutputFolder), _("Choose input and output folders"),
+                         _pathSet(p.batchInputFolder) and _pathSet(p.batchOutputFolder),
+                         _("Choose input and output folders"),
                          _("Segment every CT of the input folder (subprocess, resumable)"))
         refineCap = backends.refineCapability()
         self.ui.refineAfterSegmentCheckBox.enabled = bool(refineCap)
