@@ -1,0 +1,97 @@
+"""Long work off the GUI thread: the persistent worker thread and core subprocesses (real processes)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+
+import pytest
+
+
+def test_worker_runs_jobs_in_order_reports_errors_and_cancels():
+    from PolyCLSegmentLib.worker import Worker
+
+    worker = Worker()
+    try:
+        threads = []
+
+        def ok(job):
+            import threading
+
+            threads.append(threading.current_thread().name)
+            job.progress(1, 2, "half")
+            return 42
+
+        def boom(job):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        def slow(job):
+            for i in range(200):
+                if not job.progress(i, 200):
+                    from polycl.errors import Cancelled
+
+                    raise Cancelled("stopped")
+                time.sleep(0.01)
+            return "finished"
+
+        a, b, c = worker.submit(ok), worker.submit(boom), worker.submit(slow)
+        assert a.wait(10) and a.result == 42 and a.error is None and a.message == "half"
+        assert b.wait(10) and "out of memory" in b.error and "CPU" in b.error
+        time.sleep(0.05)
+        c.cancel()
+        assert c.wait(10) and c.cancelled and c.result is None
+        d = worker.submit(ok)  # the same thread keeps serving after errors
+        assert d.wait(10) and d.result == 42 and len(set(threads)) == 1
+    finally:
+        worker.shutdown()
+
+
+def test_core_process_parses_progress_and_cancels(tmp_path):
+    from PolyCLSegmentLib.processes import CoreProcess
+
+    script = tmp_path / "fake_train.py"
+    script.write_text(textwrap.dedent("""
+        import json, signal, sys, time
+        def stop(*a):
+            print("saving state", flush=True); sys.exit(130)
+        signal.signal(signal.SIGINT, stop)
+        for e in range(1, 1000):
+            print(json.dumps({"event": "epoch", "epoch": e, "epochs": 1000, "val_dice": 0.5}), flush=True)
+            time.sleep(0.05)
+    """))
+    proc = CoreProcess([sys.executable, str(script)])
+    deadline = time.monotonic() + 30
+    while not proc.events and time.monotonic() < deadline:
+        proc.poll()
+        time.sleep(0.02)
+    assert proc.events and proc.events[0]["event"] == "epoch"
+    assert 0 < proc.fraction < 0.1 and "validation Dice 0.500" in proc.message
+    proc.cancel(grace=10)
+    assert proc.wait(10) == 130 and proc.cancelled
+    assert proc.lines[-1] == "saving state"
+
+
+def test_finetune_subprocess_adds_model_to_list(ts, tmp_path, monkeypatch, module):
+    """Logic.finetune runs the real `polycl finetune` in a subprocess (tiny: 1 epoch, 32 px)."""
+    from polycl.errors import InputError
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("POLYCL_HOME", str(home))
+    case = tmp_path / "data" / "case1"
+    case.mkdir(parents=True)
+    (case / "image.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")
+    (case / "label.nii.gz").symlink_to(ts / "example_seg_fast" / "liver.nii.gz")
+    logic = module.PolyCLSegmentLogic()
+    with pytest.raises(InputError):
+        logic.finetune(tmp_path / "missing", "x")
+    with pytest.raises(InputError):
+        logic.finetune(tmp_path / "data", "bad name!")
+    proc = logic.finetune(tmp_path / "data", "my-liver", target="1", epochs=1, device="cpu",
+                          extraArgs=["--size", "32", "--no-augment"])
+    assert proc.wait(300) == 0, "\n".join(proc.lines[-20:])
+    epochs = [e for e in proc.events if e.get("event") == "epoch"]
+    assert epochs and 0 <= epochs[-1]["val_dice"] <= 1 and proc.fraction == pytest.approx(1.0)
+    models = {m["name"]: m for m in logic.listModels()}
+    assert "my-liver" in models and models["my-liver"]["source"] == "user"
+    assert "scores" in models["my-liver"]["tooltip"]
