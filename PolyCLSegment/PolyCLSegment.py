@@ -338,7 +338,8 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ propagate
     def preparePropagate(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int, *,
                          engine: str = "auto", stopAfter: int | None = 3, device: str = "auto",
-                         newSegment: bool = False, overwriteOthers: bool = False) -> Request:
+                         newSegment: bool = False, overwriteOthers: bool = False, limits=None,
+                         predictor=None) -> Request:
         from polycl.errors import InputError
 
         volume = conversions.volumeFromNode(volumeNode)
@@ -360,27 +361,33 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         name = segment.GetName() + (" propagated" if newSegment else "")
         return Request("propagate", volume, volumeNode.GetID(), segmentationNode.GetID(), target,
                        dict(seed=seed, sliceIndex=int(sliceIndex), engine=engine, stopAfter=stopAfter, device=device,
-                            overwriteOthers=overwriteOthers, segmentName=name))
+                            overwriteOthers=overwriteOthers, segmentName=name, limits=limits, predictor=predictor))
 
     def computePropagate(self, request: Request, progress: Progress | None = None) -> Outcome:
         from polycl.errors import InputError
 
-        cap = backends.propagateCapability()
+        o = request.options
+        cap = backends.propagateCapability(o["engine"])
+        if o.get("predictor") is not None and o["engine"] in ("auto", "sam2"):
+            cap = backends.Capability(True)  # a ready SAM 2 predictor was given
         if not cap:
-            raise InputError(f"propagation is unavailable: {cap.reason}")
+            raise InputError(f"propagation ({o['engine']}) is unavailable: {cap.reason}")
         from polycl.propagate import propagate_volume
 
-        o = request.options
         cancelled = {"flag": False}
 
         def onProgress(done, total, index):
             if progress is not None and progress(done, total, f"slice {index}") is False:
                 cancelled["flag"] = True
 
+        start, end = o["limits"] if o.get("limits") else (None, None)
         result = propagate_volume(request.volume, o["seed"], seed_slices=[o["sliceIndex"]], engine=o["engine"],
                                   stop_after=o["stopAfter"], device=o["device"], progress=onProgress,
-                                  cancel=lambda: cancelled["flag"])
-        mask = np.asarray(result.mask, dtype=np.uint8)
+                                  cancel=lambda: cancelled["flag"], start=start, end=end,
+                                  predictor=o.get("predictor"))
+        mask = np.array(result.mask, dtype=np.uint8)
+        k = o["sliceIndex"]
+        mask[k] = o["seed"][k]  # the user's annotated slice is kept exactly as drawn
         low = result.low_confidence()
         provenance = {"Operation": "propagate", "Engine": f"{result.engine.name} ({result.engine.detail})",
                       "Prompts": {"seedSlice": o["sliceIndex"], "stopAfter": o["stopAfter"]},
@@ -389,13 +396,16 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
 
     def propagate(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int, *, engine: str = "auto",
                   stopAfter: int | None = 3, device: str = "auto", newSegment: bool = False,
-                  overwriteOthers: bool = False, progress: Progress | None = None) -> str:
+                  overwriteOthers: bool = False, limits: tuple[int, int] | None = None, predictor=None,
+                  progress: Progress | None = None) -> str:
         """Carry the segment's mask on slice ``sliceIndex`` (the volume's IJK k) through the volume
         (SAM 2 when its weights are cached, else chained LiteMedSAM; ``engine`` picks) until the
-        organ ends (``stopAfter`` empty slices). Replaces the segment when complete unless ``newSegment``."""
+        organ ends (``stopAfter`` empty slices in a row; None runs to the limits). ``limits``
+        (first, last IJK k, inclusive) bound the run; ``predictor`` reuses a loaded SAM 2 video
+        predictor. Replaces the segment when complete unless ``newSegment``."""
         request = self.preparePropagate(volumeNode, segmentationNode, segmentId, sliceIndex, engine=engine,
                                         stopAfter=stopAfter, device=device, newSegment=newSegment,
-                                        overwriteOthers=overwriteOthers)
+                                        overwriteOthers=overwriteOthers, limits=limits, predictor=predictor)
         return self.applyOutcome(self.computePropagate(request, progress))
 
     # ------------------------------------------------------------------ write results
@@ -559,11 +569,14 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget):
         for value, label, tip in backends.deviceChoices():
             self.ui.deviceComboBox.addItem(label, value)
             self.ui.deviceComboBox.setItemData(self.ui.deviceComboBox.count - 1, tip, qt.Qt.ToolTipRole)
+        engines = backends.propagationEngines() if backends.coreInstalled() else {}
         for engine, tip in (("auto", "SAM 2 when its weights are downloaded, else chained LiteMedSAM"),
-                            ("sam2", "SAM 2 video propagation (weights downloaded once, on first use)"),
+                            ("sam2", "SAM 2 video propagation (official weights, downloaded by the user once)"),
                             ("chain", "LiteMedSAM boxes chained slice to slice (offline)")):
-            self.ui.engineComboBox.addItem(engine, engine)
-            self.ui.engineComboBox.setItemData(self.ui.engineComboBox.count - 1, tip, qt.Qt.ToolTipRole)
+            cap = engines.get(engine, backends.Capability(True))
+            self.ui.engineComboBox.addItem(engine if cap else f"{engine} (unavailable)", engine)
+            self.ui.engineComboBox.setItemData(self.ui.engineComboBox.count - 1,
+                                               tip if cap else "Unavailable: " + cap.reason, qt.Qt.ToolTipRole)
 
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.refineButton.connect("clicked(bool)", self.onRefine)
@@ -698,7 +711,8 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget):
         self._setControl(self.ui.refineButton, backends.refineCapability(), hasVolume and (hasSegment or bool(
             self.ui.roiSelector.currentNode())), _("Select a segment to refine, or an ROI box"),
             _("SAM refinement of the selected segment (or of the ROI boxes); replaces it when complete"))
-        self._setControl(self.ui.propagateButton, backends.propagateCapability(), hasVolume and hasSegment,
+        self._setControl(self.ui.propagateButton, backends.propagateCapability(p.propagationEngine),
+                         hasVolume and hasSegment,
                          _("Select the segment holding the annotated slice"),
                          _("Propagate the selected segment from the red view's slice through the volume"))
         self._setControl(self.ui.finetuneButton, backends.finetuneCapability(), _pathSet(p.finetuneFolder),

@@ -78,27 +78,44 @@ def refineCapability() -> Capability:
     return Capability(True)
 
 
-def propagateCapability() -> Capability:
+def sam2WeightsCached() -> bool:
+    """True when a SAM 2 checkpoint is in polycl's cache ($POLYCL_HOME/sam2), read without torch."""
+    try:
+        from polycl.models import polycl_home
+    except ImportError:
+        return False
+    folder = polycl_home() / "sam2"
+    return folder.is_dir() and any(folder.glob("*.pt"))
+
+
+def propagationEngines() -> dict[str, Capability]:
+    """Which propagation engines can run: 'chain' (offline LiteMedSAM) and 'sam2' (needs weights)."""
+    chain = (Capability(True) if _core_file("propagate", "chain_engine") else
+             Capability(False, "the offline chained-LiteMedSAM engine is not in this polycl-core version yet"))
+    if not _core_file("propagate", "sam2_engine"):
+        sam2 = Capability(False, "SAM 2 propagation is not in this polycl-core version")
+    elif not _has_module("sam2"):
+        sam2 = Capability(False, "the 'sam2' package is not installed (installed on first use)")
+    elif not sam2WeightsCached():
+        sam2 = Capability(False, "no SAM 2 weights downloaded yet (see the module README, 'SAM 2 weights')")
+    else:
+        sam2 = Capability(True)
+    return {"chain": chain, "sam2": sam2}
+
+
+def propagateCapability(engine: str = "auto") -> Capability:
     core = coreInstalled()
     if not core:
         return core
     root = polyclPackageDir()
-    engine = root / "propagate" / "engine.py" if root else None
-    if not (_core_file("propagate") and root is not None and (root / "propagate" / "__init__.py").is_file()
-            and _propagateEntryPoint(root)):
-        return Capability(False, "propagation is not in this polycl-core version yet (polycl.propagate has no "
-                                 "propagate() entry point)")
-    del engine
-    return Capability(True)
-
-
-def _propagateEntryPoint(root: Path) -> bool:
-    """True when polycl.propagate exposes ``propagate`` (checked by reading its source, not importing)."""
-    try:
-        text = (root / "propagate" / "__init__.py").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return "def propagate" in text or "import propagate" in text or " propagate," in text or "propagate\n" in text
+    if root is None or not _core_file("propagate", "api"):
+        return Capability(False, "propagation is not in this polycl-core version (polycl.propagate missing)")
+    engines = propagationEngines()
+    if engine in engines:
+        return engines[engine]
+    if any(engines.values()):
+        return Capability(True)
+    return Capability(False, "no propagation engine can run: " + "; ".join(c.reason for c in engines.values()))
 
 
 def finetuneCapability() -> Capability:

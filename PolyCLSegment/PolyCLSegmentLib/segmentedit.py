@@ -29,6 +29,9 @@ from PolyCLSegmentLib import conversions
 
 LOCK_TAG = "PolyCL.Locked"
 TAG_PREFIX = "PolyCL."
+#: Provenance tags written by :func:`applyMask` (each ``PolyCL.<key>``).
+PROVENANCE_KEYS = ("Operation", "Model", "ModelSHA256", "Target", "Engine", "Refiner", "Prompts", "Device",
+                   "LowConfidenceSlices", "Time", "Version")
 
 
 def segmentTag(segment, name: str) -> str | None:
@@ -64,21 +67,11 @@ def lockedSegmentIds(segmentationNode) -> list[str]:
 
 def provenanceTags(segment) -> dict[str, str]:
     """All ``PolyCL.*`` tags of a segment (as written by :func:`applyMask`)."""
-    import vtk
-
-    names = vtk.vtkStringArray()
     out = {}
-    try:
-        tags = segment.GetTags()  # newer VTK wrappings return a dict
-        if isinstance(tags, dict):
-            return {k: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
-    except (AttributeError, TypeError):
-        pass
-    for key in ("Operation", "Model", "ModelSHA256", "Target", "Engine", "Prompts", "Time", "Version", "Device"):
+    for key in PROVENANCE_KEYS:
         value = segmentTag(segment, TAG_PREFIX + key)
         if value is not None:
             out[TAG_PREFIX + key] = value
-    del names
     return out
 
 

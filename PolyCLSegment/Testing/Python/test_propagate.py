@@ -1,0 +1,72 @@
+"""Propagation through the Logic: one annotated slice of a segment becomes a whole segment.
+
+Mechanics use the real SAM 2 (hiera-tiny) architecture with random weights (official weights cannot
+be downloaded here) at a small input size, over a 3-slice window: its masks mean nothing, but the
+path seed slice -> polycl.propagate -> one segment, undo and provenance are real. When the offline
+chained-LiteMedSAM engine is installed, a real-weights accuracy test runs as well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import dice, load_volume_node
+
+
+@pytest.fixture()
+def liver_seed(scene, ts):
+    import slicer
+
+    from PolyCLSegmentLib import segmentedit
+
+    ct = load_volume_node(ts / "example_ct_sm.nii.gz", name="ct")
+    label = load_volume_node(ts / "example_seg_fast" / "liver.nii.gz", labelmap=True, name="liver")
+    liver = (slicer.util.arrayFromVolume(label) > 0).astype(np.uint8)
+    k = int(np.argmax(liver.sum(axis=(1, 2))))
+    seed = np.zeros_like(liver)
+    seed[k] = liver[k]
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    sid = segmentedit.applyMask(seg, ct, seed, segmentName="liver")
+    return ct, seg, sid, k, seed, liver
+
+
+def test_propagation_writes_one_segment_from_one_slice(liver_seed, module):
+    from polycl.propagate.checkpoints import build_predictor
+
+    from PolyCLSegmentLib import conversions, segmentedit
+
+    ct, seg, sid, k, seed, _liver = liver_seed
+    logic = module.PolyCLSegmentLogic()
+    predictor = build_predictor(random_weights=True, image_size=128, device="cpu")
+    seen = []
+    out = logic.propagate(ct, seg, sid, k, engine="sam2", stopAfter=None, limits=(k - 1, k + 1),
+                          predictor=predictor, device="cpu", progress=lambda d, t, m: seen.append((d, t)))
+    assert out == sid and seg.GetSegmentation().GetNumberOfSegments() == 1
+    result = conversions.maskFromSegment(seg, sid, ct)
+    assert np.array_equal(result[k], seed[k])  # the annotated slice is kept as drawn
+    outside = np.ones(result.shape[0], bool)
+    outside[k - 1:k + 2] = False
+    assert not result[outside].any()  # nothing beyond the limits
+    assert seen and seen[-1][0] == 3  # three slices visited
+    tags = segmentedit.provenanceTags(seg.GetSegmentation().GetSegment(sid))
+    assert tags["PolyCL.Operation"] == "propagate" and tags["PolyCL.Engine"].startswith("sam2")
+    assert '"seedSlice": %d' % k in tags["PolyCL.Prompts"]
+    assert logic.undo(seg) and np.array_equal(conversions.maskFromSegment(seg, sid, ct), seed)
+
+
+def test_propagation_with_offline_engine_follows_the_liver(liver_seed, module):
+    from PolyCLSegmentLib import backends, conversions
+
+    if not backends.propagationEngines()["chain"]:
+        pytest.skip("the chained-LiteMedSAM engine is not in polycl-core yet: "
+                    + backends.propagationEngines()["chain"].reason)
+    ct, seg, sid, k, seed, liver = liver_seed
+    logic = module.PolyCLSegmentLogic()
+    window = slice(k - 2, k + 3)  # 5 slices keep this test short (LiteMedSAM: ~1 s per slice on 2 cores)
+    logic.propagate(ct, seg, sid, k, engine="chain", device="cpu", limits=(k - 2, k + 2))
+    result = conversions.maskFromSegment(seg, sid, ct)
+    assert not result[: k - 2].any() and not result[k + 3:].any()
+    # 0.8 on slices next to the seed: DESIGN.md measured 0.976 with label boxes and 0.705 for a whole
+    # unstopped chain; near the seed the chain has not drifted yet.
+    assert dice(result[window], liver[window]) > 0.8
