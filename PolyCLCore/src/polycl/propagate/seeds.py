@@ -1,0 +1,150 @@
+"""Seeds of a propagation: annotated slices (masks), boxes or points, in canonical slice space.
+
+All indices here are *canonical* axial indices (axis 0 of :func:`polycl.preprocess.to_canonical`,
+inferior -> superior) and all 2D coordinates are canonical slice pixels (x = column, y = row).
+:func:`canonical_slice_index` converts a slice index of the input volume's own array (axis 0, i.e.
+Slicer's IJK ``k``) to the canonical one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polycl.errors import InputError
+from polycl.preprocess import to_canonical
+from polycl.volume import Volume
+
+#: A mask volume with more annotated slices than this is a *coarse volume*: its middle non-empty
+#: slice becomes the single reference slice (the paper's choice). Up to this many, every annotated
+#: slice is a seed (a user re-seeding from corrected slices).
+MAX_SEED_SLICES = 3
+
+
+@dataclass
+class Seed:
+    """A prompt on one canonical slice: a mask (y, x), a box (x0, y0, x1, y1) or points (n, 2) + labels."""
+
+    index: int
+    mask: np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mask is None and self.box is None and self.points is None:
+            raise InputError(f"seed on slice {self.index} has no mask, box or points")
+        if self.mask is not None:
+            self.mask = np.asarray(self.mask) > 0
+            if not self.mask.any():
+                raise InputError(f"seed mask on slice {self.index} is empty")
+        if self.points is not None:
+            self.points = np.asarray(self.points, dtype=np.float32).reshape(-1, 2)
+            self.labels = (np.ones(len(self.points), np.int32) if self.labels is None
+                           else np.asarray(self.labels, dtype=np.int32).reshape(-1))
+            if len(self.labels) != len(self.points):
+                raise InputError("points and labels differ in number")
+
+    def as_box(self, margin: float = 0.0) -> tuple[float, float, float, float]:
+        if self.box is not None:
+            return tuple(float(v) for v in self.box)
+        if self.mask is not None:
+            return box_from_mask(self.mask, margin)
+        xs, ys = self.points[:, 0], self.points[:, 1]
+        return float(xs.min() - margin), float(ys.min() - margin), float(xs.max() + margin), float(ys.max() + margin)
+
+
+def box_from_mask(mask: np.ndarray, margin: float = 0.0) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) pixel box around a 2D mask, widened by ``margin`` px and clipped to the slice."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        raise InputError("cannot make a box from an empty mask")
+    h, w = mask.shape
+    return (float(max(0, xs.min() - margin)), float(max(0, ys.min() - margin)),
+            float(min(w - 1, xs.max() + margin)), float(min(h - 1, ys.max() + margin)))
+
+
+def nonempty_slices(mask_zyx: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(mask_zyx.reshape(mask_zyx.shape[0], -1).any(axis=1))
+
+
+def reference_slice(mask_zyx: np.ndarray) -> int:
+    """The paper's reference slice of a coarse mask: the middle of its non-empty slices."""
+    idx = nonempty_slices(mask_zyx)
+    if len(idx) == 0:
+        raise InputError("seed mask is empty: nothing is labelled")
+    return int(idx[len(idx) // 2])
+
+
+def seeds_from_mask(mask_zyx: np.ndarray, slices: list[int] | None = None, *,
+                    max_seed_slices: int = MAX_SEED_SLICES) -> list[Seed]:
+    """Seeds from a canonical (z, y, x) mask.
+
+    ``slices`` given: exactly those slices (each must be annotated). Otherwise every annotated slice
+    when there are at most ``max_seed_slices`` of them, else the reference slice of the coarse volume.
+    """
+    mask = np.asarray(mask_zyx) > 0
+    annotated = nonempty_slices(mask)
+    if len(annotated) == 0:
+        raise InputError("seed mask is empty: nothing is labelled")
+    if slices is not None:
+        chosen = sorted({int(k) for k in slices})
+        for k in chosen:
+            if not 0 <= k < mask.shape[0]:
+                raise InputError(f"seed slice {k} is outside the volume (0..{mask.shape[0] - 1})")
+            if not mask[k].any():
+                near = annotated[np.argmin(np.abs(annotated - k))]
+                raise InputError(f"seed slice {k} is not annotated (nearest annotated slice: {near})")
+        return [Seed(k, mask[k], meta={"from": "chosen slice"}) for k in chosen]
+    if len(annotated) <= max_seed_slices:
+        return [Seed(int(k), mask[k], meta={"from": "annotated slice"}) for k in annotated]
+    k = reference_slice(mask)
+    return [Seed(k, mask[k], meta={"from": f"middle of {len(annotated)} non-empty slices"})]
+
+
+def canonical_slice_index(volume: Volume, k: int) -> int:
+    """Canonical axial index of slice ``k`` of ``volume``'s own array (axis 0, Slicer's IJK k).
+
+    Raises :class:`InputError` when axis 0 of the input is not its axial axis (e.g. a sagittal
+    acquisition), since a 'slice k' of such a file is not an axial slice.
+    """
+    z = volume.shape[0]
+    if not 0 <= k < z:
+        raise InputError(f"slice {k} is outside the volume (0..{z - 1})")
+    return int(_axis0_map(volume)[k])
+
+
+def input_slice_index(volume: Volume, canonical: int) -> int:
+    """Inverse of :func:`canonical_slice_index`."""
+    m = _axis0_map(volume)
+    return int(np.flatnonzero(m == canonical)[0])
+
+
+def _axis0_map(volume: Volume) -> np.ndarray:
+    """map[k] = canonical axis-0 index of input slice k (axis 0 must stay axis 0)."""
+    z = volume.shape[0]
+    probe = np.zeros((z, 2, 3), np.int32)
+    probe += np.arange(z, dtype=np.int32)[:, None, None] * 16
+    probe += np.arange(2, dtype=np.int32)[None, :, None] * 4
+    probe += np.arange(3, dtype=np.int32)[None, None, :]
+    canon = to_canonical(Volume(probe, volume.geometry))
+    k_of = canon // 16
+    if canon.shape[0] != z or not np.all(k_of == k_of[:, :1, :1]) or len(np.unique(k_of[:, 0, 0])) != z:
+        raise InputError(f"{volume.source or 'image'}: its slices (array axis 0) are not axial "
+                         f"(orientation {volume.geometry.orientation_code()}); give the seed as a mask volume")
+    out = np.empty(z, np.int64)
+    out[k_of[:, 0, 0]] = np.arange(z)
+    return out
+
+
+def canonical_mask(volume: Volume, seed: Volume | np.ndarray) -> np.ndarray:
+    """The seed mask (on ``volume``'s grid) in canonical order, as bool."""
+    if isinstance(seed, Volume):
+        arr = seed.array
+    else:
+        arr = np.asarray(seed)
+    if arr.shape != volume.shape:
+        raise InputError(f"seed mask shape {arr.shape} differs from the image's {volume.shape}")
+    return to_canonical(Volume((arr > 0).astype(np.uint8), volume.geometry)) > 0

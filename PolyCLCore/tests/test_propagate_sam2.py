@@ -1,0 +1,163 @@
+"""SAM 2 engine mechanics with the REAL SAM 2.1 hiera-tiny architecture and RANDOM weights.
+
+Random weights make the masks meaningless, so these tests check mechanics only: frames come from
+memory, both directions are visited from a middle seed, limits and the stop rule hold, two seed
+slices both condition the run, cancelling keeps nothing, and the result lies on the input grid.
+To stay fast on 2 CPU cores the model runs at image_size 128 (the official checkpoints use 1024)
+on a 7-slice crop of the real example CT.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import dice
+from polycl.errors import Cancelled, InputError
+from polycl.propagate import Seed, canonical_slice_index, propagate, propagate_volume
+from polycl.propagate.frames import SAM2_IMG_MEAN, SAM2_IMG_STD, CTFrames
+from polycl.volume import Volume
+
+Z0, Z1 = 87, 94  # input slices of example_ct kept (the liver spans 69..111)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from polycl.propagate.checkpoints import build_predictor
+
+    torch.manual_seed(0)
+    return build_predictor(random_weights=True, device="cpu", image_size=128)
+
+
+@pytest.fixture(scope="module")
+def crop(example_ct, example_liver):
+    """7 axial slices of the real CT (RAS file: canonical order flips x and y) and its liver."""
+    image = Volume.from_sitk(example_ct.to_sitk()[:, :, Z0:Z1], "example_ct crop")
+    liver = Volume.from_sitk(example_liver.to_sitk()[:, :, Z0:Z1])
+    assert image.geometry.orientation_code() != "LPS"
+    return image, liver.array.astype(np.uint8)
+
+
+def _single_slice_seed(liver: np.ndarray, k: int) -> np.ndarray:
+    seed = np.zeros_like(liver)
+    seed[k] = liver[k]
+    return seed
+
+
+def test_frames_are_windowed_ct_from_memory(crop, predictor, tmp_path, monkeypatch):
+    import sam2.sam2_video_predictor as svp
+    import sam2.utils.misc as misc
+
+    def no_files(*a, **k):
+        raise AssertionError("SAM 2's file-based frame loader must not be used")
+
+    monkeypatch.setattr(misc, "load_video_frames", no_files)
+    monkeypatch.setattr(svp, "load_video_frames", no_files)
+    monkeypatch.chdir(tmp_path)
+    image, liver = crop
+    hu = np.random.default_rng(0).uniform(-1000, 1000, (3, 40, 50)).astype(np.float32)
+    frames = CTFrames(hu, 64)
+    f = frames[1]
+    assert f.shape == (3, 64, 64) and len(frames) == 3 and (frames.height, frames.width_px) == (40, 50)
+    grey = f * torch.tensor(SAM2_IMG_STD)[:, None, None] + torch.tensor(SAM2_IMG_MEAN)[:, None, None]
+    assert torch.allclose(grey[0], grey[1], atol=1e-5) and torch.allclose(grey[0], grey[2], atol=1e-5)
+    assert 0 <= float(grey.min()) and float(grey.max()) <= 1 + 1e-5
+
+    run = propagate(image, _single_slice_seed(liver, 3), predictor=predictor, stop_after=None, start=2, end=4)
+    items = list(run)
+    state = run._engine.last_state
+    assert isinstance(state["images"], CTFrames) and state["images"].reads >= 3
+    assert (state["video_height"], state["video_width"]) == image.shape[1:]
+    assert all(it.mask.shape == image.shape[1:] for it in items)
+    assert list(tmp_path.iterdir()) == []  # nothing written (no JPEG folder)
+
+
+def test_middle_seed_visits_both_directions_within_limits(crop, predictor):
+    image, liver = crop
+    run = propagate(image, _single_slice_seed(liver, 3), predictor=predictor, stop_after=None, start=1, end=5)
+    assert run.engine.name == "sam2"
+    seed = canonical_slice_index(image, 3)
+    lo, hi = sorted((canonical_slice_index(image, 1), canonical_slice_index(image, 5)))
+    items = list(run)
+    idx = [it.index for it in items]
+    assert idx[0] == seed
+    assert sorted(idx) == list(range(lo, hi + 1))  # every slice in the limits, each once, nothing outside
+    assert any(k < seed for k in idx) and any(k > seed for k in idx)
+    assert all(0.0 <= it.confidence <= 1.0 for it in items)
+    assert dice(items[0].mask, liver[3][::-1, ::-1]) > 0.9  # seed slice reproduced (canonical = flipped x, y)
+
+
+def test_stop_rule_ends_each_direction_after_k_vanished_slices(crop, predictor):
+    image, liver = crop
+    head = predictor.sam_mask_decoder.pred_obj_score_head
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    saved = (last.weight.detach().clone(), last.bias.detach().clone())
+    with torch.no_grad():  # the model now says "no object" on every propagated frame
+        last.weight.zero_()
+        last.bias.fill_(-20.0)
+    try:
+        run = propagate(image, _single_slice_seed(liver, 3), predictor=predictor, stop_after=2)
+        items = list(run)  # 7 slices, seed in the middle: without the stop rule all 3 on each side
+    finally:
+        with torch.no_grad():
+            last.weight.copy_(saved[0])
+            last.bias.copy_(saved[1])
+    seed = canonical_slice_index(image, 3)
+    assert sorted(it.index for it in items) == [seed - 2, seed - 1, seed, seed + 1, seed + 2]
+    assert all(not it.mask.any() for it in items if it.index != seed)
+
+
+def test_two_seed_slices_both_condition_the_run(crop, predictor):
+    image, liver = crop
+    seed = np.zeros_like(liver)
+    seed[1], seed[5] = liver[1], liver[5]
+    run = propagate(image, seed, predictor=predictor, stop_after=None)
+    assert sorted(s.index for s in run.seeds) == sorted(canonical_slice_index(image, k) for k in (1, 5))
+    items = {it.index: it for it in run}
+    assert sorted(items) == list(range(image.shape[0]))
+    cond = run._engine.last_state["output_dict_per_obj"][0]["cond_frame_outputs"]
+    assert sorted(cond) == sorted(s.index for s in run.seeds)  # both are SAM 2 conditioning frames
+    for k in (1, 5):
+        assert dice(items[canonical_slice_index(image, k)].mask, liver[k][::-1, ::-1]) > 0.9
+
+
+def test_box_and_point_seeds(crop, predictor):
+    image, _ = crop
+    run = propagate(image, [Seed(3, box=(30, 30, 70, 70)), Seed(4, points=[(50, 50)], labels=[1])],
+                    predictor=predictor, stop_after=None, start=2, end=5)
+    assert sorted(it.index for it in run) == [2, 3, 4, 5]
+
+
+def test_cancel_keeps_nothing_unless_asked_and_result_is_on_input_grid(crop, predictor):
+    image, liver = crop
+    seed = _single_slice_seed(liver, 3)
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(Cancelled):
+        propagate_volume(image, seed, predictor=predictor, stop_after=None, cancel=cancel)
+    calls.clear()
+    part = propagate_volume(image, seed, predictor=predictor, stop_after=None, cancel=cancel, keep_partial=True)
+    assert not part.complete and len(part.visited) == 2
+
+    res = propagate_volume(image, seed, predictor=predictor, stop_after=None, start=2, end=4)
+    assert res.complete and res.engine.name == "sam2"
+    assert res.mask.shape == image.shape and res.mask.dtype == np.uint8
+    assert dice(res.mask[3], liver[3]) > 0.9  # the seed comes back at its own input index, unflipped
+    assert not res.mask[:2].any() and not res.mask[5:].any()  # nothing outside the limits
+
+
+def test_bad_inputs_raise_before_any_work(crop, predictor, ts):
+    image, liver = crop
+    with pytest.raises(InputError, match="empty"):
+        propagate(image, np.zeros_like(liver), predictor=predictor)
+    with pytest.raises(InputError, match="shape"):
+        propagate(image, liver[:, :-1], predictor=predictor)
+    with pytest.raises(InputError, match="outside the limits"):
+        propagate(image, _single_slice_seed(liver, 3), predictor=predictor, start=4, end=6)
+    with pytest.raises(InputError, match="not annotated"):
+        propagate(image, _single_slice_seed(liver, 3), seed_slices=[2], predictor=predictor)
