@@ -220,7 +220,7 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         if o["refine"]:
             mask, info = self._refineArray(request.volume, mask, backend=o["refineBackend"], device=o["device"],
                                            progress=None if progress is None else
-                                           (lambda d, t, *a: progress(0.5 + 0.5 * d / max(t, 1), 1.0, "refining")))
+                                           (lambda d, t: progress(0.5 + 0.5 * d / max(t, 1), 1.0, "refining")))
             provenance.update(info)
             provenance["Engine"] = f"polycl U-Net + SAM refinement ({o['refineBackend']})"
         if progress is not None and progress(1.0, 1.0, "done") is False:
@@ -245,39 +245,26 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         return self.applyOutcome(self.computeSegment(request, progress))
 
     # ------------------------------------------------------------------ refine
-    def _refineArray(self, volume, mask, *, backend="litemedsam", device="auto", margin=None, progress=None):
+    def _refineArray(self, volume, mask, *, boxes=None, backend="litemedsam", device="auto", progress=None):
+        """polycl.sam.refine.refine_volume on arrays: automatic boxes from ``mask`` and/or the user's
+        ``boxes`` [(k, x0, y0, x1, y1)] in the volume's array indices. Returns (mask, provenance)."""
+        from polycl.errors import InputError
+
         cap = backends.refineCapability()
         if not cap:
-            from polycl.errors import InputError
-
             raise InputError(f"refinement is unavailable: {cap.reason}")
         from polycl.sam.refine import refine_volume
 
-        kwargs = {"backend": backend, "device": device}
-        if margin is not None:
-            kwargs["margin"] = margin
-        if progress is not None:
-            kwargs["progress"] = progress
-        result = refine_volume(volume, mask, **kwargs)
-        refined = getattr(result, "mask", result)
-        return np.asarray(refined, dtype=np.uint8), {"Refiner": backend, "Prompts": "automatic boxes from the mask"}
-
-    def _refineWithBoxes(self, volume, boxMask, *, backend="litemedsam", device="auto", progress=None):
-        """SAM on the user's boxes: one box per axial slice, the ROI's extent on that slice."""
-        from polycl.errors import Cancelled
-        from polycl.sam import SliceSegmenter
-
-        segmenter = SliceSegmenter(volume, backend=backend, device=device)
-        canon = segmenter.mask_from_volume(boxMask)
-        boxes = prompts.sliceBoxes(canon)
-        out = np.zeros(canon.shape, np.uint8)
-        for n, (k, box) in enumerate(sorted(boxes.items()), 1):
-            segmenter.set_slice(k)
-            out[k], _quality = segmenter.predict(box=box)
-            if progress is not None and progress(n, len(boxes)) is False:
-                raise Cancelled("refinement cancelled")
-        return segmenter.mask_to_volume(out), {"Refiner": backend,
-                                               "Prompts": f"{len(boxes)} box(es) from ROI markup(s)"}
+        result = refine_volume(volume, mask, backend=backend, device=device, progress=progress,
+                               boxes=list(boxes) if boxes else None, check_ct=False)
+        prompts_text = f"{len(boxes)} drawn box(es)" if boxes else "automatic boxes from the mask"
+        if boxes and mask is not None:
+            prompts_text += " + automatic boxes from the mask"
+        info = {"Refiner": backend, "Prompts": prompts_text}
+        stats = getattr(result, "stats", None)
+        if stats is not None:
+            info["Stats"] = stats.summary()
+        return np.asarray(result.mask, dtype=np.uint8), info
 
     def prepareRefine(self, volumeNode, segmentationNode, segmentId: str | None = None, *, roiNodes=None,
                       backend: str = "litemedsam", device: str = "auto", newSegment: bool = False,
@@ -288,49 +275,49 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         self._requireCT(volume)
         if segmentationNode is None:
             raise InputError("no segmentation selected")
-        options = dict(backend=backend, device=device, overwriteOthers=overwriteOthers)
+        options = dict(backend=backend, device=device, overwriteOthers=overwriteOthers, coarse=None, boxes=None)
+        if segmentId is not None:
+            coarse = conversions.maskFromSegment(segmentationNode, segmentId, volumeNode)
+            if not coarse.any() and not roiNodes:
+                name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+                raise InputError(f"segment '{name}' is empty: there is nothing to refine (or draw ROI boxes)")
+            options["coarse"] = coarse if coarse.any() else None
         if roiNodes:
             boxMask = np.zeros(volume.shape, np.uint8)
             for roi in roiNodes:
                 boxMask |= prompts.roiMask(roi, volumeNode)
-            options["boxMask"] = boxMask
+            options["boxes"] = [(k, *box) for k, box in sorted(prompts.sliceBoxes(boxMask).items())]
             options["roiNames"] = [r.GetName() for r in roiNodes]
-        else:
-            if segmentId is None:
-                raise InputError("select the segment to refine, or draw ROI boxes")
-            coarse = conversions.maskFromSegment(segmentationNode, segmentId, volumeNode)
-            if not coarse.any():
-                name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
-                raise InputError(f"segment '{name}' is empty: there is nothing to refine")
-            options["coarse"] = coarse
+        if options["coarse"] is None and not options["boxes"]:
+            raise InputError("select the segment to refine, or draw ROI boxes")
         target = None if newSegment or segmentId is None else segmentId
         self._checkTargetSegment(segmentationNode, target)
-        if target is None and segmentId is not None:
-            options["segmentName"] = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName() + " refined"
+        if segmentId is not None:
+            options["segmentName"] = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName() + (
+                " refined" if target is None else "")
         return Request("refine", volume, volumeNode.GetID(), segmentationNode.GetID(), target, options)
 
     def computeRefine(self, request: Request, progress: Progress | None = None) -> Outcome:
         from polycl.errors import InputError
 
         o = request.options
-        cb = None if progress is None else (lambda d, t, *a: progress(d, t, "refining"))
-        if "boxMask" in o:
-            mask, info = self._refineWithBoxes(request.volume, o["boxMask"], backend=o["backend"], device=o["device"],
-                                               progress=cb)
-            info["Prompts"] += " " + ", ".join(o["roiNames"])
-        else:
-            mask, info = self._refineArray(request.volume, o["coarse"], backend=o["backend"], device=o["device"],
-                                           progress=cb)
+        cb = None if progress is None else (lambda d, t: progress(d, t, "refining"))
+        mask, info = self._refineArray(request.volume, o["coarse"], boxes=o["boxes"], backend=o["backend"],
+                                       device=o["device"], progress=cb)
+        if o.get("roiNames"):
+            info["Prompts"] += " (" + ", ".join(o["roiNames"]) + ")"
         if not mask.any():
             raise InputError("SAM returned an empty mask; nothing was changed")
-        return Outcome(request, mask, o.get("segmentName") or "refined",
+        return Outcome(request, mask, o.get("segmentName") or "SAM",
                        {"Operation": "refine", "Engine": f"SAM ({o['backend']})", **info})
 
     def refine(self, volumeNode, segmentationNode, segmentId: str | None = None, *, roiNodes=None,
                backend: str = "litemedsam", device: str = "auto", newSegment: bool = False,
                overwriteOthers: bool = False, progress: Progress | None = None) -> str:
-        """SAM box refinement of a segment (automatic boxes from its slices), or SAM on boxes drawn
-        as ROI markups (``roiNodes``). Replaces the segment when complete unless ``newSegment``."""
+        """SAM box refinement of a segment (automatic boxes from its components, slice by slice,
+        with guards that keep the coarse mask where SAM is unsure), and/or SAM on boxes drawn as ROI
+        markups (``roiNodes``: inside them SAM's mask replaces the content). Replaces the segment when
+        complete unless ``newSegment`` (or no segment is given: then a new segment is made)."""
         request = self.prepareRefine(volumeNode, segmentationNode, segmentId, roiNodes=roiNodes, backend=backend,
                                      device=device, newSegment=newSegment, overwriteOthers=overwriteOthers)
         return self.applyOutcome(self.computeRefine(request, progress))

@@ -31,7 +31,7 @@ LOCK_TAG = "PolyCL.Locked"
 TAG_PREFIX = "PolyCL."
 #: Provenance tags written by :func:`applyMask` (each ``PolyCL.<key>``).
 PROVENANCE_KEYS = ("Operation", "Model", "ModelSHA256", "Target", "Engine", "Refiner", "Prompts", "Device",
-                   "LowConfidenceSlices", "Time", "Version")
+                   "LowConfidenceSlices", "Stats", "Time", "Version")
 
 
 def segmentTag(segment, name: str) -> str | None:
