@@ -693,7 +693,8 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget):
         hasVolume = p.inputVolume is not None
         segId = self.ui.segmentSelector.currentSegmentID()
         hasSegment = p.segmentation is not None and bool(segId)
-        self._setControl(self.ui.segmentButton, backends.coreInstalled() or backends.Capability(True), hasVolume,
+        # Segment is always offered: missing packages are installed on click, after confirmation.
+        self._setControl(self.ui.segmentButton, backends.Capability(True), hasVolume,
                          _("Select a CT volume"), _("Segment the selected volume into a new segment"))
         self._setControl(self.ui.refineButton, backends.refineCapability(), hasVolume and (hasSegment or bool(
             self.ui.roiSelector.currentNode())), _("Select a segment to refine, or an ROI box"),
@@ -900,7 +901,7 @@ class PolyCLSegmentTest(ScriptedLoadableModuleTest):
     Needs torch and polycl-core in Slicer's Python (installed by the module on first use)."""
 
     def setUp(self):
-        slicer.mrmlScene.Clear()
+        slicer.mrmlScene.Clear(0)
 
     def runTest(self):
         self.setUp()
@@ -922,6 +923,9 @@ class PolyCLSegmentTest(ScriptedLoadableModuleTest):
         slicer.util.updateVolumeFromArray(volumeNode, hu)
         volumeNode.SetSpacing(0.8, 0.8, 2.5)
         volumeNode.SetIJKToRASDirections([[-1, 0, 0], [0, -1, 0], [0, 0, 1]])
+        import torch
+
+        torch.manual_seed(3)  # fixed random weights: a deterministic, non-empty mask on this image
         config = {"encoder": {"name": "unet", "features": [4, 8, 16]}, "out_channels": 1}
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "tiny.pt"

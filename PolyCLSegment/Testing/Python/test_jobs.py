@@ -95,3 +95,19 @@ def test_finetune_subprocess_adds_model_to_list(ts, tmp_path, monkeypatch, modul
     models = {m["name"]: m for m in logic.listModels()}
     assert "my-liver" in models and models["my-liver"]["source"] == "user"
     assert "scores" in models["my-liver"]["tooltip"]
+
+
+def test_dependencies_present_means_no_question():
+    from PolyCLSegmentLib import dependencies
+
+    for feature in ("segment", "refine", "propagate", "finetune", "batch"):
+        assert dependencies.missing(feature) == (False, []), feature
+    asked = []
+    assert dependencies.ensure("refine", lambda message: asked.append(message) or False) is True
+    assert asked == []  # nothing missing: no confirmation, nothing installed
+
+
+def test_module_self_test_runs_under_the_harness(scene, module):
+    """The in-Slicer ScriptedLoadableModuleTest, run here on real MRML (slicer-core)."""
+    test = module.PolyCLSegmentTest()
+    test.runTest()
