@@ -14,6 +14,12 @@ import pytest
 
 from polycl.datasets import data_dir
 
+# One torch thread per test process: on 2-core machines two OpenMP threads slow down ~10x as soon
+# as anything else runs (spinning barriers). Set POLYCL_TEST_THREADS to override.
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("POLYCL_TEST_THREADS", "1")))
+
 
 @pytest.fixture(scope="session")
 def data() -> Path:
