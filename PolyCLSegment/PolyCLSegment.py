@@ -25,6 +25,7 @@ import qt
 import slicer
 import vtk
 from slicer.i18n import tr as _
+from slicer.util import VTKObservationMixin
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
@@ -528,12 +529,13 @@ def _pathSet(path) -> bool:
 #
 # Widget
 #
-class PolyCLSegmentWidget(ScriptedLoadableModuleWidget):
+class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel. Computations run on one persistent worker thread (Segment/Refine/Propagate) or in
     a subprocess (Fine-tune, Batch); a timer polls them, so the GUI stays responsive."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)  # needed for parameter node observation
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
@@ -572,7 +574,8 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget):
         self.ui.batchButton.connect("clicked(bool)", self.onBatch)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancel)
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
-        self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
+        self.ui.refreshModelsButton.connect("clicked(bool)", lambda checked: self.refreshModels())
+        self.ui.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.engineComboBox.connect("currentIndexChanged(int)", self.onEngineChanged)

