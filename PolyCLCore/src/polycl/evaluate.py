@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,8 +54,10 @@ def mask_scores(pred: np.ndarray, ref: np.ndarray, spacing_zyx: tuple[float, flo
     r = torch.from_numpy(ref > 0)[None, None].float()
     dice = float(compute_dice(p, r, include_background=True, ignore_empty=False).item())
     if p.sum() and r.sum():
-        hd = float(compute_hausdorff_distance(p, r, include_background=True, spacing=list(spacing_zyx)).item())
-        hd95 = float(compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing_zyx)).item())
+        with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal deprecated argument
+            warnings.simplefilter("ignore", FutureWarning)
+            hd = float(compute_hausdorff_distance(p, r, include_background=True, spacing=list(spacing_zyx)).item())
+            hd95 = float(compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=list(spacing_zyx)).item())
     else:
         hd = hd95 = float("nan")
     voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
