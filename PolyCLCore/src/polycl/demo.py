@@ -8,6 +8,7 @@ TotalSegmentator example CT and its label are downloaded from the TotalSegmentat
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -21,16 +22,20 @@ DEMO_FILES = {
 }
 
 
-def demo_inputs(base_url: str = _BASE) -> tuple[Path, Path]:
-    """(CT, label) paths: from the shared data when present, else downloaded and checked."""
+def demo_inputs(base_url: str | None = None) -> tuple[Path, Path]:
+    """(CT, label) paths: from the shared data when present, else downloaded and checked.
+
+    ``base_url`` (or the ``POLYCL_DEMO_BASE_URL`` environment variable) replaces the public address,
+    e.g. for a mirror or the test suite's server on 127.0.0.1."""
     d = data_dir()
     if d is not None and (d / "totalsegmentator" / "example_ct.nii.gz").is_file():
         ts = d / "totalsegmentator"
         return ts / "example_ct.nii.gz", ts / "example_seg_fast_force_split.nii.gz"
     from polycl.download import download
 
+    base = base_url or os.environ.get("POLYCL_DEMO_BASE_URL") or _BASE
     cache = polycl_home() / "demo"
-    paths = [download(base_url + name, cache / name, sha256=sha) for name, sha in DEMO_FILES.items()]
+    paths = [download(base.rstrip("/") + "/" + name, sha256=sha, dest_dir=cache) for name, sha in DEMO_FILES.items()]
     return paths[0], paths[1]
 
 
