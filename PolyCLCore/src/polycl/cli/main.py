@@ -16,7 +16,7 @@ from polycl import __version__
 from polycl.errors import PolyCLError
 
 #: Subcommand modules, in the order ``polycl --help`` lists them.
-COMMANDS = ["demo", "info", "segment", "evaluate", "models", "finetune", "pretrain", "propagate"]
+COMMANDS = ["demo", "info", "segment", "refine", "evaluate", "models", "finetune", "pretrain", "propagate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,64 @@
+"""``polycl refine IMAGE MASK -o OUT``: refine a coarse mask with SAM box prompts (LiteMedSAM by default)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("refine", help="refine a coarse CT mask with SAM box prompts, slice by slice")
+    p.add_argument("image", help="CT image file or DICOM series folder (HU)")
+    p.add_argument("mask", help="coarse mask on the image's grid (nonzero = structure)")
+    p.add_argument("-o", "--output", required=True, help="refined mask file (.nii.gz, .nrrd, ...)")
+    p.add_argument("--sam", default="litemedsam",
+                   help="SAM backend: litemedsam (bundled, default), sam_vit_b, sam_vit_l, sam_vit_h (downloaded on "
+                        "first use with --download), medsam_vit_b (give --sam-checkpoint)")
+    p.add_argument("--sam-checkpoint", default=None, help="path of a SAM checkpoint file you downloaded yourself")
+    p.add_argument("--download", action="store_true",
+                   help="allow downloading the --sam checkpoint into the cache ($POLYCL_CACHE or ~/.polycl/cache)")
+    p.add_argument("--margin", type=int, default=3, help="pixels added around each component's box (default 3)")
+    p.add_argument("--min-component", type=int, default=10,
+                   help="components with fewer pixels (per slice) are left as they are (default 10)")
+    p.add_argument("--label", type=int, default=None,
+                   help="refine only this label value of a multi-label mask (default: every nonzero voxel)")
+    p.add_argument("--plain", action="store_true",
+                   help="the paper's plain refiner: one box per component, no widening and no quality guards")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--resample-mask", action="store_true",
+                   help="resample a mask on another grid onto the image (nearest, physical space) instead of refusing")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from polycl.errors import InputError
+    from polycl.io import has_image_suffix, label_on_image_grid, read_label, read_volume, write_mask_like
+    from polycl.sam.refine import refine_volume
+    from polycl.sam.weights import checkpoint_path, get_checkpoint
+
+    out = Path(args.output)
+    if not has_image_suffix(out):
+        raise InputError(f"{out}: the output must be an image file such as refined.nii.gz")
+    get_checkpoint(args.sam)  # unknown backend: refuse before reading anything
+    volume = read_volume(args.image)
+    label = read_label(args.mask)
+    label = label_on_image_grid(label, volume, require_same_grid=not args.resample_mask)
+    mask = (label.array == args.label) if args.label is not None else (label.array > 0)
+    if args.label is not None and not mask.any():
+        raise InputError(f"{args.mask}: label value {args.label} does not occur in the mask")
+    # fetch (or locate) the weights before the long run, so a missing file fails early
+    checkpoint_path(args.sam, path=args.sam_checkpoint, download=args.download)
+    extra = dict(expand_mm=(), min_quality=0.0, min_agreement=0.0) if args.plain else {}
+    with tqdm(total=None, unit="slice", desc="refine", leave=False) as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = refine_volume(volume, mask.astype(np.uint8), backend=args.sam, margin=args.margin,
+                               min_component_px=args.min_component, device=args.device, progress=progress,
+                               checkpoint=args.sam_checkpoint, **extra)
+    write_mask_like(result.mask, volume, out)
+    print(f"{args.image} -> {out}: {result.stats.summary()}")
+    return 0
