@@ -121,3 +121,40 @@ def test_stop_rule_counts_vanished_slices_in_a_row():
     assert stop and "vanished for 2 slices" in t.reason
     never = StopRule(stop_after=None).tracker(seed)
     assert not any(never.check(np.zeros_like(seed))[1] for _ in range(50))
+
+
+def test_download_through_polycl_download_records_and_checks_sha256(cache, tmp_path, monkeypatch):
+    """A real HTTP server on 127.0.0.1 stands in for dl.fbaipublicfiles.com."""
+    import functools
+    import http.server
+    import threading
+    import warnings
+
+    import polycl.propagate.checkpoints as cks
+
+    served = tmp_path / "srv"
+    served.mkdir()
+    payload = np.random.default_rng(1).bytes(300_000)
+    (served / "sam2.1_hiera_tiny.pt").write_bytes(payload)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(cks, "BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        seen = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no registered SHA-256" is expected: Meta publishes none
+            ck = ensure_sam2("tiny", download=True, progress=lambda done, total: seen.append(done))
+    finally:
+        server.shutdown()
+    assert ck.path == cache / "sam2.1_hiera_tiny.pt" and ck.path.read_bytes() == payload
+    assert seen and seen[-1] == len(payload)
+    import hashlib
+
+    recorded = (cache / "sam2.1_hiera_tiny.pt.sha256").read_text().split()[0]
+    assert recorded == hashlib.sha256(payload).hexdigest()
+    assert choose_engine("auto").name == "sam2"
+    ck.path.write_bytes(payload[:-1] + b"\0")  # the cached file changes afterwards
+    with pytest.raises(ChecksumError, match="recorded"):
+        ensure_sam2("tiny", download=False)
