@@ -59,6 +59,7 @@ class FinetuneConfig:
     seed: int = 0
     device: str = "auto"
     components: int | None = None  # connected components kept at inference (default: 2 for kidney, else 1)
+    keep: str = "best"  # "best": the epoch with the best validation Dice; "last": the final epoch
 
     def label_values(self) -> tuple[int, ...]:
         return parse_target(self.target)
@@ -232,6 +233,8 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
         raise InputError(f"{state_path}: nothing to resume (no saved training state)")
     if not resume and (out / "model.pt").exists():
         raise InputError(f"{out} already holds a model; choose another folder or pass --resume")
+    if cfg.keep not in ("best", "last"):
+        raise InputError(f"keep must be 'best' or 'last', got '{cfg.keep}'")
     if not 0 < cfg.label_fraction <= 1:
         raise InputError(f"label fraction must be in (0, 1], got {cfg.label_fraction}")
     cases = find_labelled_cases(data_dir)
@@ -312,7 +315,7 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
             record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val, "val_per_case": scores,
                       "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0}
             history.append(record)
-            if val > best:
+            if cfg.keep == "last" or val > best:  # "best"/"best_epoch" describe the kept checkpoint
                 best, best_epoch = val, epoch
                 save_checkpoint(out / "model.pt", model, net_config, kind="segmentation",
                                 meta={**meta_common, "epoch": epoch, "scores": {"val_dice": val}})
