@@ -83,12 +83,13 @@ def refineCapability() -> Capability:
 
 
 def sam2WeightsCached() -> bool:
-    """True when a SAM 2 checkpoint is in polycl's cache ($POLYCL_HOME/sam2), read without torch."""
+    """True when a SAM 2 checkpoint is in polycl's download cache, where ``polycl propagate --download``
+    and ``ensure_sam2`` put it (``cache_dir("sam2")``; polycl.download imports neither torch nor sam2)."""
     try:
-        from polycl.models import polycl_home
+        from polycl.download import cache_dir
     except ImportError:
         return False
-    folder = polycl_home() / "sam2"
+    folder = cache_dir("sam2")
     return folder.is_dir() and any(folder.glob("*.pt"))
 
 
