@@ -9,7 +9,9 @@ liver is on all 20 slices, one component each). Rows:
   safe refiner (4 candidate boxes per component + guards, the default) and the plain one.
 
 On CUDA, embeddings are computed 8 slices per batch with bf16 autocast of the image encoder
-(``SliceSegmenter(amp="auto")``); the mask decoder stays fp32.
+(``SliceSegmenter(amp="auto")``); the mask decoder stays fp32. On the CPU every row is measured
+with torch's default thread count and with 1 thread (on a busy machine 1 thread can be faster:
+OpenMP threads wait for each other on oversubscribed cores).
 """
 
 import time
@@ -28,6 +30,20 @@ def _sync(device):
 
 
 def run(ctx):
+    import torch
+
+    if ctx.device != "cpu":
+        return _run(ctx, "")
+    default = torch.get_num_threads()
+    rows = []
+    for threads in dict.fromkeys([default, 1]):
+        torch.set_num_threads(threads)
+        rows += _run(ctx, f" [{threads} thr]")
+    torch.set_num_threads(default)
+    return rows
+
+
+def _run(ctx, tag):
     from polycl.sam import SliceSegmenter, load_sam
     from polycl.sam.refine import refine_volume
 
@@ -35,7 +51,7 @@ def run(ctx):
     vol = read_volume(ts / "example_ct_dicom")
     liver = select_labels(label_on_image_grid(read_label(ts / "example_seg_dicom.nii.gz"), vol).array, 5)
     model = load_sam("litemedsam", device=ctx.device, download=False)
-    case = "LiteMedSAM example_ct_dicom liver"
+    case = "LiteMedSAM dicom liver" + tag
     rows = []
 
     seg = SliceSegmenter(vol, model=model, cache_size=32)

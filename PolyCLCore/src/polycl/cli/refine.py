@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--plain", action="store_true",
                    help="the paper's plain refiner: one box per component, no widening and no quality guards")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
     p.add_argument("--resample-mask", action="store_true",
                    help="resample a mask on another grid onto the image (nearest, physical space) instead of refusing")
     p.set_defaults(func=run)
@@ -50,6 +52,10 @@ def run(args) -> int:
         raise InputError(f"{args.mask}: label value {args.label} does not occur in the mask")
     # fetch (or locate) the weights before the long run, so a missing file fails early
     checkpoint_path(args.sam, path=args.sam_checkpoint, download=args.download)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     extra = dict(expand_mm=(), min_quality=0.0, min_agreement=0.0) if args.plain else {}
     with tqdm(total=None, unit="slice", desc="refine", leave=False) as bar:
         def progress(done, total):
