@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from polycl.atomic import atomic_path
 from polycl.errors import ChecksumError, InputError
 
 FORMAT = "polycl/1"
@@ -45,18 +45,9 @@ def verify_sha256(path: str | os.PathLike, expected: str | None) -> str:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, ".pt") as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return Path(path)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict, *, kind: str = "segmentation",
@@ -106,3 +97,4 @@ def load_segmentation_model(path: str | os.PathLike, *, sha256: str | None = Non
     model = build_segmentation_model(ckpt["config"])
     load_state_strict(model, ckpt["state_dict"], str(path))
     return model.eval(), ckpt
+

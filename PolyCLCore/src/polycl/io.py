@@ -7,13 +7,13 @@ DICOM series given as a folder. Writes are atomic: the file appears complete or 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import SimpleITK as sitk
 
+from polycl.atomic import atomic_path
 from polycl.errors import GeometryError, InputError
 from polycl.volume import Volume
 
@@ -146,17 +146,9 @@ def write_volume(volume: Volume, path: str | os.PathLike, *, compress: bool = Tr
     out = Path(path)
     if not has_image_suffix(out):
         raise InputError(f"{out}: output must end in one of {', '.join(IMAGE_SUFFIXES)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     suffix = next(s for s in IMAGE_SUFFIXES if str(out).lower().endswith(s))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=out.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(volume.to_sitk(), tmp, useCompression=compress)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(out, suffix) as tmp:
+        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
     return out
 
 
@@ -165,3 +157,4 @@ def write_mask_like(mask: np.ndarray, reference: Volume, path: str | os.PathLike
     if mask.shape != reference.shape:
         raise GeometryError(f"mask shape {mask.shape} differs from the image's {reference.shape}")
     return write_volume(Volume(mask.astype(np.uint8), reference.geometry), path)
+

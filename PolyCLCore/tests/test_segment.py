@@ -1,0 +1,79 @@
+"""The bundled liver model on real CT, through the command line, in the input geometry.
+
+Thresholds: Dice >= 0.85 on example_ct is the foundation issue's acceptance bar (measured 0.901;
+a training scan of the starter model). The DICOM series is also a training scan (measured 0.910,
+bar 0.85). The dcmqi 3-slice CT was never used in fine-tuning: measured 0.762 against its coarse
+hand-made mask, bar 0.70 (see the model card).
+"""
+
+import numpy as np
+import pytest
+
+from polycl.cli.main import main
+from polycl.evaluate import evaluate_files
+from polycl.io import read_volume
+
+
+def test_segment_example_ct_dice(tmp_path, ts, capsys):
+    out = tmp_path / "liver.nii.gz"
+    assert main(["segment", str(ts / "example_ct.nii.gz"), "-o", str(out), "--device", "cpu"]) == 0
+    mask, ct = read_volume(out), read_volume(ts / "example_ct.nii.gz")
+    assert mask.shape == ct.shape and mask.geometry == ct.geometry
+    assert main(["evaluate", str(out), str(ts / "example_seg_fast_force_split.nii.gz"), "--label", "5"]) == 0
+    s = evaluate_files(out, ts / "example_seg_fast_force_split.nii.gz", label=5)
+    assert s.dice >= 0.85, s
+
+
+def test_segment_dicom_series_overlays_liver_in_physical_space(tmp_path, ts, dicom_liver):
+    out = tmp_path / "dicom_liver.nrrd"
+    assert main(["segment", str(ts / "example_ct_dicom"), "-o", str(out), "--device", "cpu"]) == 0
+    mask = read_volume(out)
+    ct = read_volume(ts / "example_ct_dicom")
+    np.testing.assert_allclose(mask.geometry.index_to_lps(), ct.geometry.index_to_lps(), atol=1e-4)
+    # compared with the y-flipped label file in physical space
+    s = evaluate_files(out, ts / "example_seg_dicom.nii.gz", label=5)
+    assert s.dice >= DICOM_MIN_DICE, s
+    inside = np.median(ct.array[mask.array > 0])
+    assert 60 <= inside <= 160  # the mask sits on enhanced liver parenchyma
+
+
+DICOM_MIN_DICE = 0.85
+
+
+def test_segment_unseen_dcmqi_scan(tmp_path, data):
+    out = tmp_path / "dcmqi_liver.nii.gz"
+    assert main(["segment", str(data / "dcmqi" / "ct-3slice"), "-o", str(out), "--device", "cpu"]) == 0
+    s = evaluate_files(out, data / "dcmqi" / "liver_seg.nrrd")
+    assert s.dice >= 0.70, s
+
+
+def test_segment_output_must_be_an_image_file(tmp_path, ts, capsys):
+    assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(tmp_path / "mask.txt")]) == 2
+    assert "output must be a file" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, ts, capsys):
+    assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(tmp_path / "m.nii.gz"), "--model", "nope"]) == 2
+    assert "no model named 'nope'" in capsys.readouterr().err
+
+
+def test_user_model_is_listed_and_usable_by_name(tmp_path, ts, monkeypatch, capsys):
+    """A fine-tuned model installed under POLYCL_HOME appears in `polycl models` and segments by name."""
+    from polycl.finetune import FinetuneConfig, finetune
+    from polycl.models import install_user_model
+
+    monkeypatch.setenv("POLYCL_HOME", str(tmp_path / "home"))
+    data = tmp_path / "cases" / "sm"
+    data.mkdir(parents=True)
+    (data / "image.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")
+    (data / "label.nii.gz").symlink_to(ts / "example_seg_roi_subset.nii.gz")
+    cfg = FinetuneConfig(epochs=1, size=64, features=(8, 16, 32), augment=False, device="cpu")
+    finetune(tmp_path / "cases", tmp_path / "run", cfg, show_progress=False)
+    install_user_model(tmp_path / "run", "my-liver")
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "my-liver" in listing and "polycl-liver" in listing
+    out = tmp_path / "m.nii.gz"
+    assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(out), "--model", "my-liver"]) == 0
+    assert read_volume(out).shape == (30, 101, 122)
