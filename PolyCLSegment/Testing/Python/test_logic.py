@@ -77,21 +77,17 @@ def test_segment_overlays_polycl_result_in_ras(scene, ts, logic, tiny_model, ref
 
 def test_bundled_liver_model_overlays_the_liver_label(scene, ts, logic):
     """The shipped model on real CT, checked in RAS against the TotalSegmentator liver label."""
-    from polycl.models import list_models
-
     import slicer
 
     from PolyCLSegmentLib import conversions
 
-    if not any(m.name == "polycl-liver" and m.path.is_file() for m in list_models()):
-        pytest.skip("bundled model polycl-liver is not installed yet (being trained by the lead)")
     ct = load_volume_node(ts / "example_ct.nii.gz", name="ct")
     label = load_volume_node(ts / "example_seg_fast_force_split.nii.gz", labelmap=True, name="labels")
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     sid = logic.segment(ct, seg, model="polycl-liver", device="cpu")
     truth = slicer.util.arrayFromVolume(label) == 5
-    # 0.8: the model card's starter model is trained on little data; TotalSegmentator's label is a model output.
-    assert dice(conversions.maskFromSegment(seg, sid, label), truth) > 0.8
+    # 0.85: the foundation issue's bar for this scan (measured 0.901 through polycl; see the model card).
+    assert dice(conversions.maskFromSegment(seg, sid, label), truth) > 0.85
 
 
 def test_undo_restores_replaced_segment(scene, ct_node, logic, tiny_model):
