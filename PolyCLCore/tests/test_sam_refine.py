@@ -173,3 +173,20 @@ def test_cli_refine(tmp_path, ts, dicom_ct, dicom_liver):
                  str(bad_out), "--resample-mask"]) == 2  # MR
     assert main(["refine", str(ts / "example_ct_dicom"), str(mpath), "-o", str(bad_out), "--sam", "nope"]) == 2
     assert not bad_out.exists()
+
+
+def test_segment_then_refine_on_held_out_scan(data):
+    """The bundled liver model on the dcmqi 3-slice CT (no mask of it was used in training):
+    refinement must improve its Dice. Measured: 0.762 -> 0.852 (plain refiner 0.795)."""
+    from polycl.inference import load_model, segment_volume
+    from polycl.io import label_on_image_grid, read_label, read_volume
+    from polycl.models import list_models
+    from polycl.sam.refine import refine_volume
+
+    if not any(m.name == "polycl-liver" for m in list_models()):
+        pytest.fail("the bundled polycl-liver model is missing")
+    ct = read_volume(data / "dcmqi" / "ct-3slice")
+    ref = (label_on_image_grid(read_label(data / "dcmqi" / "liver_seg.nrrd"), ct).array > 0).astype(np.uint8)
+    coarse = segment_volume(ct, load_model(None, "cpu"))
+    refined = refine_volume(ct, coarse, device="cpu").mask
+    assert dice(refined, ref) >= dice(coarse, ref) + 0.03
