@@ -83,3 +83,20 @@ def test_bad_prompts(seg):
 def test_round_trip_orientation(seg, dicom_liver):
     back = seg.mask_to_volume(seg.mask_from_volume(dicom_liver.array))
     assert np.array_equal(back, dicom_liver.array)
+
+
+def test_batched_embeddings_match_single(seg, dicom_ct):
+    """precompute() batches slices through the image encoder (the GPU path uses batches of 8):
+    the batched embeddings equal one-at-a-time ones, and predictions from them agree."""
+    import torch
+
+    from polycl.sam import SliceSegmenter
+
+    two = dicom_ct.array[[6, 12]]  # a plain (z, y, x) HU array: used as is
+    batched = SliceSegmenter(two, model=seg.loaded, cache_size=4)
+    batched.precompute([0, 1], batch_size=2)
+    single = SliceSegmenter(two, model=seg.loaded, cache_size=4)
+    for k in (0, 1):
+        single.set_slice(k)
+        batched.set_slice(k)
+        assert torch.allclose(batched.predictor.features, single.predictor.features, atol=1e-4)
