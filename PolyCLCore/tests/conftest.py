@@ -1,41 +1,24 @@
 """Shared fixtures: the real CT folder and small helpers.
 
-Tests that need the real data use the ``data`` fixture. Without it they skip, except under
-``CI=true``, where a missing data folder is a failure (CI must never pass by skipping).
+Tests that need the real data use the ``data`` fixture (Testing/data_fixtures.py, shared with the
+Slicer module's tests): without it they skip, except under ``CI=true``, where they fail.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from polycl.datasets import data_dir
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "Testing") not in sys.path:
+    sys.path.insert(0, str(ROOT / "Testing"))
 
-# One torch thread per test process: on 2-core machines two OpenMP threads slow down ~10x as soon
-# as anything else runs (spinning barriers). Set POLYCL_TEST_THREADS to override.
-import torch  # noqa: E402
+from data_fixtures import data, one_torch_thread, ts  # noqa: E402,F401  (fixtures)
 
-torch.set_num_threads(int(os.environ.get("POLYCL_TEST_THREADS", "1")))
-
-
-@pytest.fixture(scope="session")
-def data() -> Path:
-    d = data_dir()
-    if d is None:
-        message = "real CT data missing: set POLYCL_DATA_DIR (see ../shared/data/README.md)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return d
-
-
-@pytest.fixture(scope="session")
-def ts(data) -> Path:
-    """The TotalSegmentator folder."""
-    return data / "totalsegmentator"
+one_torch_thread()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ folder as the core's tests (POLYCL_DATA_DIR or ../shared/data); under CI=true a 
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -24,23 +23,9 @@ from slicer_harness import install, new_scene  # noqa: E402
 
 install()
 
-from polycl.datasets import data_dir  # noqa: E402
+from data_fixtures import data, one_torch_thread, ts  # noqa: E402,F401  (fixtures)
 
-
-@pytest.fixture(scope="session")
-def data() -> Path:
-    d = data_dir()
-    if d is None:
-        message = "real CT data missing: set POLYCL_DATA_DIR (see ../shared/data/README.md)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return d
-
-
-@pytest.fixture(scope="session")
-def ts(data) -> Path:
-    return data / "totalsegmentator"
+one_torch_thread()
 
 
 @pytest.fixture()
