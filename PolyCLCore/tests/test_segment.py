@@ -77,3 +77,18 @@ def test_user_model_is_listed_and_usable_by_name(tmp_path, ts, monkeypatch, caps
     out = tmp_path / "m.nii.gz"
     assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(out), "--model", "my-liver"]) == 0
     assert read_volume(out).shape == (30, 101, 122)
+
+
+def test_bundled_kidney_model(tmp_path, ts):
+    """Both kidneys of example_ct (its training scan; measured 0.853, bar 0.80), and nothing on the
+    DICOM series, whose liver-level slices have no kidney labelled."""
+    out = tmp_path / "kidneys.nii.gz"
+    assert main(["segment", str(ts / "example_ct.nii.gz"), "-o", str(out), "--model", "polycl-kidney", "--device", "cpu"]) == 0
+    s = evaluate_files(out, ts / "example_seg_fast_force_split.nii.gz", label="2,3")
+    assert s.dice >= 0.80, s
+    from skimage.measure import label
+
+    assert label(read_volume(out).array).max() == 2  # two kidneys, two components
+    out2 = tmp_path / "none.nii.gz"
+    assert main(["segment", str(ts / "example_ct_dicom"), "-o", str(out2), "--model", "polycl-kidney", "--device", "cpu"]) == 0
+    assert read_volume(out2).array.sum() * 0.9765625 ** 2 * 2 / 1000 < 5  # < 5 ml
