@@ -55,7 +55,7 @@ your own folder of CT (`polycl pretrain DATA_DIR --strategy {strategy} ...`).
 - Strategy: {strategy.upper()}; anchors used: {meta['plan']['anchors']}; anchors left out: {dropped}
 - Training: {meta['epochs']} epochs ({-(-meta['plan']['anchors'] // meta['batch_size']) * meta['epochs']} steps),
   batch {meta['batch_size']}, lr {meta['lr']} (the paper uses 1e-4 for 100 epochs on large data; 1e-3 here
-  because only ~100 steps fit), tau {meta['tau']:.3f} (1/batch), Adam, cosine annealing with warm restarts
+  because only ~60 steps fit here), tau {meta['tau']:.3f} (1/batch), Adam, cosine annealing with warm restarts
   every {meta['restart_epochs']} epochs, seed {meta['seed']}; CPU (2 shared cores), {seconds / 60:.1f} min.
 - Preprocessing: window level {meta['preprocess']['level']} / width {meta['preprocess']['width']} HU, 0..1, {meta['preprocess']['size']} px slices,
   all slices of each scan (fraction {meta['data']['selection']['fraction']}; the paper uses the middle 30%).
