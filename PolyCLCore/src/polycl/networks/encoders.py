@@ -18,17 +18,27 @@ DEFAULT_FEATURES = (16, 32, 64, 128, 256)
 
 
 class UNetEncoder(nn.Module):
-    """Contracting path of a 2D U-Net (MultiMix style)."""
+    """Contracting path of a 2D U-Net (MultiMix style).
+
+    Subclasses change the level block (``block``, a MONAI block class with UnetBasicBlock's
+    signature) and/or transform the deepest feature map (:meth:`bottleneck`).
+    """
+
+    block: type[nn.Module] = UnetBasicBlock
 
     def __init__(self, in_channels: int = 1, features: Sequence[int] = DEFAULT_FEATURES) -> None:
         super().__init__()
         self.channels = tuple(int(f) for f in features)
         blocks, previous = [], in_channels
         for f in self.channels:
-            blocks.append(UnetBasicBlock(2, previous, f, kernel_size=3, stride=1, norm_name="instance", act_name=LEAKY_RELU))
+            blocks.append(self.block(2, previous, f, kernel_size=3, stride=1, norm_name="instance", act_name=LEAKY_RELU))
             previous = f
         self.blocks = nn.ModuleList(blocks)
         self.pool = nn.MaxPool2d(2)
+
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        """Applied to the deepest feature map; identity for the plain U-Net."""
+        return x
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -36,6 +46,8 @@ class UNetEncoder(nn.Module):
             if i:
                 x = self.pool(x)
             x = block(x)
+            if i == len(self.blocks) - 1:
+                x = self.bottleneck(x)
             features.append(x)
         return features
 

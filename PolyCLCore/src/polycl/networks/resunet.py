@@ -9,33 +9,12 @@ feature maps at strides 1, 2, 4, ... with ``channels`` entries, so it plugs into
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
 from monai.networks.blocks import UnetResBlock
-from torch import nn
 
-from polycl.networks.encoders import DEFAULT_FEATURES, LEAKY_RELU
+from polycl.networks.encoders import UNetEncoder
 
 
-class ResUNetEncoder(nn.Module):
-    """Contracting path of a 2D residual U-Net."""
+class ResUNetEncoder(UNetEncoder):
+    """Contracting path of a 2D residual U-Net: the U-Net encoder with MONAI's ``UnetResBlock``."""
 
-    def __init__(self, in_channels: int = 1, features: Sequence[int] = DEFAULT_FEATURES) -> None:
-        super().__init__()
-        self.channels = tuple(int(f) for f in features)
-        blocks, previous = [], in_channels
-        for f in self.channels:
-            blocks.append(UnetResBlock(2, previous, f, kernel_size=3, stride=1, norm_name="instance", act_name=LEAKY_RELU))
-            previous = f
-        self.blocks = nn.ModuleList(blocks)
-        self.pool = nn.MaxPool2d(2)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for i, block in enumerate(self.blocks):
-            if i:
-                x = self.pool(x)
-            x = block(x)
-            features.append(x)
-        return features
+    block = UnetResBlock

@@ -18,28 +18,22 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import TransformerBlock, UnetResBlock
+from monai.networks.blocks import TransformerBlock
 from torch import nn
 
-from polycl.networks.encoders import DEFAULT_FEATURES, LEAKY_RELU
+from polycl.networks.encoders import DEFAULT_FEATURES
+from polycl.networks.resunet import ResUNetEncoder
 
 
-class TransUNetEncoder(nn.Module):
+class TransUNetEncoder(ResUNetEncoder):
     def __init__(self, in_channels: int = 1, features: Sequence[int] = DEFAULT_FEATURES, *, num_layers: int = 4,
                  num_heads: int = 8, mlp_ratio: float = 2.0, dropout_rate: float = 0.0, img_size: int = 256) -> None:
-        super().__init__()
-        self.channels = tuple(int(f) for f in features)
+        super().__init__(in_channels, features)
         if len(self.channels) < 2:
             raise ValueError("TransUNet needs at least two levels (CNN stem + transformer bottleneck)")
         hidden = self.channels[-1]
         if hidden % num_heads:
             raise ValueError(f"the bottleneck width {hidden} must be divisible by num_heads={num_heads}")
-        blocks, previous = [], in_channels
-        for f in self.channels:
-            blocks.append(UnetResBlock(2, previous, f, kernel_size=3, stride=1, norm_name="instance", act_name=LEAKY_RELU))
-            previous = f
-        self.blocks = nn.ModuleList(blocks)
-        self.pool = nn.MaxPool2d(2)
         self.grid = max(1, int(img_size) // 2 ** (len(self.channels) - 1))
         self.pos_embed = nn.Parameter(torch.zeros(1, hidden, self.grid, self.grid))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -48,18 +42,8 @@ class TransUNetEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(hidden)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = []
-        for i, block in enumerate(self.blocks):
-            if i:
-                x = self.pool(x)
-            x = block(x)
-            if i == len(self.blocks) - 1:
-                x = self._bottleneck(x)
-            features.append(x)
-        return features
-
-    def _bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) deepest features -> the same shape, through the transformer blocks."""
         n, c, h, w = x.shape
         pos = self.pos_embed
         if (h, w) != tuple(pos.shape[-2:]):
