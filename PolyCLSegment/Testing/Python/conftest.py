@@ -80,3 +80,15 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     denom = a.sum() + b.sum()
     return float(2 * (a & b).sum() / denom) if denom else 1.0
+
+
+@pytest.fixture()
+def liver_case(scene, ts):
+    """(CT node of example_ct_sm, its liver mask (z, y, x) as in the node, the slice with most liver)."""
+    import slicer
+
+    ct = load_volume_node(ts / "example_ct_sm.nii.gz", name="ct")
+    label = load_volume_node(ts / "example_seg_fast" / "liver.nii.gz", labelmap=True, name="liver")
+    liver = (slicer.util.arrayFromVolume(label) > 0).astype(np.uint8)
+    k = int(np.argmax(liver.sum(axis=(1, 2))))
+    return ct, liver, k

@@ -11,19 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import dice, load_volume_node
+from conftest import dice
 
 
 @pytest.fixture()
-def liver_seed(scene, ts):
+def liver_seed(liver_case):
     import slicer
 
     from PolyCLSegmentLib import segmentedit
 
-    ct = load_volume_node(ts / "example_ct_sm.nii.gz", name="ct")
-    label = load_volume_node(ts / "example_seg_fast" / "liver.nii.gz", labelmap=True, name="liver")
-    liver = (slicer.util.arrayFromVolume(label) > 0).astype(np.uint8)
-    k = int(np.argmax(liver.sum(axis=(1, 2))))
+    ct, liver, k = liver_case
     seed = np.zeros_like(liver)
     seed[k] = liver[k]
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")

@@ -9,18 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import dice, load_volume_node
-
-
-@pytest.fixture()
-def liver_case(scene, ts):
-    import slicer
-
-    ct = load_volume_node(ts / "example_ct_sm.nii.gz", name="ct")
-    label = load_volume_node(ts / "example_seg_fast" / "liver.nii.gz", labelmap=True, name="liver")
-    liver = (slicer.util.arrayFromVolume(label) > 0).astype(np.uint8)
-    k = int(np.argmax(liver.sum(axis=(1, 2))))
-    return ct, liver, k
+from conftest import dice
 
 
 def test_refine_replaces_segment_when_complete_and_undo(liver_case, module):
