@@ -8,12 +8,12 @@ reported and does not stop the others. A CSV report (``report.csv``) lists every
 from __future__ import annotations
 
 import csv
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from polycl.atomic import atomic_path
 from polycl.cases import Case, find_images
 from polycl.errors import Cancelled, PolyCLError
 
@@ -66,10 +66,8 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, process: Processor, *,
 
 
 def _write_report(path: Path, outcomes: list[CaseOutcome]) -> None:
-    tmp = path.with_name(".report.csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["case", "status", "seconds", "detail", "output"])
         for o in outcomes:
             w.writerow([o.case, o.status, f"{o.seconds:.2f}", o.detail, o.output.name])
-    os.replace(tmp, path)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polycl.atomic import atomic_path
 from polycl.errors import InputError
 from polycl.io import label_on_image_grid, read_label, select_labels, strip_image_suffix
 from polycl.volume import Volume
@@ -100,12 +101,10 @@ def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_csv: str | P
             rows.append({"case": name, "error": str(exc)})
     out = Path(out_csv)
     fields = ["case", "dice", "hausdorff_mm", "hd95_mm", "pred_ml", "ref_ml", "volume_diff_ml", "volume_diff_pct", "error"]
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(out, ".csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, out)
     return rows
 
 

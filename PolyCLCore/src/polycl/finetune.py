@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from polycl.atomic import write_text_atomic
 from polycl.cases import Case, find_labelled_cases
 from polycl.checkpoint import atomic_torch_save, load_state_strict, read_checkpoint, save_checkpoint, sha256_file
 from polycl.device import resolve_device
@@ -346,9 +347,7 @@ def write_model_json(out: Path, result: FinetuneResult, cfg: FinetuneConfig, ini
         "training_data": f"{len(result.train_cases)} case(s): {', '.join(result.train_cases)}",
         "scores": {("val_dice" if held_out else "train_dice"): round(result.best_val_dice, 4)},
     }
-    tmp = out / ".model.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(out / "model.json")
+    write_text_atomic(out / "model.json", json.dumps(meta, indent=2))
 
 
 def _jsonable(d: dict) -> dict:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from polycl.atomic import atomic_path, write_text_atomic
 from polycl.errors import InputError
 
 DEFAULT_MODEL = "polycl-liver"
@@ -138,11 +139,9 @@ def install_user_model(model_dir: str | os.PathLike, name: str) -> ModelEntry:
     dest.mkdir(parents=True, exist_ok=True)
     for fname in ("model.pt", "training_curve.png", "card.md", "history.json"):
         if (src / fname).is_file():
-            shutil.copyfile(src / fname, dest / f".{fname}.tmp")
-            os.replace(dest / f".{fname}.tmp", dest / fname)
+            with atomic_path(dest / fname) as tmp:
+                shutil.copyfile(src / fname, tmp)
     meta = json.loads(meta_path.read_text())
     meta["name"] = name
-    tmp = dest / ".model.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, dest / "model.json")
+    write_text_atomic(dest / "model.json", json.dumps(meta, indent=2))
     return resolve_model(name)
