@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from polycl.atomic import write_text_atomic
+from polycl.atomic import atomic_path, write_text_atomic
 from polycl.cases import Case, find_labelled_cases
 from polycl.checkpoint import atomic_torch_save, load_state_strict, read_checkpoint, save_checkpoint, sha256_file
 from polycl.device import resolve_device
@@ -208,7 +208,8 @@ def plot_curve(history: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 

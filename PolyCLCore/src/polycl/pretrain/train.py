@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from polycl.atomic import atomic_path
 from polycl.checkpoint import FORMAT, atomic_torch_save, read_checkpoint, save_checkpoint
 from polycl.errors import Cancelled, InputError
 from polycl.networks import ProjectionHead, build_encoder
@@ -140,10 +141,9 @@ def plot_loss_curve(history: list[dict], step_losses: list[list[float]], path: P
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
