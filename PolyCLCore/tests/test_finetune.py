@@ -82,3 +82,18 @@ def test_targets():
     assert parse_target("liver") == (5,) and parse_target("kidney") == (2, 3) and parse_target("2,3") == (2, 3)
     with pytest.raises(InputError):
         parse_target("brain")
+
+
+def test_encoder_by_registry_name_starts_from_its_weights(case_folder, tmp_path):
+    """--encoder polycl-encoder-unet-o: the bundled encoder's weights (checksum-verified) seed the U-Net."""
+    from polycl.checkpoint import read_checkpoint
+    from polycl.finetune import build_model
+    from polycl.models import resolve_model
+
+    model, config, init = build_model(FinetuneConfig(encoder="polycl-encoder-unet-o"))
+    assert "polycl-encoder-unet-o" in init and config["encoder"]["name"] == "unet"
+    stored = read_checkpoint(resolve_model("polycl-encoder-unet-o", kind="encoder").path)["state_dict"]
+    for key, value in stored.items():
+        assert torch.allclose(model.encoder.state_dict()[key], value.float()), key
+    with pytest.raises(InputError, match="is of kind 'segmentation', not 'encoder'"):
+        build_model(FinetuneConfig(encoder="polycl-liver"))

@@ -29,6 +29,7 @@ from polycl.checkpoint import atomic_torch_save, load_state_strict, read_checkpo
 from polycl.device import resolve_device
 from polycl.errors import Cancelled, GeometryError, InputError
 from polycl.io import TARGET_LABELS, label_on_image_grid, read_label, read_volume, select_labels
+from polycl.models import resolve_model
 from polycl.networks import SegmentationUNet, build_encoder
 from polycl.networks.encoders import DEFAULT_FEATURES
 from polycl.preprocess import PreprocessConfig, middle_slices, prepare_slices, resize_slices, to_canonical
@@ -52,7 +53,7 @@ class FinetuneConfig:
     size: int = 256
     level: float = 40.0
     width: float = 400.0
-    encoder: str | None = None  # path of a PolyCL encoder checkpoint, or None
+    encoder: str | None = None  # PolyCL encoder: registry name (e.g. polycl-encoder-unet-o) or checkpoint path
     encoder_arch: str = "unet"  # architecture when training from random initialisation
     features: tuple[int, ...] = DEFAULT_FEATURES
     augment: bool = True
@@ -154,9 +155,10 @@ class SliceDataset(Dataset):
 def build_model(cfg: FinetuneConfig) -> tuple[SegmentationUNet, dict, str]:
     """The U-Net to fine-tune: encoder from a PolyCL checkpoint (head dropped) or random."""
     if cfg.encoder:
-        ckpt = read_checkpoint(cfg.encoder, kind="encoder")
+        entry = resolve_model(cfg.encoder, kind="encoder")  # a registry name or a checkpoint path
+        ckpt = read_checkpoint(entry.path, sha256=entry.sha256, kind="encoder")
         encoder = build_encoder(ckpt["config"])
-        load_state_strict(encoder, ckpt["state_dict"], str(cfg.encoder))
+        load_state_strict(encoder, ckpt["state_dict"], str(entry.path))
         enc_config, init = dict(ckpt["config"]), f"PolyCL encoder {Path(cfg.encoder).name} ({ckpt.get('meta', {}).get('strategy', '?')})"
     else:
         enc_config = {"name": cfg.encoder_arch, "in_channels": 1, "features": list(cfg.features)}

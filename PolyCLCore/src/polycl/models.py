@@ -108,7 +108,7 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, *, kind: str = 
     for entry in list_models():
         if entry.name == key:
             if entry.kind != kind:
-                raise InputError(f"model '{key}' is a {entry.kind}, not a {kind}")
+                raise InputError(f"model '{key}' is of kind '{entry.kind}', not '{kind}'")
             if not entry.path.is_file():
                 raise InputError(f"model '{key}': weight file {entry.path} is missing; reinstall polycl-core")
             return entry

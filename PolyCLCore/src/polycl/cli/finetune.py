@@ -10,7 +10,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default=None,
                    help="model folder (default: $POLYCL_HOME/models/NAME when --name is given)")
     p.add_argument("--name", default=None, help="install the result as a user model under this name")
-    p.add_argument("--encoder", default=None, help="PolyCL encoder checkpoint to start from (head dropped)")
+    p.add_argument("--encoder", default=None, help="PolyCL encoder to start from, by name (polycl models --kind encoder) or path; head dropped")
     p.add_argument("--encoder-arch", default="unet", help="architecture when starting from random weights")
     p.add_argument("--target", default="liver", help="liver, kidney, or label value(s) such as 5 or 2,3")
     p.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training slices with labels used")
