@@ -19,44 +19,39 @@ from polycl.preprocess import PreprocessConfig, prepare_slices, resize_slices, t
 from polycl.pretrain.loss import polycl_loss
 
 
+def _timed_step(ctx, name, n_slices, forward, loss_of, params, lr):
+    """Time one Adam step of ``loss_of(forward())`` (bf16 autocast of the forward pass on CUDA)."""
+    device = torch.device(ctx.device)
+    optimizer = torch.optim.Adam(params, lr=lr)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = forward()
+        loss = loss_of(out.float())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    _, seconds, gpu = ctx.timed(step)
+    return Row("train", name, ctx.device, seconds, n_slices=n_slices, unit="step", peak_gpu_mb=gpu)
+
+
 def run(ctx):
     device = torch.device(ctx.device)
     vol = read_volume(ctx.data / "totalsegmentator" / "example_ct.nii.gz")
     liver = select_labels(read_label(ctx.data / "totalsegmentator" / "example_seg_fast_force_split.nii.gz").array, 5)
     slices = prepare_slices(to_canonical(vol), PreprocessConfig())  # (112, 1, 256, 256)
     masks = resize_slices(torch.from_numpy(to_canonical(vol.with_array(liver))).float().unsqueeze(1), 256, mode="nearest")
-    rows = []
 
     encoder, head = UNetEncoder().to(device), ProjectionHead(256, 256).to(device)
-    opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-4)
     batch = slices[torch.arange(60) % len(slices)].to(device)
-
-    def pretrain_step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            z = head(encoder(batch)[-1])
-        loss = polycl_loss(z[:20], z[20:40], z[40:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    _, seconds, gpu = ctx.timed(pretrain_step)
-    rows.append(Row("train", "pretrain step (20 triplets, 256 px)", ctx.device, seconds, n_slices=60, unit="step",
-                    peak_gpu_mb=gpu))
+    pretrain = _timed_step(ctx, "pretrain step (20 triplets, 256 px)", 60, lambda: head(encoder(batch)[-1]),
+                           lambda z: polycl_loss(z[:20], z[20:40], z[40:]),
+                           [*encoder.parameters(), *head.parameters()], lr=1e-4)
 
     model = build_segmentation_model({"encoder": {"name": "unet"}, "out_channels": 1}).to(device)
-    opt2 = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = DiceLoss(sigmoid=True, batch=True)
     x, y = slices[40:50].to(device), masks[40:50].to(device)
-
-    def finetune_step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        opt2.zero_grad(set_to_none=True)
-        loss.backward()
-        opt2.step()
-
-    _, seconds, gpu = ctx.timed(finetune_step)
-    rows.append(Row("train", "finetune step (batch 10, 256 px)", ctx.device, seconds, n_slices=10, unit="step",
-                    peak_gpu_mb=gpu))
-    return rows
+    dice_loss = DiceLoss(sigmoid=True, batch=True)
+    finetune = _timed_step(ctx, "finetune step (batch 10, 256 px)", 10, lambda: model(x),
+                           lambda logits: dice_loss(logits, y), model.parameters(), lr=1e-3)
+    return [pretrain, finetune]
