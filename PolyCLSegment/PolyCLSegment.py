@@ -41,6 +41,14 @@ from PolyCLSegmentLib import backends, conversions, prompts, segmentedit
 Progress = Callable[[float, float, str], Any]
 
 ORGAN_COLORS = {"liver": (221 / 255, 130 / 255, 101 / 255), "kidney": (185 / 255, 102 / 255, 83 / 255)}
+#: Segment modes offered in the panel: (value, label, tooltip); values are polycl.pipeline.MODES.
+SEGMENT_MODES = (
+    ("pipeline", "U-Net + SAM pipeline (recommended)",
+     "U-Net coarse mask, a SAM-refined reference slice per organ component, propagation through the volume "
+     "(SAM 2 or chained LiteMedSAM), fused with the U-Net mask. Holds up best on new scans; slowest."),
+    ("refine", "U-Net + SAM refinement", "The U-Net's mask redrawn slice by slice with SAM box prompts."),
+    ("unet", "U-Net only", "The U-Net's mask alone: seconds, but weakest on scanners it was not trained on."),
+)
 
 
 #
@@ -74,7 +82,7 @@ class PolyCLSegmentParameterNode:
     segmentation: slicer.vtkMRMLSegmentationNode
     model: str = "polycl-liver"
     device: str = "auto"
-    refineAfterSegment: bool = False
+    segmentMode: str = "pipeline"
     overwriteOthers: bool = False
     refineBackend: str = "litemedsam"
     propagationEngine: str = "auto"
@@ -112,6 +120,7 @@ class Outcome:
     segmentName: str
     provenance: dict
     color: tuple | None = None
+    message: str = ""  # one line for the user (e.g. which objects were propagated)
 
 
 class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
@@ -190,59 +199,64 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
             raise InputError(f"segment '{segment.GetName()}' is locked; unlock it (or clear its Completed status) first")
 
     # ------------------------------------------------------------------ segment
-    def prepareSegment(self, volumeNode, segmentationNode=None, *, model: str | None = None, refine: bool = False,
+    def prepareSegment(self, volumeNode, segmentationNode=None, *, model: str | None = None, mode: str | None = None,
                        segmentId: str | None = None, segmentName: str | None = None, overwriteOthers: bool = False,
-                       device: str = "auto", refineBackend: str = "litemedsam") -> Request:
+                       device: str = "auto", refineBackend: str = "litemedsam", engine: str = "auto") -> Request:
+        from polycl.pipeline import DEFAULT_MODE, SegmentOptions
+
+        options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device, sam=refineBackend, engine=engine,
+                                 check_ct=False)
+        options.validate()
         volume = conversions.volumeFromNode(volumeNode)
         self._requireCT(volume)
         self._checkTargetSegment(segmentationNode, segmentId)
         return Request("segment", volume, volumeNode.GetID(), segmentationNode.GetID() if segmentationNode else None,
-                       segmentId, dict(model=model, refine=refine, segmentName=segmentName, device=device,
-                                       overwriteOthers=overwriteOthers, refineBackend=refineBackend))
+                       segmentId, dict(model=model, segmentOptions=options, segmentName=segmentName, device=device,
+                                       overwriteOthers=overwriteOthers))
 
     def computeSegment(self, request: Request, progress: Progress | None = None) -> Outcome:
-        from polycl.errors import Cancelled, InputError
-        from polycl.inference import segment_volume
+        """polycl.pipeline.segment_case on the request's volume (the same function as ``polycl segment``)."""
+        from dataclasses import replace
+
+        from polycl.errors import InputError
+        from polycl.pipeline import segment_case
 
         o = request.options
+        options = o["segmentOptions"]
+        if options.mode != "unet":
+            cap = backends.refineCapability()
+            if not cap:
+                raise InputError(f"mode '{options.mode}' needs SAM, which is unavailable: {cap.reason}")
         loaded = self.loadModel(o["model"], o["device"])
-        total_steps = 2 if o["refine"] else 1
-
-        def report(done, total):
-            return None if progress is None else progress(done / max(total, 1) / total_steps, 1.0, "segmenting")
-
-        mask = self._withOomFallback(lambda bs: segment_volume(request.volume, loaded, check_ct=False, batch_size=bs,
-                                                               progress=report))
-        provenance = {"Operation": "segment", **self._modelProvenance(loaded), "Engine": "polycl U-Net",
-                      "Prompts": "none (automatic)"}
-        if not mask.any():
+        result = self._withOomFallback(lambda bs: segment_case(request.volume, loaded, replace(options, batch_size=bs),
+                                                               progress=progress))
+        if not result.mask.any():
             raise InputError(f"the model '{loaded.entry.name}' found no {loaded.target or 'organ'} in "
                              f"'{request.volume.source}'; nothing was changed")
-        if o["refine"]:
-            mask, info = self._refineArray(request.volume, mask, backend=o["refineBackend"], device=o["device"],
-                                           progress=None if progress is None else
-                                           (lambda d, t: progress(0.5 + 0.5 * d / max(t, 1), 1.0, "refining")))
-            provenance.update(info)
-            provenance["Engine"] = f"polycl U-Net + SAM refinement ({o['refineBackend']})"
-        if progress is not None and progress(1.0, 1.0, "done") is False:
-            raise Cancelled("cancelled")
+        engine = {"unet": "polycl U-Net", "refine": f"polycl U-Net + SAM refinement ({options.sam})",
+                  "pipeline": f"polycl U-Net + SAM ({options.sam}) reference slices + propagation ({result.engine})"}
+        provenance = {"Operation": "segment", **self._modelProvenance(loaded), "Mode": result.mode,
+                      "Engine": engine[result.mode], "Prompts": "none (automatic)", "Stats": result.summary()}
         target = loaded.target or "organ"
-        name = o["segmentName"] or target
-        return Outcome(request, mask, name, provenance, ORGAN_COLORS.get(target))
+        return Outcome(request, np.asarray(result.mask, np.uint8), o["segmentName"] or target, provenance,
+                       ORGAN_COLORS.get(target), message=result.summary())
 
-    def segment(self, volumeNode, segmentationNode=None, model: str | None = None, refine: bool = False, *,
+    def segment(self, volumeNode, segmentationNode=None, model: str | None = None, mode: str | None = None, *,
                 segmentId: str | None = None, segmentName: str | None = None, overwriteOthers: bool = False,
-                device: str = "auto", refineBackend: str = "litemedsam", progress: Progress | None = None) -> str:
+                device: str = "auto", refineBackend: str = "litemedsam", engine: str = "auto",
+                progress: Progress | None = None) -> str:
         """Segment ``volumeNode`` (CT) with ``model`` and write the result; returns the segment ID.
 
-        ``segmentationNode`` None creates one. ``segmentId`` None adds a new segment (named after the
-        target), otherwise that segment is replaced (never when locked). ``refine`` runs SAM box
-        refinement on the U-Net's mask. Bad input raises :class:`polycl.errors.PolyCLError` before
-        anything changes; ``progress(done, total, message)`` returning False cancels.
+        ``mode``: "pipeline" (default: U-Net, SAM-refined reference slice per component, propagation
+        with ``engine``, fusion), "refine" (U-Net + SAM box refinement) or "unet" (see
+        :mod:`polycl.pipeline`). ``segmentationNode`` None creates one. ``segmentId`` None adds a new
+        segment (named after the target), otherwise that segment is replaced (never when locked).
+        Bad input raises :class:`polycl.errors.PolyCLError` before anything changes;
+        ``progress(done, total, message)`` returning False cancels.
         """
-        request = self.prepareSegment(volumeNode, segmentationNode, model=model, refine=refine, segmentId=segmentId,
+        request = self.prepareSegment(volumeNode, segmentationNode, model=model, mode=mode, segmentId=segmentId,
                                       segmentName=segmentName, overwriteOthers=overwriteOthers, device=device,
-                                      refineBackend=refineBackend)
+                                      refineBackend=refineBackend, engine=engine)
         return self.applyOutcome(self.computeSegment(request, progress))
 
     # ------------------------------------------------------------------ refine
@@ -377,10 +391,11 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         k = o["sliceIndex"]
         mask[k] = o["seed"][k]  # the user's annotated slice is kept exactly as drawn
         low = result.low_confidence()
+        objects = result.describe_objects()
         provenance = {"Operation": "propagate", "Engine": f"{result.engine.name} ({result.engine.detail})",
                       "Prompts": {"seedSlice": o["sliceIndex"], "stopAfter": o["stopAfter"]},
-                      "LowConfidenceSlices": low}
-        return Outcome(request, mask, o["segmentName"], provenance)
+                      "LowConfidenceSlices": low, "Objects": objects}
+        return Outcome(request, mask, o["segmentName"], provenance, message=objects)
 
     def propagate(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int, *, engine: str = "auto",
                   stopAfter: int | None = 3, device: str = "auto", newSegment: bool = False,
@@ -434,16 +449,20 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------------ batch and fine-tuning
     def segmentFolder(self, inputDir, outputDir, *, model: str | None = None, device: str = "auto",
-                      refine: bool = False, overwrite: bool = False, inProcess: bool = True,
+                      mode: str | None = None, overwrite: bool = False, inProcess: bool = True,
                       log: Callable[[str], None] = print, cancel: Callable[[], bool] | None = None):
         """Segment every CT of ``inputDir`` into ``outputDir/<case>.nii.gz`` (input geometry; resumable:
-        finished cases are skipped; ``report.csv`` lists outcomes).
+        finished cases are skipped; ``report.csv`` lists outcomes, with the mode and engine that ran).
+        ``mode`` as in :meth:`segment`.
 
         ``inProcess`` (the console default) runs here and returns the list of outcomes; otherwise a
         ``polycl segment`` subprocess is started and its :class:`~PolyCLSegmentLib.processes.CoreProcess`
         returned (the panel polls it)."""
         from polycl.errors import InputError
+        from polycl.pipeline import DEFAULT_MODE, SegmentOptions
 
+        options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device)
+        options.validate()
         if not Path(inputDir).is_dir():
             raise InputError(f"{inputDir}: not a folder")
         if Path(outputDir).resolve() == Path(inputDir).resolve():
@@ -451,28 +470,24 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         if not inProcess:
             from PolyCLSegmentLib.processes import CoreProcess, coreCommand
 
-            args = ["segment", str(inputDir), "-o", str(outputDir), "--device", device]
+            args = ["segment", str(inputDir), "-o", str(outputDir), "--device", device, "--mode", options.mode]
             if model:
                 args += ["--model", str(model)]
-            if refine:
-                args.append("--refine")
             if overwrite:
                 args.append("--overwrite")
             return CoreProcess(coreCommand(*args))
         from polycl.batch import run_batch
-        from polycl.inference import segment_volume
         from polycl.io import read_volume, write_mask_like
+        from polycl.pipeline import segment_case
 
         loaded = self.loadModel(model, device)
 
         def process(case, out: Path) -> str:
             volume = read_volume(case.image)
-            mask = segment_volume(volume, loaded)
-            if refine and mask.any():
-                mask, _info = self._refineArray(volume, mask, device=device)
-            write_mask_like(mask, volume, out)
-            ml = float(mask.sum()) * float(np.prod(volume.geometry.spacing)) / 1000.0
-            return f"{loaded.target} {ml:.1f} ml"
+            result = segment_case(volume, loaded, options)
+            write_mask_like(result.mask, volume, out)
+            ml = float(result.mask.sum()) * float(np.prod(volume.geometry.spacing)) / 1000.0
+            return f"{loaded.target} {ml:.1f} ml; {result.summary()}"
 
         return run_batch(inputDir, outputDir, process, overwrite=overwrite, log=log, cancel=cancel)
 
@@ -558,6 +573,9 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for value, label, tip in backends.deviceChoices():
             self.ui.deviceComboBox.addItem(label, value)
             self.ui.deviceComboBox.setItemData(self.ui.deviceComboBox.count - 1, tip, qt.Qt.ToolTipRole)
+        for value, label, tip in SEGMENT_MODES:
+            self.ui.segmentModeComboBox.addItem(label, value)
+            self.ui.segmentModeComboBox.setItemData(self.ui.segmentModeComboBox.count - 1, tip, qt.Qt.ToolTipRole)
         engines = backends.propagationEngines() if backends.coreInstalled() else {}
         for engine, tip in (("auto", "SAM 2 when its weights are downloaded, else chained LiteMedSAM"),
                             ("sam2", "SAM 2 video propagation (official weights, downloaded by the user once)"),
@@ -579,6 +597,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
         self.ui.engineComboBox.connect("currentIndexChanged(int)", self.onEngineChanged)
+        self.ui.segmentModeComboBox.connect("currentIndexChanged(int)", self.onSegmentModeChanged)
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.updateButtons)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -633,6 +652,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
             self._selectCombo(self.ui.deviceComboBox, self._parameterNode.device)
             self._selectCombo(self.ui.engineComboBox, self._parameterNode.propagationEngine)
+            self._selectCombo(self.ui.segmentModeComboBox, self._parameterNode.segmentMode)
             self._selectCombo(self.ui.modelComboBox, self._parameterNode.model)
             self.ui.segmentSelector.setSegmentationNode(self._parameterNode.segmentation)
         self.updateButtons()
@@ -674,6 +694,10 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and index >= 0:
             self._parameterNode.propagationEngine = self.ui.engineComboBox.itemData(index)
 
+    def onSegmentModeChanged(self, index):
+        if self._parameterNode and index >= 0:
+            self._parameterNode.segmentMode = self.ui.segmentModeComboBox.itemData(index)
+
     # -- enabling -----------------------------------------------------------------------------------
     def _setControl(self, button, capability, ready: bool, why_not_ready: str, normalTip: str):
         busy = self._job is not None or self._process is not None
@@ -713,9 +737,8 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                          _("Choose input and output folders"),
                          _("Segment every CT of the input folder (subprocess, resumable)"))
         refineCap = backends.refineCapability()
-        self.ui.refineAfterSegmentCheckBox.enabled = bool(refineCap)
-        self.ui.refineAfterSegmentCheckBox.toolTip = (_("Refine the U-Net's mask with SAM boxes") if refineCap
-                                                      else _("Unavailable: ") + refineCap.reason)
+        self.ui.segmentModeComboBox.toolTip = (_("How Segment works (hover over a choice)") if refineCap else
+                                               _("Only 'U-Net only' can run: ") + refineCap.reason)
         self.ui.undoButton.enabled = p.segmentation is not None and self.logic.canUndo(p.segmentation)
 
     # -- dependencies ---------------------------------------------------------------------------------
@@ -783,6 +806,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         segId = self._jobApply(job.result)
                         self.ui.segmentSelector.setCurrentSegmentID(segId)
                         self.ui.statusLabel.text = _("Done: ") + job.result.segmentName
+                        self.ui.statusLabel.toolTip = job.result.message
                     except Exception as exc:  # noqa: BLE001
                         slicer.util.errorDisplay(str(exc))
                 self.updateButtons()
@@ -820,10 +844,11 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- buttons ----------------------------------------------------------------------------------
     def onSegment(self):
         p = self._parameterNode
-        feature = "refine" if p.refineAfterSegment else "segment"
+        feature = "segment" if p.segmentMode == "unet" else "refine"
         self._startJob(feature, lambda: self.logic.prepareSegment(
-            p.inputVolume, p.segmentation, model=p.model, refine=p.refineAfterSegment, device=p.device,
-            overwriteOthers=p.overwriteOthers, refineBackend=p.refineBackend), self.logic.computeSegment)
+            p.inputVolume, p.segmentation, model=p.model, mode=p.segmentMode, device=p.device,
+            overwriteOthers=p.overwriteOthers, refineBackend=p.refineBackend, engine=p.propagationEngine),
+            self.logic.computeSegment)
 
     def onRefine(self):
         p = self._parameterNode
@@ -891,7 +916,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = proc.lines[-1] if proc.lines else _("Batch finished")
 
         self._startProcess("batch", lambda: self.logic.segmentFolder(
-            p.batchInputFolder, p.batchOutputFolder, model=p.model, device=p.device, refine=p.refineAfterSegment,
+            p.batchInputFolder, p.batchOutputFolder, model=p.model, device=p.device, mode=p.segmentMode,
             inProcess=False), done)
 
 

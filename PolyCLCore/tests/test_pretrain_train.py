@@ -142,7 +142,7 @@ def test_cli_pretrain_finetune_segment_end_to_end(ts, tmp_path):
                  "--device", "cpu", cwd=tmp_path)
     assert ft.returncode == 0, ft.stderr
     seg = _polycl("segment", str(ts / "example_ct_dicom"), "-o", "mask.nii.gz", "--model", "model/model.pt",
-                  "--device", "cpu", cwd=tmp_path)
+                  "--device", "cpu", "--mode", "unet", cwd=tmp_path)
     assert seg.returncode == 0, seg.stderr
     from polycl.io import read_label, read_volume
 

@@ -1,9 +1,9 @@
 """The bundled liver model on real CT, through the command line, in the input geometry.
 
-Thresholds: Dice >= 0.85 on example_ct is the foundation issue's acceptance bar (measured 0.901;
-a training scan of the starter model). The DICOM series is also a training scan (measured 0.910,
-bar 0.85). The dcmqi 3-slice CT was never used in fine-tuning: measured 0.762 against its coarse
-hand-made mask, bar 0.70 (see the model card).
+``--mode unet`` tests the U-Net alone; the default mode (the pipeline: U-Net, SAM-refined
+reference slice, propagation, fusion) is tested on the two small scans, since its SAM embeddings
+cost about a second per slice on these CPUs. Thresholds sit just under the measured values, which
+are in the tests and in the model card.
 """
 
 import numpy as np
@@ -16,17 +16,20 @@ from polycl.io import read_volume
 
 def test_segment_example_ct_dice(tmp_path, ts, capsys):
     out = tmp_path / "liver.nii.gz"
-    assert main(["segment", str(ts / "example_ct.nii.gz"), "-o", str(out), "--device", "cpu"]) == 0
+    assert main(["segment", str(ts / "example_ct.nii.gz"), "-o", str(out), "--device", "cpu", "--mode", "unet"]) == 0
     mask, ct = read_volume(out), read_volume(ts / "example_ct.nii.gz")
     assert mask.shape == ct.shape and mask.geometry == ct.geometry
     assert main(["evaluate", str(out), str(ts / "example_seg_fast_force_split.nii.gz"), "--label", "5"]) == 0
     s = evaluate_files(out, ts / "example_seg_fast_force_split.nii.gz", label=5)
-    assert s.dice >= 0.85, s
+    assert s.dice >= 0.85, s  # the foundation issue's bar on this (training) scan; measured 0.901
 
 
-def test_segment_dicom_series_overlays_liver_in_physical_space(tmp_path, ts, dicom_liver):
+def test_default_pipeline_on_dicom_series_overlays_liver_in_physical_space(tmp_path, ts, dicom_liver, capsys):
+    """The default mode, on a training scan of the U-Net (U-Net alone 0.910): the pipeline gave 0.973."""
     out = tmp_path / "dicom_liver.nrrd"
     assert main(["segment", str(ts / "example_ct_dicom"), "-o", str(out), "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert "mode pipeline, engine chain" in said and "1 component(s)" in said and "propagated" in said
     mask = read_volume(out)
     ct = read_volume(ts / "example_ct_dicom")
     np.testing.assert_allclose(mask.geometry.index_to_lps(), ct.geometry.index_to_lps(), atol=1e-4)
@@ -37,7 +40,7 @@ def test_segment_dicom_series_overlays_liver_in_physical_space(tmp_path, ts, dic
     assert 60 <= inside <= 160  # the mask sits on enhanced liver parenchyma
 
 
-DICOM_MIN_DICE = 0.85
+DICOM_MIN_DICE = 0.95
 
 
 def test_segment_unseen_dcmqi_scan(tmp_path, data):
@@ -75,7 +78,7 @@ def test_user_model_is_listed_and_usable_by_name(tmp_path, ts, monkeypatch, caps
     listing = capsys.readouterr().out
     assert "my-liver" in listing and "polycl-liver" in listing
     out = tmp_path / "m.nii.gz"
-    assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(out), "--model", "my-liver"]) == 0
+    assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(out), "--model", "my-liver", "--mode", "unet"]) == 0
     assert read_volume(out).shape == (30, 101, 122)
 
 
@@ -83,12 +86,14 @@ def test_bundled_kidney_model(tmp_path, ts):
     """Both kidneys of example_ct (its training scan; measured 0.853, bar 0.80), and nothing on the
     DICOM series, whose liver-level slices have no kidney labelled."""
     out = tmp_path / "kidneys.nii.gz"
-    assert main(["segment", str(ts / "example_ct.nii.gz"), "-o", str(out), "--model", "polycl-kidney", "--device", "cpu"]) == 0
+    assert main(["segment", str(ts / "example_ct.nii.gz"), "-o", str(out), "--model", "polycl-kidney", "--device", "cpu",
+                 "--mode", "unet"]) == 0
     s = evaluate_files(out, ts / "example_seg_fast_force_split.nii.gz", label="2,3")
     assert s.dice >= 0.80, s
     from skimage.measure import label
 
     assert label(read_volume(out).array).max() == 2  # two kidneys, two components
     out2 = tmp_path / "none.nii.gz"
-    assert main(["segment", str(ts / "example_ct_dicom"), "-o", str(out2), "--model", "polycl-kidney", "--device", "cpu"]) == 0
+    assert main(["segment", str(ts / "example_ct_dicom"), "-o", str(out2), "--model", "polycl-kidney", "--device", "cpu",
+                 "--mode", "unet"]) == 0
     assert read_volume(out2).array.sum() * 0.9765625 ** 2 * 2 / 1000 < 5  # < 5 ml

@@ -30,8 +30,8 @@ from PolyCLSegmentLib import conversions
 LOCK_TAG = "PolyCL.Locked"
 TAG_PREFIX = "PolyCL."
 #: Provenance tags written by :func:`applyMask` (each ``PolyCL.<key>``).
-PROVENANCE_KEYS = ("Operation", "Model", "ModelSHA256", "Target", "Engine", "Refiner", "Prompts", "Device",
-                   "LowConfidenceSlices", "Stats", "Time", "Version")
+PROVENANCE_KEYS = ("Operation", "Model", "ModelSHA256", "Target", "Mode", "Engine", "Refiner", "Prompts", "Device",
+                   "LowConfidenceSlices", "Objects", "Stats", "Time", "Version")
 
 
 def segmentTag(segment, name: str) -> str | None:

@@ -39,9 +39,14 @@ def demo_inputs(base_url: str | None = None) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def run_demo(out_dir: str | Path = "demo-output", model: str | None = None, device: str = "auto") -> float:
+def run_demo(out_dir: str | Path = "demo-output", model: str | None = None, device: str = "auto",
+             mode: str | None = None) -> float:
+    """Segment the example CT in ``mode`` (default: :data:`polycl.pipeline.DEFAULT_MODE`); returns the Dice."""
+    from tqdm import tqdm
+
     from polycl.evaluate import mask_scores
-    from polycl.inference import load_model, segment_volume
+    from polycl.inference import load_model
+    from polycl.pipeline import DEFAULT_MODE, SegmentOptions, segment_case
     from polycl.io import read_label, read_volume, select_labels, write_mask_like
     from polycl.overlay import save_overlay
 
@@ -51,7 +56,11 @@ def run_demo(out_dir: str | Path = "demo-output", model: str | None = None, devi
     volume = read_volume(ct_path)
     loaded = load_model(model, device)
     t1 = time.perf_counter()
-    mask = segment_volume(volume, loaded)
+    options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device)
+    with tqdm(total=100, unit="%", desc=f"segment ({options.mode})", leave=False) as bar:
+        result = segment_case(volume, loaded, options,
+                              progress=lambda done, total, message: bar.update(round(100 * done / total) - bar.n))
+    mask = result.mask
     t2 = time.perf_counter()
     mask_path = write_mask_like(mask, volume, out / "example_ct_liver.nii.gz")
     reference = select_labels(read_label(label_path).array, loaded.target)
@@ -60,6 +69,7 @@ def run_demo(out_dir: str | Path = "demo-output", model: str | None = None, devi
                        title=f"{loaded.entry.name} on example_ct: Dice {scores.dice:.3f}")
     print(f"input:    {ct_path} ({volume.shape[2]}x{volume.shape[1]}x{volume.shape[0]} voxels)")
     print(f"model:    {loaded.entry.name} ({loaded.target}) on {loaded.device}; load {t1 - t0:.1f} s, segment {t2 - t1:.1f} s")
+    print(f"how:      {result.summary()}")
     print(f"mask:     {mask_path} ({scores.pred_ml:.0f} ml)")
     print(f"overlay:  {png}")
     print(f"Dice against the TotalSegmentator {loaded.target} label: {scores.dice:.3f} (HD95 {scores.hd95_mm:.1f} mm)")

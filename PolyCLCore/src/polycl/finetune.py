@@ -5,8 +5,13 @@ Adam at lr 1e-3, batch 10, cosine annealing with warm restarts; here with MONAI 
 a case-level train/validation split, validation Dice every epoch, the best checkpoint kept,
 a resumable state saved every epoch (and on Ctrl-C) and a training-curve PNG.
 
-Slices are axial slices of the LPS-reoriented volume, windowed and resized to ``size`` x ``size``.
-Validation Dice is the 3D Dice per held-out case on that resized grid.
+Slices are axial slices of the LPS-reoriented volume, windowed and brought to ``size`` x ``size``
+(resized, or with ``pixel_mm`` resampled to that pixel size and centre-padded/cropped: see
+:mod:`polycl.preprocess`). Validation Dice is the 3D Dice per held-out case on that grid.
+
+Augmentation (MONAI, ``augmentation``): "standard" (affine, intensity scale, noise) or "strong", the
+recipe meant to generalise to new scanners: larger rotations and scales, elastic deformation,
+field-of-view crops (zoom in), HU shifts (contrast phase), gamma contrast, noise and blur.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from polycl.io import TARGET_LABELS, label_on_image_grid, read_label, read_volum
 from polycl.models import resolve_model
 from polycl.networks import SegmentationUNet, build_encoder
 from polycl.networks.encoders import DEFAULT_FEATURES
-from polycl.preprocess import PreprocessConfig, middle_slices, prepare_slices, resize_slices, to_canonical
+from polycl.preprocess import (PreprocessConfig, canonical_spacing, middle_slices, prepare_slices, to_canonical,
+                               to_model_grid)
 from polycl.validate import require_ct
 
 #: progress(event: dict) -> None | False. Events: {"event": "epoch", "epoch", "epochs", "loss", "val_dice"},
@@ -57,17 +63,20 @@ class FinetuneConfig:
     encoder_arch: str = "unet"  # architecture when training from random initialisation
     features: tuple[int, ...] = DEFAULT_FEATURES
     augment: bool = True
+    augmentation: str = "standard"  # "standard" or "strong" (see the module docstring)
+    pixel_mm: float | None = None  # in-plane spacing normalisation (mm per pixel); None: plain resize
     loss: str = "dice"  # "dice" (the paper) or "dice+bce" (converges faster from random weights)
     seed: int = 0
     device: str = "auto"
     components: int | None = None  # connected components kept at inference (default: 2 for kidney, else 1)
     keep: str = "best"  # "best": the epoch with the best validation Dice; "last": the final epoch
+    val_cases: tuple[str, ...] = ()  # validate on exactly these cases (by name), train on the others
 
     def label_values(self) -> tuple[int, ...]:
         return parse_target(self.target)
 
     def preprocess(self) -> PreprocessConfig:
-        return PreprocessConfig(self.level, self.width, self.size)
+        return PreprocessConfig(self.level, self.width, self.size, self.pixel_mm)
 
 
 def parse_target(target: str) -> tuple[int, ...]:
@@ -110,14 +119,16 @@ def load_case(case: Case, cfg: FinetuneConfig) -> CaseSlices:
     hu = to_canonical(image)
     mask = to_canonical(image.with_array(mask))
     keep = middle_slices(hu.shape[0], cfg.middle_fraction)
-    images = prepare_slices(hu[keep], cfg.preprocess()).half()
-    masks = resize_slices(torch.from_numpy(mask[keep]).float().unsqueeze(1), cfg.size, mode="nearest").to(torch.uint8)
+    sx, sy, _ = canonical_spacing(image)
+    images = prepare_slices(hu[keep], cfg.preprocess(), (sy, sx)).half()
+    masks = to_model_grid(torch.from_numpy(mask[keep]).float().unsqueeze(1), cfg.preprocess(), (sy, sx),
+                          mode="nearest").to(torch.uint8)
     return CaseSlices(case.name, images, masks, note)
 
 
 def split_cases(cases: list[Case], val_fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
-    """Case-level split. One case: it is both train and validation (reported)."""
-    if len(cases) < 2:
+    """Case-level split. One case, or ``val_fraction`` 0: every case is both train and validation (reported)."""
+    if len(cases) < 2 or val_fraction <= 0:
         return list(cases), list(cases)
     order = list(cases)
     random.Random(seed).shuffle(order)
@@ -128,18 +139,12 @@ def split_cases(cases: list[Case], val_fraction: float, seed: int) -> tuple[list
 class SliceDataset(Dataset):
     """(image, mask) slice pairs with optional MONAI augmentation."""
 
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor, augment: bool, seed: int) -> None:
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor, augment: bool, seed: int,
+                 augmentation: str = "standard") -> None:
         self.images, self.masks = images, masks
         self.transform = None
         if augment:
-            from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd
-
-            self.transform = Compose([
-                RandAffined(keys=["image", "label"], prob=0.7, rotate_range=(math.radians(12),), scale_range=(0.12, 0.12),
-                            translate_range=(12, 12), mode=("bilinear", "nearest"), padding_mode="zeros"),
-                RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
-                RandGaussianNoised(keys="image", prob=0.2, std=0.02),
-            ])
+            self.transform = augmentations(augmentation, images.shape[-1])
             self.transform.set_random_state(seed)
 
     def __len__(self) -> int:
@@ -150,6 +155,41 @@ class SliceDataset(Dataset):
         if self.transform is not None:
             item = self.transform(item)
         return torch.as_tensor(item["image"]), torch.as_tensor(item["label"])
+
+
+def augmentations(kind: str, size: int):
+    """MONAI transforms on {"image": (1, S, S) 0..1, "label": (1, S, S)}; ``kind`` "standard" or "strong".
+
+    The window maps 400 HU to 0..1, so an intensity shift of 0.1 is 40 HU (a contrast phase's
+    difference in liver enhancement is of that order). No left-right flips: the liver is on the
+    patient's right, and a flipped slice is anatomy that never occurs."""
+    from monai.transforms import (Compose, Rand2DElasticd, RandAdjustContrastd, RandAffined, RandGaussianNoised,
+                                  RandGaussianSmoothd, RandScaleIntensityd, RandShiftIntensityd, RandZoomd)
+
+    if kind == "standard":
+        return Compose([
+            RandAffined(keys=["image", "label"], prob=0.7, rotate_range=(math.radians(12),), scale_range=(0.12, 0.12),
+                        translate_range=(12, 12), mode=("bilinear", "nearest"), padding_mode="zeros"),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
+            RandGaussianNoised(keys="image", prob=0.2, std=0.02),
+        ])
+    if kind != "strong":
+        raise InputError(f"unknown augmentation '{kind}'; use standard or strong")
+    shift = size / 10
+    return Compose([
+        RandAffined(keys=["image", "label"], prob=0.8, rotate_range=(math.radians(15),), scale_range=(0.25, 0.25),
+                    shear_range=(0.05, 0.05), translate_range=(shift, shift), mode=("bilinear", "nearest"),
+                    padding_mode="zeros"),
+        Rand2DElasticd(keys=["image", "label"], prob=0.25, spacing=(size // 4, size // 4), magnitude_range=(1, 3),
+                       mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandZoomd(keys=["image", "label"], prob=0.25, min_zoom=1.0, max_zoom=1.4, mode=("bilinear", "nearest"),
+                  keep_size=True),  # a smaller field of view
+        RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.3),
+        RandScaleIntensityd(keys="image", factors=0.15, prob=0.3),
+        RandGaussianSmoothd(keys="image", sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), prob=0.2),
+        RandGaussianNoised(keys="image", prob=0.3, std=0.03),
+    ])
 
 
 def build_model(cfg: FinetuneConfig) -> tuple[SegmentationUNet, dict, str]:
@@ -241,8 +281,21 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
         raise InputError(f"keep must be 'best' or 'last', got '{cfg.keep}'")
     if not 0 < cfg.label_fraction <= 1:
         raise InputError(f"label fraction must be in (0, 1], got {cfg.label_fraction}")
+    if cfg.augmentation not in ("standard", "strong"):
+        raise InputError(f"unknown augmentation '{cfg.augmentation}'; use standard or strong")
+    if cfg.pixel_mm is not None and not cfg.pixel_mm > 0:
+        raise InputError(f"pixel size must be positive (mm), got {cfg.pixel_mm}")
     cases = find_labelled_cases(data_dir)
-    train_c, val_c = split_cases(cases, cfg.val_fraction, cfg.seed)
+    if cfg.val_cases:
+        names = {c.name for c in cases}
+        unknown = sorted(set(cfg.val_cases) - names)
+        if unknown or set(cfg.val_cases) >= names:
+            raise InputError(f"validation cases {list(cfg.val_cases)}: " + (f"not in {data_dir}: {unknown}" if unknown
+                             else "every case would be a validation case; leave at least one to train on"))
+        train_c = [c for c in cases if c.name not in cfg.val_cases]
+        val_c = [c for c in cases if c.name in cfg.val_cases]
+    else:
+        train_c, val_c = split_cases(cases, cfg.val_fraction, cfg.seed)
     loaded, problems = {}, []
     for c in cases:  # check everything before training starts
         try:
@@ -259,7 +312,7 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
     n_keep = max(1, round(cfg.label_fraction * len(images)))
     keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(images))[:n_keep])
     images, masks = images[keep], masks[keep]
-    dataset = SliceDataset(images, masks, cfg.augment, cfg.seed)
+    dataset = SliceDataset(images, masks, cfg.augment, cfg.seed, cfg.augmentation)
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
                         generator=generator)

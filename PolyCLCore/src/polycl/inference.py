@@ -19,7 +19,8 @@ from polycl.device import resolve_device
 from polycl.errors import Cancelled
 from polycl.models import ModelEntry, resolve_model
 from polycl.postprocess import largest_components
-from polycl.preprocess import PreprocessConfig, from_canonical, prepare_slices, resize_slices, to_canonical
+from polycl.preprocess import (PreprocessConfig, canonical_spacing, from_canonical, from_model_grid, prepare_slices,
+                               to_canonical)
 from polycl.validate import require_ct
 from polycl.volume import Volume
 
@@ -52,17 +53,23 @@ def load_model(name_or_path: str | None = None, device: str | torch.device = "au
 
 @torch.inference_mode()
 def predict_probabilities(model: LoadedModel, hu_zyx: np.ndarray, *, batch_size: int = 16,
-                          progress: Progress | None = None) -> np.ndarray:
-    """Organ probability (z, y, x) float32 for a canonical-orientation HU array."""
+                          progress: Progress | None = None,
+                          spacing_yx: tuple[float, float] | None = None) -> np.ndarray:
+    """Organ probability (z, y, x) float32 for a canonical-orientation HU array.
+
+    ``spacing_yx`` (mm of rows and columns) is required by models trained with in-plane spacing
+    normalisation (``preprocess.pixel_mm``)."""
+    if model.preprocess.pixel_mm is not None and spacing_yx is None:
+        raise ValueError(f"model {model.entry.name} normalises pixel spacing: give spacing_yx")
     z, y, x = hu_zyx.shape
     out = np.empty((z, y, x), dtype=np.float32)
     use_amp = model.device.type == "cuda"
     for start in range(0, z, batch_size):
         stop = min(z, start + batch_size)
-        batch = prepare_slices(hu_zyx[start:stop], model.preprocess).to(model.device)
+        batch = prepare_slices(hu_zyx[start:stop], model.preprocess, spacing_yx).to(model.device)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model.network(batch)
-        prob = resize_slices(torch.sigmoid(logits.float()), (y, x))
+        prob = from_model_grid(torch.sigmoid(logits.float()), model.preprocess, spacing_yx, (y, x))
         out[start:stop] = prob[:, 0].cpu().numpy()
         if progress is not None and progress(stop, z) is False:
             raise Cancelled("segmentation cancelled")
@@ -78,7 +85,8 @@ def segment_volume(volume: Volume, model: LoadedModel | str | None = None, *, th
     if not isinstance(model, LoadedModel):
         model = load_model(model)
     canonical = to_canonical(volume)
-    prob = predict_probabilities(model, canonical, batch_size=batch_size, progress=progress)
+    sx, sy, _ = canonical_spacing(volume)
+    prob = predict_probabilities(model, canonical, batch_size=batch_size, progress=progress, spacing_yx=(sy, sx))
     mask = (prob >= threshold).astype(np.uint8)
     if largest_cc and mask.any():
         mask = largest_components(mask, keep=model.components, min_fraction=0.2)

@@ -1,5 +1,14 @@
 """The paper's preprocessing: HU window, 0..1 scaling, 256x256 slices, middle-slice selection.
 
+Slices go to the model's ``size`` x ``size`` grid in one of two ways (:class:`PreprocessConfig`):
+
+* ``pixel_mm=None`` (the paper's, and the first starter models'): the whole slice is resized to
+  ``size`` x ``size``, whatever its field of view, so a 366 mm and a 500 mm field of view show the
+  same organ at different sizes;
+* ``pixel_mm`` set (in-plane spacing normalisation): each slice is resampled to ``pixel_mm`` mm per
+  pixel and centre-padded (air) or centre-cropped to ``size`` x ``size``; the model then sees every
+  organ at its physical size, a field of view of ``size * pixel_mm`` mm.
+
 All functions take and return (z, y, x) arrays. Slices are axial after :func:`to_canonical`, which
 reorients any volume to LPS index order (a permutation/flip only, no interpolation), so a model
 always sees the same anatomy the same way up, whatever the file's direction matrix.
@@ -21,11 +30,13 @@ CANONICAL = "LPS"
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Window (HU) and slice size. Defaults are the paper's: level 40, width 400, 256x256."""
+    """Window (HU), slice size (px) and optional in-plane pixel size (mm). Defaults are the paper's:
+    level 40, width 400, 256x256, no spacing normalisation."""
 
     level: float = 40.0
     width: float = 400.0
     size: int = 256
+    pixel_mm: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,10 +81,63 @@ def resize_slices(slices: torch.Tensor, size: int | tuple[int, int], *, mode: st
     return F.interpolate(slices, size=size, mode=mode, **kwargs)
 
 
-def prepare_slices(hu: np.ndarray, config: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
-    """(z, y, x) HU -> (z, 1, size, size) float32 tensor, windowed and scaled to 0..1."""
+def canonical_spacing(volume: Volume) -> tuple[float, float, float]:
+    """(sx, sy, sz) in mm of :func:`to_canonical`'s array (x = axis 2, y = axis 1, z = axis 0)."""
+    if volume.geometry.orientation_code() == CANONICAL:
+        return volume.geometry.spacing
+    size_xyz = [int(v) for v in volume.shape[::-1]]
+    ref = volume.geometry.apply_to(sitk.Image(size_xyz, sitk.sitkUInt8))
+    return tuple(float(v) for v in sitk.DICOMOrient(ref, CANONICAL).GetSpacing())
+
+
+def _resampled_shape(shape_yx: tuple[int, int], spacing_yx: tuple[float, float], pixel_mm: float) -> tuple[int, int]:
+    return tuple(max(1, int(round(n * s / pixel_mm))) for n, s in zip(shape_yx, spacing_yx))
+
+
+def _fit(n: int, size: int) -> tuple[int, int, int]:
+    """Centre (pad or crop) a length ``n`` into ``size``: (source start, target start, length copied)."""
+    if n <= size:
+        return 0, (size - n) // 2, n
+    return (n - size) // 2, 0, size
+
+
+def to_model_grid(slices: torch.Tensor, config: PreprocessConfig, spacing_yx: tuple[float, float] | None = None, *,
+                  mode: str = "bilinear", fill: float = 0.0) -> torch.Tensor:
+    """(N, C, H, W) slices at ``spacing_yx`` mm -> (N, C, size, size) on the model's grid.
+
+    Without ``config.pixel_mm`` (or without a spacing) this is a plain resize; with it, a resample to
+    ``pixel_mm`` mm per pixel and a centred pad (``fill``) or crop. :func:`from_model_grid` inverts it.
+    """
+    if config.pixel_mm is None or spacing_yx is None:
+        return resize_slices(slices, config.size, mode=mode)
+    h, w = _resampled_shape(tuple(slices.shape[-2:]), spacing_yx, config.pixel_mm)
+    resampled = resize_slices(slices, (h, w), mode=mode)
+    out = torch.full((*slices.shape[:2], config.size, config.size), float(fill), dtype=slices.dtype)
+    (sy, ty, ly), (sx, tx, lx) = _fit(h, config.size), _fit(w, config.size)
+    out[..., ty:ty + ly, tx:tx + lx] = resampled[..., sy:sy + ly, sx:sx + lx]
+    return out
+
+
+def from_model_grid(slices: torch.Tensor, config: PreprocessConfig, spacing_yx: tuple[float, float] | None,
+                    shape_yx: tuple[int, int], *, fill: float = 0.0) -> torch.Tensor:
+    """Inverse of :func:`to_model_grid` for model outputs: (N, C, size, size) -> (N, C, H, W), bilinear.
+    Parts of the slice that were cropped away get ``fill``."""
+    if config.pixel_mm is None or spacing_yx is None:
+        return resize_slices(slices, shape_yx)
+    h, w = _resampled_shape(tuple(shape_yx), spacing_yx, config.pixel_mm)
+    canvas = torch.full((*slices.shape[:2], h, w), float(fill), dtype=slices.dtype, device=slices.device)
+    (sy, ty, ly), (sx, tx, lx) = _fit(h, config.size), _fit(w, config.size)
+    canvas[..., sy:sy + ly, sx:sx + lx] = slices[..., ty:ty + ly, tx:tx + lx]
+    return resize_slices(canvas, tuple(shape_yx))
+
+
+def prepare_slices(hu: np.ndarray, config: PreprocessConfig = PreprocessConfig(),
+                   spacing_yx: tuple[float, float] | None = None) -> torch.Tensor:
+    """(z, y, x) HU -> (z, 1, size, size) float32 tensor, windowed and scaled to 0..1.
+
+    ``spacing_yx`` (mm, canonical rows and columns) is needed when ``config.pixel_mm`` is set."""
     x = torch.from_numpy(window(hu, config.level, config.width)).unsqueeze(1)
-    return resize_slices(x, config.size)
+    return to_model_grid(x, config, spacing_yx)
 
 
 def middle_slices(n_slices: int, fraction: float = 0.3) -> np.ndarray:

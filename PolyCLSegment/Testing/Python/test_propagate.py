@@ -2,8 +2,8 @@
 
 Mechanics use the real SAM 2 (hiera-tiny) architecture with random weights (official weights cannot
 be downloaded here) at a small input size, over a 3-slice window: its masks mean nothing, but the
-path seed slice -> polycl.propagate -> one segment, undo and provenance are real. When the offline
-chained-LiteMedSAM engine is installed, a real-weights accuracy test runs as well.
+path seed slice -> polycl.propagate -> one segment, undo and provenance are real. The offline
+chained-LiteMedSAM engine (always installed with polycl) runs a real-weights accuracy test.
 """
 
 from __future__ import annotations
@@ -49,15 +49,14 @@ def test_propagation_writes_one_segment_from_one_slice(liver_seed, module):
     tags = segmentedit.provenanceTags(seg.GetSegmentation().GetSegment(sid))
     assert tags["PolyCL.Operation"] == "propagate" and tags["PolyCL.Engine"].startswith("sam2")
     assert '"seedSlice": %d' % k in tags["PolyCL.Prompts"]
+    assert tags["PolyCL.Objects"].startswith("1 object on the seed slice(s)")
     assert logic.undo(seg) and np.array_equal(conversions.maskFromSegment(seg, sid, ct), seed)
 
 
 def test_propagation_with_offline_engine_follows_the_liver(liver_seed, module):
     from PolyCLSegmentLib import backends, conversions
 
-    if not backends.propagationEngines()["chain"]:
-        pytest.skip("the chained-LiteMedSAM engine is not in polycl-core yet: "
-                    + backends.propagationEngines()["chain"].reason)
+    assert backends.propagationEngines()["chain"], backends.propagationEngines()["chain"].reason
     ct, seg, sid, k, seed, liver = liver_seed
     logic = module.PolyCLSegmentLogic()
     window = slice(k - 1, k + 2)  # 3 slices keep this test short (LiteMedSAM: ~1 s per slice on 2 cores)

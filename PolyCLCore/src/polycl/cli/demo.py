@@ -8,11 +8,13 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default="demo-output", help="folder for the mask and overlay (default demo-output)")
     p.add_argument("--model", default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--mode", choices=["unet", "refine", "pipeline"], default=None,
+                   help="segment mode (default: the pipeline; see polycl segment --help)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from polycl.demo import run_demo
 
-    run_demo(args.output, args.model, args.device)
+    run_demo(args.output, args.model, args.device, args.mode)
     return 0

@@ -19,12 +19,18 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--size", type=int, default=256, help="slice size in pixels (paper: 256)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of cases held out for validation")
+    p.add_argument("--val-case", action="append", default=[], metavar="NAME",
+                   help="validate on this case (repeat for several) instead of a random --val-fraction split")
     p.add_argument("--middle-fraction", type=float, default=1.0, help="use only the middle fraction of slices (paper: 0.3)")
     p.add_argument("--loss", default="dice", choices=["dice", "dice+bce"],
                    help="dice: the paper's Dice loss; dice+bce: faster convergence from random weights")
     p.add_argument("--keep", default="best", choices=["best", "last"],
                    help="checkpoint to keep: best validation Dice (default) or the last epoch")
     p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--augmentation", default="standard", choices=["standard", "strong"],
+                   help="strong: larger affine, elastic, field-of-view crops, HU shift, gamma, blur (for new scanners)")
+    p.add_argument("--pixel-mm", type=float, default=None,
+                   help="normalise in-plane spacing to this many mm per pixel (field of view = size x pixel-mm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/state.pt")
@@ -49,7 +55,9 @@ def run(args) -> int:
     cfg = FinetuneConfig(target=args.target, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          label_fraction=args.label_fraction, val_fraction=args.val_fraction,
                          middle_fraction=args.middle_fraction, size=args.size, encoder=args.encoder,
-                         encoder_arch=args.encoder_arch, augment=args.augment, loss=args.loss, keep=args.keep, seed=args.seed, device=args.device)
+                         encoder_arch=args.encoder_arch, augment=args.augment,
+                         augmentation=args.augmentation, pixel_mm=args.pixel_mm, loss=args.loss, keep=args.keep,
+                         val_cases=tuple(args.val_case), seed=args.seed, device=args.device)
     progress = (lambda e: print(json.dumps(e), flush=True)) if args.progress_json else None
     result = finetune(args.data_dir, out, cfg, resume=args.resume, progress=progress, show_progress=not args.progress_json)
     print(f"best validation Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; model: {result.model_path}")

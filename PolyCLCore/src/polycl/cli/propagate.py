@@ -66,6 +66,7 @@ def run(args) -> int:
     print(f"seed slice(s) (canonical axial order): {result.seeds}; visited {len(result.visited)} slices "
           f"{min(result.visited)}..{max(result.visited)}; {int((result.mask.reshape(result.mask.shape[0], -1).any(1)).sum())} "
           f"non-empty slices; mean confidence {np.nanmean(conf):.2f}")
+    print(result.describe_objects())
     if low:
         print(f"check these slices (confidence < 0.5, canonical order): {low}")
     print(f"{args.image} -> {out} in {result.seconds:.1f} s")

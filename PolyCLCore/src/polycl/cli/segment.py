@@ -13,8 +13,14 @@ def register(sub) -> None:
     p.add_argument("--no-largest-cc", dest="largest_cc", action="store_false",
                    help="keep every connected component instead of the largest one(s)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--refine", action="store_true", help="refine the mask with SAM box prompts (LiteMedSAM)")
-    p.add_argument("--sam", default="litemedsam", help="SAM backend for --refine (default litemedsam)")
+    p.add_argument("--mode", choices=["unet", "refine", "pipeline"], default=None,
+                   help="unet: the U-Net alone; refine: + SAM box refinement; pipeline (default): U-Net, SAM-refined "
+                        "reference slice per component, propagation, fusion (see docs/evaluation.md)")
+    p.add_argument("--refine", action="store_true", help="same as --mode refine (kept for older scripts)")
+    p.add_argument("--engine", choices=["auto", "sam2", "chain"], default="auto",
+                   help="pipeline: propagation engine (auto: SAM 2 if its weights are cached, else chain)")
+    p.add_argument("--sam2", default=None, metavar="NAME|PATH", help="pipeline: SAM 2.1 checkpoint for --engine sam2")
+    p.add_argument("--sam", default="litemedsam", help="SAM backend for refinement and chaining (default litemedsam)")
     p.add_argument("--overwrite", action="store_true", help="batch: redo cases whose output exists")
     p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     p.set_defaults(func=run)
@@ -29,6 +35,18 @@ def _is_batch(path) -> bool:
     return p.is_dir() and not _is_dicom_folder(p)
 
 
+def options_from_args(args):
+    """The :class:`polycl.pipeline.SegmentOptions` of a ``segment`` command line."""
+    from polycl.errors import InputError
+    from polycl.pipeline import DEFAULT_MODE, SegmentOptions
+
+    if args.refine and args.mode not in (None, "refine"):
+        raise InputError(f"--refine contradicts --mode {args.mode}")
+    mode = "refine" if args.refine else (args.mode or DEFAULT_MODE)
+    return SegmentOptions(mode=mode, threshold=args.threshold, largest_cc=args.largest_cc, batch_size=args.batch_size,
+                          sam=args.sam, engine=args.engine, sam2=args.sam2, device=args.device)
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -37,24 +55,28 @@ def run(args) -> int:
 
     from polycl.batch import run_batch
     from polycl.errors import InputError
-    from polycl.inference import load_model, segment_volume
+    from polycl.inference import load_model
     from polycl.io import has_image_suffix, read_volume, write_mask_like
+    from polycl.pipeline import segment_case
 
+    options = options_from_args(args)
+    if options.engine == "sam2":
+        from polycl.propagate.checkpoints import ensure_sam2
+
+        ensure_sam2(options.sam2, download=False)
     model = load_model(args.model, args.device)
 
     def segment_one(path, out: Path, show_bar: bool) -> str:
         volume = read_volume(path)
-        with tqdm(total=volume.shape[0], unit="slice", desc="segment", disable=not show_bar, leave=False) as bar:
-            mask = segment_volume(volume, model, threshold=args.threshold, largest_cc=args.largest_cc,
-                                  batch_size=args.batch_size, progress=lambda done, total: bar.update(done - bar.n))
-        if args.refine:
-            from polycl.sam.refine import refine_volume
+        with tqdm(total=100, unit="%", desc=f"segment ({options.mode})", disable=not show_bar, leave=False) as bar:
+            def progress(done, total, message):
+                bar.set_postfix_str(message, refresh=False)
+                bar.update(round(100 * done / total) - bar.n)
 
-            if mask.any():
-                mask = refine_volume(volume, mask, backend=args.sam, device=args.device).mask
-        write_mask_like(mask, volume, out)
-        ml = float(mask.sum()) * float(np.prod(volume.geometry.spacing)) / 1000.0
-        return f"{model.target} {ml:.1f} ml" + (" (refined)" if args.refine else "")
+            result = segment_case(volume, model, options, progress=progress)
+        write_mask_like(result.mask, volume, out)
+        ml = float(result.mask.sum()) * float(np.prod(volume.geometry.spacing)) / 1000.0
+        return f"{model.target} {ml:.1f} ml; {result.summary()}"
 
     if _is_batch(args.input):
         outcomes = run_batch(args.input, args.output, lambda case, out: segment_one(case.image, out, False),

@@ -25,11 +25,13 @@ ENGINES = ("auto", "sam2", "chain")
 
 
 class PropagatedSlice(NamedTuple):
-    """One propagated slice: canonical axial index, bool mask (y, x), confidence 0..1."""
+    """One propagated slice of one object: canonical axial index, bool mask (y, x), confidence 0..1,
+    object number (:attr:`Seed.obj`)."""
 
     index: int
     mask: np.ndarray
     confidence: float
+    obj: int = 0
 
 
 @dataclass
@@ -87,17 +89,26 @@ class Propagation:
         self.pixel_area_mm2 = float(sx * sy)
 
     @property
+    def objects(self) -> list[int]:
+        """Object numbers of the seeds, in the order they are propagated."""
+        return sorted({s.obj for s in self.seeds})
+
+    @property
     def n_slices(self) -> int:
-        """Upper bound on the number of slices yielded (the limits' span)."""
-        return self.end - self.start + 1
+        """Upper bound on the number of slices yielded (the limits' span, once per object)."""
+        return (self.end - self.start + 1) * len(self.objects)
 
     def __iter__(self) -> Iterator[PropagatedSlice]:
-        for idx, mask, conf in self._engine.run(self.hu, self.seeds, start=self.start, end=self.end,
-                                                 rule=self.rule, pixel_area_mm2=self.pixel_area_mm2):
-            yield PropagatedSlice(int(idx), np.asarray(mask, dtype=bool), float(conf))
+        """Each object on its own (its seeds, boxes, stop rule and confidence), one after the other."""
+        for obj in self.objects:
+            seeds = [s for s in self.seeds if s.obj == obj]
+            for idx, mask, conf in self._engine.run(self.hu, seeds, start=self.start, end=self.end,
+                                                     rule=self.rule, pixel_area_mm2=self.pixel_area_mm2):
+                yield PropagatedSlice(int(idx), np.asarray(mask, dtype=bool), float(conf), obj)
 
 
-def _make_engine(choice: EngineChoice, *, device, sam2, predictor, refiner):
+def make_engine(choice: EngineChoice, *, device="auto", sam2=None, predictor=None, refiner=None, segmenter=None):
+    """The engine object of ``choice``; ``segmenter`` (chain only) shares a volume's slice embeddings."""
     from polycl.device import resolve_device
 
     dev = resolve_device(device)
@@ -111,14 +122,15 @@ def _make_engine(choice: EngineChoice, *, device, sam2, predictor, refiner):
         return Sam2Engine(predictor, label=choice.detail)
     from polycl.propagate.chain_engine import ChainEngine
 
-    return ChainEngine(refiner, device=dev)
+    return ChainEngine(refiner, device=dev, segmenter=segmenter)
 
 
 def propagate(volume: Volume, seed: Volume | np.ndarray | Sequence[Seed], *,
               seed_slices: Sequence[int] | None = None, engine: str = "auto",
               sam2: str | os.PathLike | None = None, start: int | None = None, end: int | None = None,
               stop_after: int | None = 3, rule: StopRule | None = None, device: str = "auto",
-              predictor=None, refiner=None, check_ct: bool = True) -> Propagation:
+              predictor=None, refiner=None, segmenter=None, split_objects: bool = True,
+              check_ct: bool = True) -> Propagation:
     """Set up a propagation of annotated slice(s) through ``volume`` (HU, any orientation).
 
     ``seed``: a mask on ``volume``'s grid (its annotated slices seed the run, see
@@ -127,7 +139,10 @@ def propagate(volume: Volume, seed: Volume | np.ndarray | Sequence[Seed], *,
     *input* array's axis 0 (Slicer's IJK k). ``start``/``end``: optional limits, also input indices,
     inclusive. ``stop_after``: K vanished slices in a row end a direction (``None``: run to the limits).
     ``engine``: "sam2", "chain" or "auto" (SAM 2 when its weights are cached). ``predictor`` /
-    ``refiner``: a ready SAM 2 video predictor / LiteMedSAM refiner to reuse (else loaded here).
+    ``refiner``: a ready SAM 2 video predictor / LiteMedSAM refiner to reuse (else loaded here);
+    ``segmenter``: a :class:`~polycl.sam.SliceSegmenter` on the canonical volume whose embeddings the
+    chain engine reuses. ``split_objects``: each connected piece of the seed mask is its own object
+    (two kidneys: two boxes, two stop rules); False treats the seed as one object.
 
     Input problems raise here, before any work. Returns a :class:`Propagation` to iterate.
     """
@@ -142,7 +157,7 @@ def propagate(volume: Volume, seed: Volume | np.ndarray | Sequence[Seed], *,
             require_same_grid(volume, seed, "seed mask")
         canon = canonical_mask(volume, seed)
         chosen = [canonical_slice_index(volume, k) for k in seed_slices] if seed_slices is not None else None
-        seeds = seeds_from_mask(canon, chosen)
+        seeds = seeds_from_mask(canon, chosen, split_objects=split_objects)
     else:
         seeds = list(seed)
         if not seeds:
@@ -175,7 +190,7 @@ def propagate(volume: Volume, seed: Volume | np.ndarray | Sequence[Seed], *,
     the_rule = rule or default_rule(choice.name, stop_after)
     if rule is not None and stop_after != rule.stop_after:
         the_rule = StopRule(**{**rule.to_dict(), "stop_after": stop_after})
-    eng = _make_engine(choice, device=device, sam2=sam2, predictor=predictor, refiner=refiner)
+    eng = make_engine(choice, device=device, sam2=sam2, predictor=predictor, refiner=refiner, segmenter=segmenter)
     return Propagation(volume, hu, seeds, choice, eng, lo, hi, the_rule)
 
 
@@ -192,6 +207,17 @@ class PropagationResult:
     seconds: float = 0.0
     nonempty: list[int] = field(default_factory=list)  # canonical indices with a non-empty mask
     extra: dict = field(default_factory=dict)
+    objects: list[dict] = field(default_factory=list)  # per object: seeds, non-empty range, mean confidence
+
+    def describe_objects(self) -> str:
+        """One line a user reads: how many objects were seeded and where each one went."""
+        parts = [f"object {o['obj'] + 1}: seed slice(s) {o['seeds']} -> "
+                 + (f"slices {o['first']}..{o['last']} ({o['slices']} non-empty, mean confidence "
+                    f"{o['mean_confidence']:.2f})" if o["slices"] else "nothing found") for o in self.objects]
+        n = len(self.objects)
+        head = (f"{n} object{'s' if n != 1 else ''} on the seed slice(s)"
+                + (": only it was propagated (annotate any other object on the seed slice too)" if n == 1 else ""))
+        return head + "; " + "; ".join(parts)
 
     def low_confidence(self, threshold: float = 0.5) -> list[int]:
         """Visited non-seed slices whose mask is non-empty but confidence is under ``threshold``."""
@@ -211,15 +237,18 @@ def propagate_volume(volume: Volume, seed, *, progress: Callable[[int, int, int]
     t0 = time.perf_counter()
     run = propagate(volume, seed, **kwargs)
     canon = np.zeros(run.hu.shape, np.uint8)
-    conf: dict[int, float] = {}
+    per_obj: dict[int, dict[int, tuple[bool, float]]] = {o: {} for o in run.objects}
     visited: list[int] = []
     complete = True
+    done = 0
     for item in run:
-        canon[item.index] = item.mask
-        conf[item.index] = item.confidence
-        visited.append(item.index)
+        canon[item.index] |= item.mask
+        per_obj[item.obj][item.index] = (bool(item.mask.any()), item.confidence)
+        if item.index not in visited:
+            visited.append(item.index)
+        done += 1
         if progress is not None:
-            progress(len(visited), run.n_slices, item.index)
+            progress(done, run.n_slices, item.index)
         if cancel is not None and cancel():
             complete = False
             break
@@ -227,6 +256,22 @@ def propagate_volume(volume: Volume, seed, *, progress: Callable[[int, int, int]
         raise Cancelled(f"propagation cancelled after {len(visited)} slice(s); nothing was kept")
     mask = from_canonical(canon, volume)
     nonempty = [int(k) for k in np.flatnonzero(canon.reshape(canon.shape[0], -1).any(axis=1))]
+    found: dict[int, list[float]] = {}
+    seen: dict[int, float] = {}
+    for slices in per_obj.values():
+        for k, (has, c) in slices.items():
+            seen[k] = max(seen.get(k, 0.0), c)
+            if has:
+                found.setdefault(k, []).append(c)
+    # per slice: the lowest confidence of the objects found on it (else the best of the empty ones)
+    conf = {k: min(found[k]) if k in found else seen[k] for k in visited}
+    objects = []
+    for obj, slices in per_obj.items():
+        found = sorted(k for k, (has, _) in slices.items() if has)
+        objects.append({"obj": obj, "seeds": sorted({s.index for s in run.seeds if s.obj == obj}),
+                        "first": found[0] if found else None, "last": found[-1] if found else None,
+                        "slices": len(found),
+                        "mean_confidence": float(np.mean([slices[k][1] for k in found])) if found else 0.0})
     return PropagationResult(np.ascontiguousarray(mask, dtype=np.uint8), run.engine, conf,
-                             [s.index for s in run.seeds], visited, complete, time.perf_counter() - t0,
-                             nonempty, {"start": run.start, "end": run.end, "rule": run.rule.to_dict()})
+                             sorted({s.index for s in run.seeds}), visited, complete, time.perf_counter() - t0,
+                             nonempty, {"start": run.start, "end": run.end, "rule": run.rule.to_dict()}, objects)

@@ -26,25 +26,37 @@ MARGIN_PX = 3
 HU_MARGIN = 30.0
 
 
+#: Most slice embeddings an engine keeps (4 MB each) so that a second object re-uses the first one's.
+MAX_CACHED_SLICES = 256
+
+
 class ChainEngine:
     """LiteMedSAM chained slice to slice. ``refiner``: a loaded SAM (:class:`polycl.sam.LoadedSam`)
-    to reuse, or None to load the bundled LiteMedSAM on ``device``."""
+    to reuse, or None to load the bundled LiteMedSAM on ``device``. ``segmenter``: a
+    :class:`polycl.sam.SliceSegmenter` already made on the same canonical HU array (its cached
+    embeddings are used, and the slices embedded here stay in it for the caller)."""
 
     name = "chain"
 
-    def __init__(self, refiner=None, *, device="cpu", margin: float = MARGIN_PX) -> None:
+    def __init__(self, refiner=None, *, device="cpu", margin: float = MARGIN_PX, segmenter=None) -> None:
         self.refiner = refiner
         self.device = device
         self.margin = margin
+        self.segmenter = segmenter
         self.hu_range: tuple[float, float] | None = None
 
     def _segmenter(self, hu: np.ndarray):
+        """One segmenter per volume, kept across runs (objects) so no slice is embedded twice."""
         from polycl.sam import SliceSegmenter, load_sam
 
+        if self.segmenter is not None and self.segmenter.array.shape == hu.shape and (
+                self.segmenter.array is hu or np.array_equal(self.segmenter.array[hu.shape[0] // 2], hu[hu.shape[0] // 2])):
+            return self.segmenter
         model = self.refiner if self.refiner is not None else load_sam("litemedsam", device=self.device,
                                                                         download=False)
         self.refiner = model
-        return SliceSegmenter(hu, model=model, cache_size=2)
+        self.segmenter = SliceSegmenter(hu, model=model, cache_size=min(hu.shape[0], MAX_CACHED_SLICES))
+        return self.segmenter
 
     def _step(self, seg, k: int, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """(cleaned mask, raw SAM mask, quality) on slice ``k`` from the box of ``prev``."""

@@ -1,5 +1,11 @@
 """Seeds of a propagation: annotated slices (masks), boxes or points, in canonical slice space.
 
+Objects: two kidneys are two objects. A seed mask is split into its connected pieces (2D pieces on
+annotated slices, grouped across slices when their boxes overlap; 3D components of a coarse volume),
+and every piece becomes a :class:`Seed` with its own ``obj`` number, so that each object gets its
+own box, stop rule and confidence when it is propagated. Pieces under :data:`MIN_OBJECT_PX` pixels
+(stray paint) are not seeds unless nothing larger is there.
+
 All indices here are *canonical* axial indices (axis 0 of :func:`polycl.preprocess.to_canonical`,
 inferior -> superior) and all 2D coordinates are canonical slice pixels (x = column, y = row).
 :func:`canonical_slice_index` converts a slice index of the input volume's own array (axis 0, i.e.
@@ -20,11 +26,18 @@ from polycl.volume import Volume
 #: slice becomes the single reference slice (the paper's choice). Up to this many, every annotated
 #: slice is a seed (a user re-seeding from corrected slices).
 MAX_SEED_SLICES = 3
+#: 2D pieces of a seed slice smaller than this (pixels) are stray marks, not objects to propagate.
+MIN_OBJECT_PX = 20
+#: 3D components of a coarse seed volume smaller than this fraction of the largest are not objects.
+MIN_COMPONENT_FRACTION = 0.1
 
 
 @dataclass
 class Seed:
-    """A prompt on one canonical slice: a mask (y, x), a box (x0, y0, x1, y1) or points (n, 2) + labels."""
+    """A prompt on one canonical slice: a mask (y, x), a box (x0, y0, x1, y1) or points (n, 2) + labels.
+
+    ``obj``: the object it belongs to; seeds of one object are propagated together, each object
+    on its own."""
 
     index: int
     mask: np.ndarray | None = None
@@ -32,6 +45,7 @@ class Seed:
     points: np.ndarray | None = None
     labels: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    obj: int = 0
 
     def __post_init__(self) -> None:
         if self.mask is None and self.box is None and self.points is None:
@@ -79,11 +93,13 @@ def reference_slice(mask_zyx: np.ndarray) -> int:
 
 
 def seeds_from_mask(mask_zyx: np.ndarray, slices: list[int] | None = None, *,
-                    max_seed_slices: int = MAX_SEED_SLICES) -> list[Seed]:
-    """Seeds from a canonical (z, y, x) mask.
+                    max_seed_slices: int = MAX_SEED_SLICES, split_objects: bool = True) -> list[Seed]:
+    """Seeds from a canonical (z, y, x) mask, one per object and seed slice.
 
     ``slices`` given: exactly those slices (each must be annotated). Otherwise every annotated slice
-    when there are at most ``max_seed_slices`` of them, else the reference slice of the coarse volume.
+    when there are at most ``max_seed_slices`` of them, else a coarse volume: the reference slice
+    (middle non-empty slice, the paper's choice) of each of its 3D components. ``split_objects``
+    False keeps the whole slice mask as one object (the behaviour before per-object propagation).
     """
     mask = np.asarray(mask_zyx) > 0
     annotated = nonempty_slices(mask)
@@ -97,11 +113,63 @@ def seeds_from_mask(mask_zyx: np.ndarray, slices: list[int] | None = None, *,
             if not mask[k].any():
                 near = annotated[np.argmin(np.abs(annotated - k))]
                 raise InputError(f"seed slice {k} is not annotated (nearest annotated slice: {near})")
-        return [Seed(k, mask[k], meta={"from": "chosen slice"}) for k in chosen]
+        return _slice_seeds(mask, chosen, "chosen slice", split_objects)
     if len(annotated) <= max_seed_slices:
-        return [Seed(int(k), mask[k], meta={"from": "annotated slice"}) for k in annotated]
-    k = reference_slice(mask)
-    return [Seed(k, mask[k], meta={"from": f"middle of {len(annotated)} non-empty slices"})]
+        return _slice_seeds(mask, [int(k) for k in annotated], "annotated slice", split_objects)
+    if not split_objects:
+        k = reference_slice(mask)
+        return [Seed(k, mask[k], meta={"from": f"middle of {len(annotated)} non-empty slices"})]
+    return _component_seeds(mask)
+
+
+def slice_objects(mask2d: np.ndarray, min_px: int = MIN_OBJECT_PX) -> list[np.ndarray]:
+    """The 2D connected pieces (8-connectivity) of a slice mask, largest first; pieces under ``min_px``
+    pixels are dropped unless there is nothing larger."""
+    from skimage.measure import label
+
+    lab, n = label(mask2d > 0, connectivity=2, return_num=True)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    order = np.argsort(sizes)[::-1]
+    keep = [i for i in order if sizes[i] >= min_px] or [order[0]]
+    return [lab == i + 1 for i in keep]
+
+
+def _boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    ya, xa = np.nonzero(a)
+    yb, xb = np.nonzero(b)
+    return not (xa.max() < xb.min() or xb.max() < xa.min() or ya.max() < yb.min() or yb.max() < ya.min())
+
+
+def _slice_seeds(mask: np.ndarray, chosen: list[int], origin: str, split: bool) -> list[Seed]:
+    """Seeds on the given slices; pieces on different slices whose boxes overlap are one object."""
+    if not split:
+        return [Seed(k, mask[k], meta={"from": origin}) for k in chosen]
+    seeds: list[Seed] = []
+    n_obj = 0
+    for k in chosen:
+        for piece in slice_objects(mask[k]):
+            same = [s.obj for s in seeds if s.index != k and _boxes_overlap(s.mask, piece)]
+            obj = same[0] if same else n_obj
+            n_obj += not same
+            seeds.append(Seed(k, piece, meta={"from": origin}, obj=obj))
+    return seeds
+
+
+def _component_seeds(mask: np.ndarray) -> list[Seed]:
+    """The reference slice of each 3D component (26-connectivity) of a coarse volume."""
+    from skimage.measure import label
+
+    lab, n = label(mask, connectivity=3, return_num=True)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    order = [i for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_COMPONENT_FRACTION * sizes.max()]
+    seeds = []
+    for obj, i in enumerate(order):
+        comp = lab == i + 1
+        k = reference_slice(comp)
+        seeds.append(Seed(k, comp[k], obj=obj,
+                          meta={"from": f"middle of the {len(nonempty_slices(comp))} non-empty slices of component "
+                                        f"{obj + 1} of {len(order)}"}))
+    return seeds
 
 
 def canonical_slice_index(volume: Volume, k: int) -> int:

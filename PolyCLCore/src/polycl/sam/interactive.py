@@ -112,6 +112,8 @@ class SliceSegmenter:
             amp = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.amp = bool(amp) and self.device.type == "cuda"
         self.slice_index: int | None = None
+        #: image embeddings computed so far (a slice embedded twice, after leaving the cache, counts twice).
+        self.embeddings_computed = 0
         #: low-resolution logits (1, 256, 256) of the last prediction, usable as ``mask_input``.
         self.last_low_res_logits: np.ndarray | None = None
 
@@ -161,6 +163,7 @@ class SliceSegmenter:
                 ks = todo[start:start + batch_size]
                 tensors = [self._transform(k) for k in ks]
                 feats = self._encode(tensors)
+                self.embeddings_computed += len(ks)
                 for i, (k, t) in enumerate(zip(ks, tensors)):
                     self._store(k, _Embedding(feats[i:i + 1], self.slice_shape, tuple(t.shape[-2:])))
 

@@ -70,12 +70,44 @@ class RefineStats:
         d.pop("qualities")
         return d
 
+    def add(self, r: SliceRefinement) -> None:
+        """Count one slice's :class:`SliceRefinement`."""
+        self.refined += r.refined
+        self.kept_low_quality += r.kept_low_quality
+        self.kept_disagreement += r.kept_disagreement
+        self.widened += r.widened
+        self.touching_border += r.touching_border
+        self.qualities.extend(r.qualities)
+
     def summary(self) -> str:
         return (f"{self.refined}/{self.components} components refined on {self.slices_with_mask} slices "
                 f"(kept coarse: {self.kept_low_quality} low quality, {self.kept_disagreement} disagreement; "
                 f"skipped {self.skipped_small} small; widened {self.widened}; user boxes {self.user_boxes}); "
                 f"mean SAM quality {self.mean_quality:.3f}; {self.voxels_before} -> {self.voxels_after} voxels; "
                 f"{self.seconds:.1f} s on {self.device} ({self.backend})")
+
+
+@dataclass
+class SliceRefinement:
+    """What :func:`refine_slice` made of one slice's coarse components (bool (y, x) masks)."""
+
+    mask: np.ndarray      # SAM's masks of the refined components + the coarse components kept as they were
+    replaced: np.ndarray  # the coarse components SAM replaced (clear these, then set ``mask``)
+    qualities: list       # SAM quality of each refined component
+    refined: int = 0
+    kept_low_quality: int = 0
+    kept_disagreement: int = 0
+    widened: int = 0
+    touching_border: int = 0
+
+    @property
+    def quality(self) -> float:
+        """Mean SAM quality of the refined components; 0 when SAM's mask was kept nowhere."""
+        return float(np.mean(self.qualities)) if self.qualities else 0.0
+
+    def apply(self, coarse2d: np.ndarray) -> np.ndarray:
+        """The refined slice: ``coarse2d`` with the replaced components swapped for SAM's masks."""
+        return ((coarse2d > 0) & ~self.replaced) | self.mask
 
 
 @dataclass
@@ -282,34 +314,26 @@ def refine_volume(volume: Volume, mask: np.ndarray | Volume | None, *, backend: 
                 raise Cancelled("refinement cancelled; nothing was changed")
             segmenter.set_slice(k)
             new = np.zeros(shape2d, bool)
-            keep = np.zeros(shape2d, bool)
-            for kind, box, comp in plan[k]:
-                if kind == "user":
-                    b, _ = _clip(box, shape2d)
-                    m, q = segmenter.predict(box=b)
-                    ys, xs = _box_region(b, shape2d)
-                    out[k, ys, xs] = 0
-                    region = np.zeros(shape2d, bool)
-                    region[ys, xs] = True
-                    new |= m.astype(bool) & region
-                    stats.user_boxes += 1
-                    stats.qualities.append(q)
+            auto = [(box, comp) for kind, box, comp in plan[k] if kind == "auto"]
+            if auto:
+                r = refine_slice(segmenter, auto, spacing_xy, expand_mm=expand_mm, min_quality=min_quality,
+                                 min_agreement=min_agreement)
+                stats.add(r)
+                out[k][r.replaced] = 0
+                new |= r.mask
+            for kind, box, _ in plan[k]:
+                if kind != "user":
                     continue
-                m, q, widened, touched = _refine_component(segmenter, box, comp, shape2d, spacing_xy, expand_mm)
-                stats.touching_border += touched
-                if q < min_quality:
-                    stats.kept_low_quality += 1
-                    keep |= comp
-                elif _dice(m, comp) < min_agreement:
-                    stats.kept_disagreement += 1
-                    keep |= comp
-                else:
-                    stats.refined += 1
-                    stats.widened += widened
-                    stats.qualities.append(q)
-                    out[k][comp] = 0
-                    new |= m
-            out[k][new | keep] = 1
+                b, _ = _clip(box, shape2d)
+                m, q = segmenter.predict(box=b)
+                ys, xs = _box_region(b, shape2d)
+                out[k, ys, xs] = 0  # inside a drawn box SAM's mask replaces the content
+                region = np.zeros(shape2d, bool)
+                region[ys, xs] = True
+                new |= m.astype(bool) & region
+                stats.user_boxes += 1
+                stats.qualities.append(q)
+            out[k][new] = 1
             done += 1
             if progress is not None and progress(done, len(slices)) is False:
                 raise Cancelled("refinement cancelled; nothing was changed")
@@ -319,15 +343,39 @@ def refine_volume(volume: Volume, mask: np.ndarray | Volume | None, *, backend: 
     return RefineResult(from_canonical(out, volume).astype(np.uint8), stats)
 
 
+def refine_slice(segmenter, components, spacing_xy, *, expand_mm: Sequence[float] = DEFAULT_EXPAND_MM,
+                 min_quality: float = 0.8, min_agreement: float = 0.5) -> SliceRefinement:
+    """Refine the coarse components of the segmenter's current slice, each with its guards.
+
+    ``components``: [(box (x0, y0, x1, y1) px, bool (y, x) component mask)] from
+    :func:`component_boxes`; ``spacing_xy``: (x, y) pixel size in mm (for the widened boxes).
+    A component whose best SAM quality is below ``min_quality``, or whose SAM mask agrees with it
+    less than ``min_agreement`` (Dice), is kept as it was."""
+    shape2d = segmenter.array.shape[1:]
+    r = SliceRefinement(np.zeros(shape2d, bool), np.zeros(shape2d, bool), [])
+    for box, comp in components:
+        m, q, widened, touched = _refine_component(segmenter, box, comp, shape2d, spacing_xy, expand_mm)
+        r.touching_border += touched
+        if q < min_quality:
+            r.kept_low_quality += 1
+            r.mask |= comp
+        elif _dice(m, comp) < min_agreement:
+            r.kept_disagreement += 1
+            r.mask |= comp
+        else:
+            r.refined += 1
+            r.widened += widened
+            r.qualities.append(q)
+            r.replaced |= comp
+            r.mask |= m
+    return r
+
+
 def _canonical_spacing_xy(volume: Volume) -> np.ndarray:
     """In-plane (x, y) spacing in mm of the canonical (LPS) array."""
-    if volume.geometry.orientation_code() == "LPS":
-        return np.array(volume.geometry.spacing[:2], dtype=float)
-    import SimpleITK as sitk
+    from polycl.preprocess import canonical_spacing
 
-    size_xyz = [int(v) for v in volume.shape[::-1]]
-    ref = volume.geometry.apply_to(sitk.Image(size_xyz, sitk.sitkUInt8))
-    return np.array(sitk.DICOMOrient(ref, "LPS").GetSpacing()[:2], dtype=float)
+    return np.array(canonical_spacing(volume)[:2], dtype=float)
 
 
 def _refine_component(seg, box, comp, shape2d, spacing_xy, expand_mm):
