@@ -134,6 +134,10 @@ def evaluate(args) -> None:
             volume = read_volume(scan.image)
             ref = select_labels(label_on_image_grid(read_label(scan.label), volume).array, scan.values)
             for mode in args.modes:
+                cached = args.work / "eval" / f"{recipe}-{scan.name}-{mode}.json"
+                if cached.exists():  # one row per (recipe, scan, mode): re-running resumes
+                    rows.append(json.loads(cached.read_text()))
+                    continue
                 t0 = time.perf_counter()
                 result = segment_case(volume, model, SegmentOptions(mode=mode, engine="chain"))
                 seconds = time.perf_counter() - t0
@@ -141,6 +145,8 @@ def evaluate(args) -> None:
                 rows.append({"target": args.target, "recipe": recipe, "scan": scan.name, "mode": mode,
                              "dice": round(s.dice, 4), "hd95_mm": round(s.hd95_mm, 1), "seconds": round(seconds, 1),
                              "slices": volume.shape[0], "engine": result.engine or "", "detail": result.summary()})
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps(rows[-1]))
                 print(f"{recipe:8s} {scan.name:18s} {mode:9s} Dice {s.dice:.3f} HD95 {s.hd95_mm:6.1f} mm "
                       f"{seconds:6.1f} s  {result.summary()}")
     write_outputs(rows, args.out, args.target)

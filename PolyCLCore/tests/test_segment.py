@@ -30,6 +30,7 @@ def test_default_pipeline_on_dicom_series_overlays_liver_in_physical_space(tmp_p
     assert main(["segment", str(ts / "example_ct_dicom"), "-o", str(out), "--device", "cpu"]) == 0
     said = capsys.readouterr().out
     assert "mode pipeline, engine chain" in said and "1 component(s)" in said and "propagated" in said
+    assert "; 20 SAM embeddings" in said  # 20 slices: each embedded once in the whole run
     mask = read_volume(out)
     ct = read_volume(ts / "example_ct_dicom")
     np.testing.assert_allclose(mask.geometry.index_to_lps(), ct.geometry.index_to_lps(), atol=1e-4)
@@ -44,10 +45,12 @@ DICOM_MIN_DICE = 0.95
 
 
 def test_segment_unseen_dcmqi_scan(tmp_path, data):
+    """Never used in fine-tuning; coarse hand-made reference. Measured: U-Net 0.762, refine 0.852,
+    pipeline (default) 0.872."""
     out = tmp_path / "dcmqi_liver.nii.gz"
     assert main(["segment", str(data / "dcmqi" / "ct-3slice"), "-o", str(out), "--device", "cpu"]) == 0
     s = evaluate_files(out, data / "dcmqi" / "liver_seg.nrrd")
-    assert s.dice >= 0.70, s
+    assert s.dice >= 0.85, s
 
 
 def test_segment_output_must_be_an_image_file(tmp_path, ts, capsys):

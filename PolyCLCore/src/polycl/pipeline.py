@@ -17,6 +17,10 @@ Modes (:data:`MODES`; the default is :data:`DEFAULT_MODE`, chosen by the leave-o
      elsewhere inside the component's extent (propagation stopped early, or SAM was unsure) the
      SAM-refined U-Net slice is used. So a propagation that stops early cannot lose the slices the
      U-Net found.
+  4. *Guard*: when the fused component agrees with the U-Net's component less than
+     ``min_agreement`` (3D Dice), the seed was most likely another organ (a U-Net that is badly
+     wrong on this scan); the component is then the SAM-refined U-Net mask (what ``refine`` gives),
+     and the report says so.
 
 Every step reuses one :class:`~polycl.sam.SliceSegmenter` per volume, so no slice is embedded twice.
 All work is in canonical (LPS) slice order; the returned mask is on the input volume's grid.
@@ -62,6 +66,7 @@ class SegmentOptions:
     candidates: int = 5
     z_margin_mm: float = 10.0
     min_confidence: float = 0.5
+    min_agreement: float = 0.3
     device: str = "auto"
     check_ct: bool = True
 
@@ -70,8 +75,9 @@ class SegmentOptions:
             raise InputError(f"unknown mode '{self.mode}'; use one of {', '.join(MODES)}")
         if not 0 < self.threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, got {self.threshold}")
-        if self.candidates < 1 or self.z_margin_mm < 0 or not 0 <= self.min_confidence <= 1:
-            raise InputError("candidates must be >= 1, z_margin_mm >= 0 and min_confidence in 0..1")
+        if (self.candidates < 1 or self.z_margin_mm < 0 or not 0 <= self.min_confidence <= 1
+                or not 0 <= self.min_agreement <= 1):
+            raise InputError("candidates must be >= 1, z_margin_mm >= 0 and min_confidence, min_agreement in 0..1")
 
 
 @dataclass
@@ -85,10 +91,16 @@ class ComponentReport:
     candidates: list = field(default_factory=list)  # [(slice, SAM quality, Dice with the U-Net)]
     propagated: int = 0   # slices taken from the propagation
     fallback: int = 0     # slices taken from the refined U-Net mask (low confidence / not reached)
+    agreement: float = 1.0  # 3D Dice of the fused component with the U-Net's component
+    guarded: bool = False   # the guard replaced the fused component by the refined U-Net mask
 
     def text(self) -> str:
-        return (f"slices {self.first}..{self.last}, seed {self.seed} (score {self.seed_score:.2f}), "
+        text = (f"slices {self.first}..{self.last}, seed {self.seed} (score {self.seed_score:.2f}), "
                 f"{self.propagated} propagated + {self.fallback} refined U-Net slices")
+        if self.guarded:
+            text += (f"; propagation agreed with the U-Net at Dice {self.agreement:.2f} only: "
+                     "kept the SAM-refined U-Net mask")
+        return text
 
 
 @dataclass
@@ -211,6 +223,7 @@ def _pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, steps: _Step
 
     from polycl.propagate.api import choose_engine, default_rule, make_engine
     from polycl.propagate.seeds import Seed
+    from polycl.sam.refine import mask_dice
 
     sx, sy, sz = spacing
     lab, n = label(coarse > 0, connectivity=3, return_num=True)
@@ -250,16 +263,32 @@ def _pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, steps: _Step
                                      pixel_area_mm2=sx * sy):
             propagated[int(k)] = (np.asarray(m, bool), float(conf))
             tick(f"component {ci + 1}: propagating")
+        fused = np.zeros_like(out)
+        refined: dict[int, np.ndarray] = {}
+
+        def refined_slice(k: int) -> np.ndarray:
+            if k not in refined:
+                refined[k] = _refined(segmenter, k, comp[k], (sx, sy))
+            return refined[k]
+
         for k in range(lo, hi + 1):
             m, conf = propagated.get(k, (None, 0.0))
             if k == seed_k:
-                out[k][seed_mask] = 1
+                fused[k][seed_mask] = 1
             elif m is not None and m.any() and conf >= opts.min_confidence:
-                out[k][m] = 1
+                fused[k][m] = 1
                 report.propagated += 1
             elif comp[k].any():
-                out[k][_refined(segmenter, k, comp[k], (sx, sy))] = 1
+                fused[k][refined_slice(k)] = 1
                 report.fallback += 1
+        report.agreement = mask_dice(fused > 0, comp)
+        if report.agreement < opts.min_agreement:
+            report.guarded = True
+            fused[:] = 0
+            for k in range(first, last + 1):
+                if comp[k].any():
+                    fused[k][refined_slice(k)] = 1
+        out |= fused
         reports.append(report)
     return out, reports, f"{choice.name} ({choice.detail})" if choice.detail else choice.name
 
@@ -289,7 +318,7 @@ def _refined(segmenter, k: int, coarse2d: np.ndarray, spacing_xy) -> np.ndarray:
 
 def _choose_seed(segmenter, comp: np.ndarray, spacing_xy, n: int, tick):
     """(slice, seed mask, score, candidates): the candidate where SAM is confident and agrees with the U-Net."""
-    from polycl.sam.refine import _dice
+    from polycl.sam.refine import mask_dice
 
     nonempty = np.flatnonzero(comp.any(axis=(1, 2)))
     best = None
@@ -300,7 +329,7 @@ def _choose_seed(segmenter, comp: np.ndarray, spacing_xy, n: int, tick):
         if r is None:
             continue
         mask = r.apply(comp[k])
-        agreement = _dice(mask, comp[k])
+        agreement = mask_dice(mask, comp[k])
         score = r.quality * agreement
         cands.append((k, round(r.quality, 3), round(agreement, 3)))
         if best is None or score > best[2]:

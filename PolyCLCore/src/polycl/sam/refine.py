@@ -166,7 +166,8 @@ def _clip(box, shape) -> tuple[np.ndarray, bool]:
     return clipped, bool(np.any(clipped != b))
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary masks of any shape (1.0 when both are empty)."""
     s = a.sum() + b.sum()
     return float(2 * np.logical_and(a, b).sum() / s) if s else 1.0
 
@@ -359,7 +360,7 @@ def refine_slice(segmenter, components, spacing_xy, *, expand_mm: Sequence[float
         if q < min_quality:
             r.kept_low_quality += 1
             r.mask |= comp
-        elif _dice(m, comp) < min_agreement:
+        elif mask_dice(m, comp) < min_agreement:
             r.kept_disagreement += 1
             r.mask |= comp
         else:

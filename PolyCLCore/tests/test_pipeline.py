@@ -1,0 +1,67 @@
+"""polycl.pipeline's contract around the SAM work: bad input is refused before anything runs, the
+modes are what the CLI, batch and the Slicer Logic call, and the reference-slice candidates."""
+
+import numpy as np
+import pytest
+
+from polycl.cli.main import main
+from polycl.errors import InputError, NotCTError
+from polycl.pipeline import MODES, SegmentOptions, _candidate_slices, segment_case
+
+
+def test_options_are_checked_before_any_work(example_ct):
+    for bad, message in ((dict(mode="fast"), "unknown mode 'fast'"), (dict(threshold=1.5), "threshold must be"),
+                         (dict(candidates=0), "candidates must be"), (dict(min_confidence=2.0), "min_confidence, min_agreement in"),
+                         (dict(min_agreement=-1), "min_agreement in")):
+        with pytest.raises(InputError, match=message):  # raised before the (missing) model is looked up
+            segment_case(example_ct, "no-such-model", SegmentOptions(**bad))
+    assert MODES == ("unet", "refine", "pipeline")
+
+
+def test_mr_is_refused(ts):
+    from polycl.io import read_volume
+
+    with pytest.raises(NotCTError):
+        segment_case(read_volume(ts / "example_mr_sm.nii.gz"), "polycl-liver", SegmentOptions(mode="unet"))
+
+
+def test_unet_mode_runs_no_sam(example_ct, example_liver):
+    from conftest import dice
+
+    result = segment_case(example_ct, "polycl-liver", SegmentOptions(mode="unet", device="cpu"))
+    assert result.mode == "unet" and result.embeddings == 0 and not result.components and "sam" not in result.seconds
+    assert result.mask.shape == example_ct.shape and dice(result.mask, example_liver.array) >= 0.85  # measured 0.901
+
+
+def test_candidates_spread_over_the_middle_with_the_middle_first():
+    nonempty = np.arange(40, 80)
+    c = _candidate_slices(nonempty, 5)
+    assert c[0] == 60 and len(c) == 5 and len(set(c)) == 5 and min(c) >= 50 and max(c) <= 68
+    assert _candidate_slices(np.array([7]), 5) == [7]
+
+
+def test_cli_refuses_contradicting_modes_and_writes_nothing(tmp_path, ts, capsys):
+    out = tmp_path / "m.nii.gz"
+    assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(out), "--refine", "--mode", "unet"]) == 2
+    assert "--refine contradicts --mode unet" in capsys.readouterr().err and not out.exists()
+
+
+def test_guard_falls_back_to_the_refined_unet_mask(data):
+    """When the fused component agrees with the U-Net's less than ``min_agreement`` (a seed on
+    another organ), the component is exactly what ``refine`` mode gives, and the report says so.
+    Forced here with min_agreement=1 on the dcmqi 3-slice CT (agreement is always below 1)."""
+    from polycl.inference import load_model
+    from polycl.io import read_volume
+    from polycl.sam import SliceSegmenter
+
+    ct = read_volume(data / "dcmqi" / "ct-3slice")
+    model = load_model("polycl-liver", "cpu")
+    seg = SliceSegmenter(ct, device="cpu")
+    guarded = segment_case(ct, model, SegmentOptions(engine="chain", device="cpu", min_agreement=1.0), segmenter=seg)
+    refined = segment_case(ct, model, SegmentOptions(mode="refine", device="cpu"), segmenter=seg)
+    free = segment_case(ct, model, SegmentOptions(engine="chain", device="cpu", min_agreement=0.0), segmenter=seg)
+    (report,) = guarded.components
+    assert report.guarded and "kept the SAM-refined U-Net mask" in guarded.summary()
+    assert np.array_equal(guarded.mask, refined.mask)
+    assert not free.components[0].guarded and free.components[0].agreement == pytest.approx(report.agreement)
+    assert seg.embeddings_computed == 3  # three runs, three slices, each embedded once
