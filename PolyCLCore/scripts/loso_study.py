@@ -15,7 +15,8 @@ with ``keep="last"``: its score is logged per epoch but never picks a checkpoint
 
 Recipes (``RECIPES``): "starter" is the recipe of the first bundled models (128 px whole-slice
 resize, standard augmentation); "general" normalises in-plane spacing (3 mm pixels, 160 px = a
-480 mm field of view) and uses strong augmentation (polycl.finetune.augmentations).
+480 mm field of view) and uses strong augmentation (polycl.finetune.augmentations); "strong" is the
+starter's input with strong augmentation (to tell the two changes apart).
 
 ``evaluate`` writes ``loso_<target>.csv``, ``loso_<target>.md`` (the tables of the docs and model
 cards) and ``loso_<target>.png`` into --out. Times are wall-clock seconds per volume on this machine.
@@ -38,6 +39,7 @@ import torch
 RECIPES = {
     "starter": dict(size=128, pixel_mm=None, augmentation="standard", steps=160),
     "general": dict(size=160, pixel_mm=3.0, augmentation="strong", steps=240),
+    "strong": dict(size=128, pixel_mm=None, augmentation="strong", steps=240),
 }
 COMMON = dict(loss="dice+bce", encoder="polycl-encoder-unet-o", keep="last", seed=0, batch_size=10)
 MODES = ("unet", "refine", "pipeline")
@@ -188,7 +190,7 @@ def plot(rows: list[dict], path: Path, scans: list[str]) -> None:
     from polycl.atomic import atomic_path
 
     combos = list(dict.fromkeys((r["recipe"], r["mode"]) for r in rows))
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     width = 0.8 / max(1, len(combos))
     for i, (recipe, mode) in enumerate(combos):
         vals = [next((r["dice"] for r in rows if (r["recipe"], r["mode"], r["scan"]) == (recipe, mode, s)), np.nan)
@@ -197,7 +199,7 @@ def plot(rows: list[dict], path: Path, scans: list[str]) -> None:
     ax.set_xticks(np.arange(len(scans)) + width * (len(combos) - 1) / 2, scans)
     ax.set_ylim(0, 1)
     ax.set_ylabel("3D Dice (held-out scan)")
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Leave-one-scan-out: each scan segmented by a model that never saw it")
     fig.tight_layout()
     with atomic_path(path, ".png") as tmp:

@@ -11,8 +11,8 @@ from polycl.pipeline import MODES, SegmentOptions, _candidate_slices, segment_ca
 
 def test_options_are_checked_before_any_work(example_ct):
     for bad, message in ((dict(mode="fast"), "unknown mode 'fast'"), (dict(threshold=1.5), "threshold must be"),
-                         (dict(candidates=0), "candidates must be"), (dict(min_confidence=2.0), "min_confidence, min_agreement in"),
-                         (dict(min_agreement=-1), "min_agreement in")):
+                         (dict(candidates=0), "candidates must be"), (dict(min_confidence=2.0), "min_confidence, min_agreement, "),
+                         (dict(min_slice_agreement=-1), "min_slice_agreement in")):
         with pytest.raises(InputError, match=message):  # raised before the (missing) model is looked up
             segment_case(example_ct, "no-such-model", SegmentOptions(**bad))
     assert MODES == ("unet", "refine", "pipeline")

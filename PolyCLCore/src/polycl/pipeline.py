@@ -13,10 +13,12 @@ Modes (:data:`MODES`; the default is :data:`DEFAULT_MODE`, chosen by the leave-o
      U-Net best (score = SAM quality x Dice(SAM, U-Net)) becomes the seed.
   2. *Propagation* of that seed through the component's z-extent plus ``z_margin_mm`` (SAM 2 when
      its weights are cached, else LiteMedSAM chained slice to slice, with its stop rule).
-  3. *Fusion*: a propagated slice is kept where its confidence is at least ``min_confidence``;
-     elsewhere inside the component's extent (propagation stopped early, or SAM was unsure) the
-     SAM-refined U-Net slice is used. So a propagation that stops early cannot lose the slices the
-     U-Net found.
+  3. *Fusion*: a propagated slice is kept where its confidence is at least ``min_confidence`` and,
+     on slices where the U-Net found the component, it overlaps the U-Net's slice (2D Dice at least
+     ``min_slice_agreement``: a propagation that drifted onto another organ is not trusted);
+     elsewhere inside the component's extent (propagation stopped early, drifted, or SAM was
+     unsure) the SAM-refined U-Net slice is used. So a propagation that stops early cannot lose the
+     slices the U-Net found.
   4. *Guard*: when the fused component agrees with the U-Net's component less than
      ``min_agreement`` (3D Dice), the seed was most likely another organ (a U-Net that is badly
      wrong on this scan); the component is then the SAM-refined U-Net mask (what ``refine`` gives),
@@ -67,6 +69,7 @@ class SegmentOptions:
     z_margin_mm: float = 10.0
     min_confidence: float = 0.5
     min_agreement: float = 0.3
+    min_slice_agreement: float = 0.2
     device: str = "auto"
     check_ct: bool = True
 
@@ -76,8 +79,9 @@ class SegmentOptions:
         if not 0 < self.threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, got {self.threshold}")
         if (self.candidates < 1 or self.z_margin_mm < 0 or not 0 <= self.min_confidence <= 1
-                or not 0 <= self.min_agreement <= 1):
-            raise InputError("candidates must be >= 1, z_margin_mm >= 0 and min_confidence, min_agreement in 0..1")
+                or not 0 <= self.min_agreement <= 1 or not 0 <= self.min_slice_agreement <= 1):
+            raise InputError("candidates must be >= 1, z_margin_mm >= 0 and min_confidence, min_agreement, "
+                             "min_slice_agreement in 0..1")
 
 
 @dataclass
@@ -275,7 +279,8 @@ def _pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, steps: _Step
             m, conf = propagated.get(k, (None, 0.0))
             if k == seed_k:
                 fused[k][seed_mask] = 1
-            elif m is not None and m.any() and conf >= opts.min_confidence:
+            elif (m is not None and m.any() and conf >= opts.min_confidence
+                  and (not comp[k].any() or mask_dice(m, comp[k]) >= opts.min_slice_agreement)):
                 fused[k][m] = 1
                 report.propagated += 1
             elif comp[k].any():
