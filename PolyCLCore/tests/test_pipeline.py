@@ -65,3 +65,21 @@ def test_guard_falls_back_to_the_refined_unet_mask(data):
     assert np.array_equal(guarded.mask, refined.mask)
     assert not free.components[0].guarded and free.components[0].agreement == pytest.approx(report.agreement)
     assert seg.embeddings_computed == 3  # three runs, three slices, each embedded once
+
+
+def test_pipeline_runs_the_sam2_engine_when_given_a_predictor(data):
+    """SAM 2 plumbing inside the pipeline: the real hiera-tiny architecture with random weights at
+    128 px (its masks mean nothing; official weights cannot be had here). The run must take the
+    sam2 path, visit the component's slices and return a mask on the input grid."""
+    import torch
+
+    from polycl.io import read_volume
+    from polycl.propagate.checkpoints import build_predictor
+
+    torch.manual_seed(0)
+    ct = read_volume(data / "dcmqi" / "ct-3slice")
+    predictor = build_predictor(random_weights=True, image_size=128, device="cpu")
+    result = segment_case(ct, "polycl-liver", SegmentOptions(engine="sam2", device="cpu"), predictor=predictor)
+    assert result.engine.startswith("sam2") and result.mask.shape == ct.shape
+    (report,) = result.components
+    assert report.propagated + report.fallback == 2  # the two non-seed slices, each from one source
