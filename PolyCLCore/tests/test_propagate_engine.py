@@ -158,3 +158,23 @@ def test_download_through_polycl_download_records_and_checks_sha256(cache, tmp_p
     ck.path.write_bytes(payload[:-1] + b"\0")  # the cached file changes afterwards
     with pytest.raises(ChecksumError, match="recorded"):
         ensure_sam2("tiny", download=False)
+
+
+def test_seed_objects_two_organs_split_a_lobe_tip_stays_and_specks_drop():
+    from polycl.propagate.seeds import slice_objects
+
+    m = np.zeros((20, 100, 100), np.uint8)
+    m[5, 10:40, 10:40] = 1   # 900 px: one kidney
+    m[5, 10:35, 60:85] = 1   # 625 px: the other (over a quarter of the first): a second object
+    m[5, 50:55, 20:26] = 1   # 30 px: a piece near the first, under a quarter: joins the first
+    m[5, 90, 90] = 1         # 1 px: a speck, dropped
+    objects = slice_objects(m[5])
+    assert [int(o.sum()) for o in objects] == [930, 625]
+    seeds = seeds_from_mask(m, [5])
+    assert [s.obj for s in seeds] == [0, 1] and all(s.index == 5 for s in seeds)
+    m[7] = m[5]  # the same pieces two slices up: their boxes overlap, so they are the same two objects
+    assert sorted((s.index, s.obj) for s in seeds_from_mask(m)) == [(5, 0), (5, 1), (7, 0), (7, 1)]
+    assert [s.obj for s in seeds_from_mask(m, [5], split_objects=False)] == [0]
+    m[8:15, 10:40, 10:40] = 1  # a coarse volume: one seed per 3D component over 10 % of the largest
+    coarse = seeds_from_mask(m)
+    assert len(coarse) == 2 and {s.obj for s in coarse} == {0, 1}

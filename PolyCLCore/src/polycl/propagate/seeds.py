@@ -3,8 +3,9 @@
 Objects: two kidneys are two objects. A seed mask is split into its connected pieces (2D pieces on
 annotated slices, grouped across slices when their boxes overlap; 3D components of a coarse volume),
 and every piece becomes a :class:`Seed` with its own ``obj`` number, so that each object gets its
-own box, stop rule and confidence when it is propagated. Pieces under :data:`MIN_OBJECT_PX` pixels
-(stray paint) are not seeds unless nothing larger is there.
+own box, stop rule and confidence when it is propagated. A piece under :data:`MIN_OBJECT_FRACTION`
+of the slice's largest (the tip of a liver lobe) stays with its nearest larger piece; pieces under
+:data:`MIN_OBJECT_PX` pixels (stray paint) are not seeds unless nothing larger is there.
 
 All indices here are *canonical* axial indices (axis 0 of :func:`polycl.preprocess.to_canonical`,
 inferior -> superior) and all 2D coordinates are canonical slice pixels (x = column, y = row).
@@ -28,6 +29,8 @@ from polycl.volume import Volume
 MAX_SEED_SLICES = 3
 #: 2D pieces of a seed slice smaller than this (pixels) are stray marks, not objects to propagate.
 MIN_OBJECT_PX = 20
+#: 2D pieces smaller than this fraction of a slice's largest piece belong to the nearest larger one.
+MIN_OBJECT_FRACTION = 0.25
 #: 3D components of a coarse seed volume smaller than this fraction of the largest are not objects.
 MIN_COMPONENT_FRACTION = 0.1
 
@@ -122,16 +125,24 @@ def seeds_from_mask(mask_zyx: np.ndarray, slices: list[int] | None = None, *,
     return _component_seeds(mask)
 
 
-def slice_objects(mask2d: np.ndarray, min_px: int = MIN_OBJECT_PX) -> list[np.ndarray]:
-    """The 2D connected pieces (8-connectivity) of a slice mask, largest first; pieces under ``min_px``
+def slice_objects(mask2d: np.ndarray, min_px: int = MIN_OBJECT_PX,
+                  min_fraction: float = MIN_OBJECT_FRACTION) -> list[np.ndarray]:
+    """The objects of a slice mask, largest first: its 2D connected pieces (8-connectivity) of at
+    least ``min_fraction`` of the largest piece's area. A smaller piece (a liver lobe's tip, a
+    stray stroke of paint) joins the object whose centroid is nearest; pieces under ``min_px``
     pixels are dropped unless there is nothing larger."""
-    from skimage.measure import label
+    from skimage.measure import label, regionprops
 
-    lab, n = label(mask2d > 0, connectivity=2, return_num=True)
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    order = np.argsort(sizes)[::-1]
-    keep = [i for i in order if sizes[i] >= min_px] or [order[0]]
-    return [lab == i + 1 for i in keep]
+    lab = label(mask2d > 0, connectivity=2)
+    regions = sorted(regionprops(lab), key=lambda r: r.area, reverse=True)
+    kept = [r for r in regions if r.area >= min_px] or regions[:1]
+    big = [r for r in kept if r.area >= min_fraction * kept[0].area]
+    objects = [lab == r.label for r in big]
+    centroids = np.array([r.centroid for r in big])
+    for r in kept[len(big):]:
+        nearest = int(np.argmin(((centroids - np.array(r.centroid)) ** 2).sum(axis=1)))
+        objects[nearest] |= lab == r.label
+    return objects
 
 
 def _boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
