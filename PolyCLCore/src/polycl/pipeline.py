@@ -225,7 +225,7 @@ def _pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, steps: _Step
     """Seed choice, propagation and fusion per 3D component; returns (canonical mask, reports, engine)."""
     from skimage.measure import label
 
-    from polycl.propagate.api import choose_engine, default_rule, make_engine
+    from polycl.propagate.api import EngineChoice, choose_engine, default_rule, make_engine
     from polycl.propagate.seeds import Seed
     from polycl.sam.refine import mask_dice
 
@@ -234,8 +234,6 @@ def _pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, steps: _Step
     sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
     order = np.argsort(sizes)[::-1]
     if predictor is not None and opts.engine in ("auto", "sam2"):
-        from polycl.propagate.api import EngineChoice
-
         choice = EngineChoice("sam2", "a ready SAM 2 predictor was given", getattr(predictor, "polycl_label", ""))
     else:
         choice = choose_engine(opts.engine, opts.sam2)
