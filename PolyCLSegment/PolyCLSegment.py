@@ -486,8 +486,7 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
             volume = read_volume(case.image)
             result = segment_case(volume, loaded, options)
             write_mask_like(result.mask, volume, out)
-            ml = float(result.mask.sum()) * float(np.prod(volume.geometry.spacing)) / 1000.0
-            return f"{loaded.target} {ml:.1f} ml; {result.summary()}"
+            return result.report_line(volume)
 
         return run_batch(inputDir, outputDir, process, overwrite=overwrite, log=log, cancel=cancel)
 

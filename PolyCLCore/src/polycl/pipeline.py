@@ -132,6 +132,11 @@ class SegmentResult:
             text += f"; {self.note}"
         return text
 
+    def report_line(self, volume: Volume) -> str:
+        """What a batch report or the CLI says of a case: '<target> <ml> ml; <summary>'."""
+        ml = float(np.count_nonzero(self.mask)) * float(np.prod(volume.geometry.spacing)) / 1000.0
+        return f"{self.target} {ml:.1f} ml; {self.summary()}"
+
     def to_dict(self) -> dict:
         return {"mode": self.mode, "engine": self.engine, "target": self.target, "note": self.note,
                 "embeddings": self.embeddings, "seconds": self.seconds,

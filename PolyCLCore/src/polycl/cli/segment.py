@@ -13,7 +13,9 @@ def register(sub) -> None:
     p.add_argument("--no-largest-cc", dest="largest_cc", action="store_false",
                    help="keep every connected component instead of the largest one(s)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    p.add_argument("--mode", choices=["unet", "refine", "pipeline"], default=None,
+    from polycl.pipeline import MODES
+
+    p.add_argument("--mode", choices=MODES, default=None,
                    help="unet: the U-Net alone; refine: + SAM box refinement; pipeline (default): U-Net, SAM-refined "
                         "reference slice per component, propagation, fusion (see docs/evaluation.md)")
     p.add_argument("--refine", action="store_true", help="same as --mode refine (kept for older scripts)")
@@ -50,7 +52,6 @@ def options_from_args(args):
 def run(args) -> int:
     from pathlib import Path
 
-    import numpy as np
     from tqdm import tqdm
 
     from polycl.batch import run_batch
@@ -75,8 +76,7 @@ def run(args) -> int:
 
             result = segment_case(volume, model, options, progress=progress)
         write_mask_like(result.mask, volume, out)
-        ml = float(result.mask.sum()) * float(np.prod(volume.geometry.spacing)) / 1000.0
-        return f"{model.target} {ml:.1f} ml; {result.summary()}"
+        return result.report_line(volume)
 
     if _is_batch(args.input):
         outcomes = run_batch(args.input, args.output, lambda case, out: segment_one(case.image, out, False),

@@ -238,14 +238,13 @@ def propagate_volume(volume: Volume, seed, *, progress: Callable[[int, int, int]
     run = propagate(volume, seed, **kwargs)
     canon = np.zeros(run.hu.shape, np.uint8)
     per_obj: dict[int, dict[int, tuple[bool, float]]] = {o: {} for o in run.objects}
-    visited: list[int] = []
+    visited: dict[int, None] = {}  # canonical indices in visiting order (each once, whatever the objects)
     complete = True
     done = 0
     for item in run:
         canon[item.index] |= item.mask
         per_obj[item.obj][item.index] = (bool(item.mask.any()), item.confidence)
-        if item.index not in visited:
-            visited.append(item.index)
+        visited.setdefault(item.index)
         done += 1
         if progress is not None:
             progress(done, run.n_slices, item.index)
@@ -273,5 +272,5 @@ def propagate_volume(volume: Volume, seed, *, progress: Callable[[int, int, int]
                         "slices": len(found),
                         "mean_confidence": float(np.mean([slices[k][1] for k in found])) if found else 0.0})
     return PropagationResult(np.ascontiguousarray(mask, dtype=np.uint8), run.engine, conf,
-                             sorted({s.index for s in run.seeds}), visited, complete, time.perf_counter() - t0,
+                             sorted({s.index for s in run.seeds}), list(visited), complete, time.perf_counter() - t0,
                              nonempty, {"start": run.start, "end": run.end, "rule": run.rule.to_dict()}, objects)
