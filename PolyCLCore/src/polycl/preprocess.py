@@ -95,7 +95,10 @@ def _resampled_shape(shape_yx: tuple[int, int], spacing_yx: tuple[float, float],
 
 
 def _fit(n: int, size: int) -> tuple[int, int, int]:
-    """Centre (pad or crop) a length ``n`` into ``size``: (source start, target start, length copied)."""
+    """Centre (pad or crop) a length ``n`` into ``size``: (source start, target start, length copied).
+
+    Written here rather than MONAI's ResizeWithPadOrCrop because the inverse must use the very same
+    offsets: MONAI pads an odd difference at the end but its centre crop starts one pixel later."""
     if n <= size:
         return 0, (size - n) // 2, n
     return (n - size) // 2, 0, size
