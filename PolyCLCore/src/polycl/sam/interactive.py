@@ -27,7 +27,9 @@ CT window
     0..255 display values (e.g. DeepLesion's pre-windowed slices).
 
 Speed
-    The image embedding is the expensive part (LiteMedSAM on 2 CPU cores: ~1 s; a box: ~60 ms).
+    The image embedding is the expensive part (LiteMedSAM on 2 CPU cores: ~0.6 s with the OpenVINO
+    encoder that is the CPU default, ~2 s in eager torch; a box: ~60 ms; see
+    :mod:`polycl.sam.encoder_engines`).
     Embeddings live in a per-segmenter LRU cache (``cache_size`` slices; 4 MB each), so moving back
     and forth between slices is instant. :meth:`precompute` embeds many slices in batches (on a GPU
     with bf16 autocast of the image encoder when ``amp`` allows; the mask decoder stays fp32).
@@ -146,11 +148,12 @@ class SliceSegmenter:
     def _encode(self, batch: list[torch.Tensor]) -> torch.Tensor:
         model = self.loaded.model
         x = torch.cat([model.preprocess(t.float()) for t in batch], 0)
-        if self.amp:
+        encoder = self.loaded.encoder  # eager torch or a CPU inference engine (polycl.sam.encoder_engines)
+        if self.amp and encoder.name == "torch":
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                feats = model.image_encoder(x)
+                feats = encoder(x)
             return feats.float()
-        return model.image_encoder(x)
+        return encoder(x)
 
     def precompute(self, slices: Sequence[int], batch_size: int | None = None) -> None:
         """Embed ``slices`` (those not cached yet) in batches; batch_size defaults to 8 on GPU, 1 on CPU.

@@ -37,6 +37,23 @@ class LoadedSam:
     checkpoint: Path
     sha256: str
     entry: SamCheckpoint
+    #: image encoder engine asked for ('auto', 'torch', 'openvino', ...); see polycl.sam.encoder_engines
+    encoder_request: str = "auto"
+    _encoder: object = None
+
+    @property
+    def encoder(self):
+        """The :class:`~polycl.sam.encoder_engines.EncoderEngine` that embeds slices (built on first use:
+        an export may be made and cached then, never at import or load time)."""
+        if self._encoder is None:
+            with _LOCK:
+                if self._encoder is None:
+                    from polycl.sam.encoder_engines import build_encoder
+
+                    self._encoder = build_encoder(self.model.image_encoder, model_name=self.name, sha256=self.sha256,
+                                                  device=self.device, engine=self.encoder_request,
+                                                  auto_allowed=self.entry.arch == "litemedsam")
+        return self._encoder
 
     @property
     def image_size(self) -> int:
@@ -100,18 +117,22 @@ _LOCK = threading.Lock()
 
 def load_sam(backend: str = "litemedsam", *, device: str | torch.device = "auto",
              checkpoint: str | os.PathLike | None = None, download: bool = True, progress: bool = True,
-             threads: int | None = None) -> LoadedSam:
+             threads: int | None = None, encoder: str | None = None) -> LoadedSam:
     """Build (or reuse) the SAM model ``backend`` on ``device``.
 
     ``checkpoint`` points at a file the user downloaded (checked against the registered SHA-256
     where there is one). ``download`` allows fetching a registered checkpoint on first use.
-    ``threads`` sets torch's CPU threads (default: leave torch's choice).
+    ``threads`` sets torch's CPU threads (default: leave torch's choice). ``encoder``: the image
+    encoder engine (:mod:`polycl.sam.encoder_engines`; default ``$POLYCL_SAM_ENCODER`` or 'auto').
     """
+    from polycl.sam.encoder_engines import requested_engine
+
     entry = get_checkpoint(backend)
+    engine = requested_engine(encoder)
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(int(threads))
-    key = (backend, str(dev), str(checkpoint) if checkpoint else None)
+    key = (backend, str(dev), str(checkpoint) if checkpoint else None, engine)
     with _LOCK:
         if key in _CACHE:
             return _CACHE[key]
@@ -122,6 +143,6 @@ def load_sam(backend: str = "litemedsam", *, device: str | torch.device = "auto"
         sam = build_litemedsam_sam() if entry.arch == "litemedsam" else build_vit_sam(entry.arch, entry.normalise)
         _load_weights(sam, path)
         sam.to(dev).eval()
-        loaded = LoadedSam(backend, sam, dev, path, sha, entry)
+        loaded = LoadedSam(backend, sam, dev, path, sha, entry, encoder_request=engine)
         _CACHE[key] = loaded
         return loaded
