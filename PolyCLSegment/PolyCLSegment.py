@@ -138,6 +138,22 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         self.history = segmentedit.UndoHistory()
         self._models: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
+        self._segmenters = None  # polycl.sam.SegmenterCache, made on first SAM use
+
+    def segmenterFor(self, volume, backend: str = "litemedsam", device: str = "auto"):
+        """The SAM slice segmenter of ``volume`` (a polycl Volume), shared by Segment, Refine and
+        Propagate on the same CT so that no slice is embedded twice (the last CT's embeddings are kept;
+        :meth:`clearEmbeddings` frees them)."""
+        from polycl.sam import SegmenterCache
+
+        with self._lock:
+            if self._segmenters is None:
+                self._segmenters = SegmenterCache()
+        return self._segmenters.get(volume, backend=backend, device=device)
+
+    def clearEmbeddings(self) -> None:
+        if self._segmenters is not None:
+            self._segmenters.clear()
 
     def getParameterNode(self):
         return PolyCLSegmentParameterNode(super().getParameterNode())
@@ -228,8 +244,9 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
             if not cap:
                 raise InputError(f"mode '{options.mode}' needs SAM, which is unavailable: {cap.reason}")
         loaded = self.loadModel(o["model"], o["device"])
+        segmenter = None if options.mode == "unet" else self.segmenterFor(request.volume, options.sam, o["device"])
         result = self._withOomFallback(lambda bs: segment_case(request.volume, loaded, replace(options, batch_size=bs),
-                                                               progress=progress))
+                                                               progress=progress, segmenter=segmenter))
         if not result.mask.any():
             raise InputError(f"the model '{loaded.entry.name}' found no {loaded.target or 'organ'} in "
                              f"'{request.volume.source}'; nothing was changed")
@@ -271,7 +288,8 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         from polycl.sam.refine import refine_volume
 
         result = refine_volume(volume, mask, backend=backend, device=device, progress=progress,
-                               boxes=list(boxes) if boxes else None, check_ct=False)
+                               boxes=list(boxes) if boxes else None, check_ct=False,
+                               segmenter=self.segmenterFor(volume, backend, device))
         prompts_text = f"{len(boxes)} drawn box(es)" if boxes else "automatic boxes from the mask"
         if boxes and mask is not None:
             prompts_text += " + automatic boxes from the mask"
@@ -383,10 +401,12 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
                 cancelled["flag"] = True
 
         start, end = o["limits"] if o.get("limits") else (None, None)
+        # the chain engine reuses this CT's embeddings from Segment/Refine (SAM 2 has its own)
+        segmenter = self.segmenterFor(request.volume, device=o["device"]) if backends.refineCapability() else None
         result = propagate_volume(request.volume, o["seed"], seed_slices=[o["sliceIndex"]], engine=o["engine"],
                                   stop_after=o["stopAfter"], device=o["device"], progress=onProgress,
                                   cancel=lambda: cancelled["flag"], start=start, end=end,
-                                  predictor=o.get("predictor"))
+                                  predictor=o.get("predictor"), segmenter=segmenter)
         mask = np.array(result.mask, dtype=np.uint8)
         k = o["sliceIndex"]
         mask[k] = o["seed"][k]  # the user's annotated slice is kept exactly as drawn

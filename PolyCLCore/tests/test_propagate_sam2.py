@@ -161,3 +161,18 @@ def test_bad_inputs_raise_before_any_work(crop, predictor, ts):
         propagate(image, _single_slice_seed(liver, 3), predictor=predictor, start=4, end=6)
     with pytest.raises(InputError, match="not annotated"):
         propagate(image, _single_slice_seed(liver, 3), seed_slices=[2], predictor=predictor)
+
+
+def test_compile_option_builds_sam2s_vos_optimized_predictor(monkeypatch):
+    """The GPU option: sam2's torch.compile'd predictor (SAM2VideoPredictorVOS). Built here with
+    random weights; its first frame would compile for minutes, so it is not run on the CPU."""
+    from polycl.propagate.checkpoints import build_predictor
+
+    monkeypatch.setenv("POLYCL_SAM2_COMPILE", "1")
+    p = build_predictor(random_weights=True, image_size=128, device="cpu")
+    assert type(p).__name__ == "SAM2VideoPredictorVOS"
+    # sam2 wraps the image encoder's and memory encoder's forward in torch.compile
+    assert hasattr(p.image_encoder.forward, "_torchdynamo_orig_callable")
+    assert hasattr(p.memory_encoder.forward, "_torchdynamo_orig_callable")
+    assert type(build_predictor(random_weights=True, image_size=128, device="cpu", compile=False)).__name__ \
+        == "SAM2VideoPredictor"

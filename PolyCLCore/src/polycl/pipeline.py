@@ -118,6 +118,7 @@ class SegmentResult:
     components: list[ComponentReport] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
     embeddings: int = 0  # SAM image embeddings computed
+    encoder: str = ""    # the engine that ran SAM's image encoder (polycl.sam.encoder_engines)
     note: str = ""
 
     def summary(self) -> str:
@@ -127,7 +128,7 @@ class SegmentResult:
         if self.components:
             text += f"; {len(self.components)} component(s): " + "; ".join(c.text() for c in self.components)
         if self.embeddings:
-            text += f"; {self.embeddings} SAM embeddings"
+            text += f"; {self.embeddings} SAM embeddings" + (f" ({self.encoder})" if self.encoder else "")
         if self.note:
             text += f"; {self.note}"
         return text
@@ -139,7 +140,7 @@ class SegmentResult:
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "engine": self.engine, "target": self.target, "note": self.note,
-                "embeddings": self.embeddings, "seconds": self.seconds,
+                "embeddings": self.embeddings, "encoder": self.encoder, "seconds": self.seconds,
                 "components": [asdict(c) for c in self.components]}
 
 
@@ -222,6 +223,7 @@ def segment_case(volume: Volume, model, options: SegmentOptions | None = None, *
         result.mask, result.components, result.engine = from_canonical(out, volume), reports, engine
     result.seconds["sam"] = time.perf_counter() - t1
     result.embeddings = segmenter.embeddings_computed - before
+    result.encoder = segmenter.loaded.encoder.name if result.embeddings else ""
     steps.report("sam", 1, 1, "done")
     return result
 

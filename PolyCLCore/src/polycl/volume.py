@@ -120,6 +120,20 @@ class Volume:
             array = array.astype(np.uint8)
         return self.geometry.apply_to(sitk.GetImageFromArray(array))
 
+    def fingerprint(self) -> str:
+        """A digest of the voxels and the grid: equal for two copies of the same image (BLAKE2b,
+        ~0.3 s for 512 x 512 x 300 int16). Used to recognise a volume seen before, e.g. to reuse
+        its SAM slice embeddings."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        a = np.ascontiguousarray(self.array)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+        g = self.geometry
+        h.update(np.asarray([*g.spacing, *g.origin, *np.ravel(g.direction)], np.float64).round(6).tobytes())
+        return h.hexdigest()
+
     def with_array(self, array: np.ndarray, source: str = "") -> "Volume":
         """A new volume on the same grid (array must have the same shape)."""
         if array.shape != self.array.shape:

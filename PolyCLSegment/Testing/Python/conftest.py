@@ -76,6 +76,12 @@ def load_volume_node(path, labelmap: bool = False, name: str = ""):
     return node
 
 
+@pytest.fixture()
+def load_node():
+    """:func:`load_volume_node` for tests (the module name 'conftest' is shared with the core's tests)."""
+    return load_volume_node
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     denom = a.sum() + b.sum()

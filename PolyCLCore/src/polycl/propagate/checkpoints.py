@@ -14,6 +14,7 @@ every later load, so a file that changes in the cache is refused. Fill the value
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,29 +172,36 @@ def ensure_sam2(name_or_path: str | os.PathLike | None = None, *, download: bool
 
 
 def build_predictor(checkpoint: Sam2Checkpoint | str | os.PathLike | None = None, *, device="cpu",
-                    random_weights: bool = False, config: str | None = None, image_size: int | None = None):
+                    random_weights: bool = False, config: str | None = None, image_size: int | None = None,
+                    compile: bool | None = None):
     """Build ``sam2``'s ``SAM2VideoPredictor`` on ``device``.
 
     ``checkpoint``: a resolved checkpoint, a registered name or a path (its SHA-256 is checked).
     ``random_weights=True`` builds the real architecture of ``config`` (default hiera-tiny) with
     random weights: for tests and timing only, its masks mean nothing. ``image_size`` overrides the
     model's square input (1024 for every official checkpoint; smaller sizes only make tests faster).
+    ``compile`` (default ``$POLYCL_SAM2_COMPILE`` = 1): sam2's own ``vos_optimized`` predictor, whose
+    image encoder, memory encoder and attention are ``torch.compile``d on first use - for a CUDA GPU
+    (several minutes of compiling, then faster frames); it has not run on a GPU in this project.
     """
     import pickle
 
     from sam2.build_sam import build_sam2_video_predictor
 
+    if compile is None:
+        compile = os.environ.get("POLYCL_SAM2_COMPILE", "") == "1"
     overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
+    build = functools.partial(build_sam2_video_predictor, device=str(device), hydra_overrides_extra=overrides,
+                              vos_optimized=bool(compile))
     if random_weights:
         cfg = config or SAM2_CHECKPOINTS[DEFAULT_SAM2].config
-        return _finish(build_sam2_video_predictor(cfg, None, device=str(device), hydra_overrides_extra=overrides))
+        return _finish(build(cfg, None))
     ck = checkpoint if isinstance(checkpoint, Sam2Checkpoint) else resolve_sam2(checkpoint)
     if not ck.present:
         ensure_sam2(ck.path if ck.spec is None else ck.name, download=False)
     verify_cached(ck)
     try:
-        return _finish(build_sam2_video_predictor(config or ck.config, str(ck.path), device=str(device),
-                                                  hydra_overrides_extra=overrides), ck.name)
+        return _finish(build(config or ck.config, str(ck.path)), ck.name)
     except (RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         raise InputError(f"{ck.path}: not a usable SAM 2.1 checkpoint for {config or ck.config} ({exc})") from None
 

@@ -4,10 +4,10 @@ whole-volume refinement of coarse masks (:func:`polycl.sam.refine.refine_volume`
 Heavy imports (segment_anything, the TinyViT encoder) happen when a model is first loaded.
 """
 
-from polycl.sam.interactive import SAM_WINDOW, SliceSegmenter, window_to_uint8
+from polycl.sam.interactive import SAM_WINDOW, SegmenterCache, SliceSegmenter, window_to_uint8
 from polycl.sam.predictor import LoadedSam, load_sam
 from polycl.sam.refine import RefineResult, RefineStats, refine_volume
 from polycl.sam.weights import BACKENDS, SAM_CHECKPOINTS, SamCheckpoint, checkpoint_path
 
 __all__ = ["BACKENDS", "SAM_CHECKPOINTS", "SAM_WINDOW", "LoadedSam", "RefineResult", "RefineStats", "SamCheckpoint",
-           "SliceSegmenter", "checkpoint_path", "load_sam", "refine_volume", "window_to_uint8"]
+           "SegmenterCache", "SliceSegmenter", "checkpoint_path", "load_sam", "refine_volume", "window_to_uint8"]

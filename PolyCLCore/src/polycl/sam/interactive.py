@@ -283,3 +283,45 @@ class SliceSegmenter:
         from polycl.preprocess import to_canonical
 
         return to_canonical(self.volume.with_array(np.asarray(mask)))
+
+
+class SegmenterCache:
+    """One :class:`SliceSegmenter` per volume, kept between operations, so that Segment, Refine,
+    Propagate and prompts on the same CT share its slice embeddings: no slice is embedded twice.
+
+    Volumes are recognised by content (:meth:`polycl.volume.Volume.fingerprint`), not by object
+    identity: a front end that re-reads its volume for every operation still hits the cache. The
+    ``max_volumes`` most recently used volumes are kept (default 1: the CT being worked on); each
+    keeps up to ``slices`` embeddings (LiteMedSAM: 4 MB each, so 256 slices are 1 GB).
+    """
+
+    def __init__(self, max_volumes: int = 1, slices: int = 256) -> None:
+        self.max_volumes = max(1, int(max_volumes))
+        self.slices = int(slices)
+        self._items: OrderedDict[tuple, SliceSegmenter] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, volume: Volume, *, backend: str = "litemedsam", device: str = "auto",
+            window: tuple[float, float] | None = SAM_WINDOW) -> SliceSegmenter:
+        """The segmenter for ``volume`` (canonical orientation), made on first use."""
+        from polycl.device import resolve_device
+
+        key = (volume.fingerprint(), backend, str(resolve_device(device)), window)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            seg = SliceSegmenter(volume, backend=backend, device=device, window=window,
+                                 cache_size=min(volume.shape[0], self.slices))
+            self._items[key] = seg
+            while len(self._items) > self.max_volumes:
+                self._items.popitem(last=False)
+            return seg
+
+    def clear(self) -> None:
+        """Forget every volume's embeddings (frees their memory)."""
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
