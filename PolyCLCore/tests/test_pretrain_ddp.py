@@ -16,7 +16,7 @@ import torch
 
 from polycl.checkpoint import read_checkpoint
 from polycl.networks import ProjectionHead, build_encoder
-from polycl.pretrain.distributed import weights_digest
+from polycl.distributed import weights_digest
 
 
 def test_torchrun_two_cpu_processes_end_with_identical_weights(ts, tmp_path):

@@ -26,7 +26,7 @@ from polycl.errors import Cancelled
 from polycl.networks import build_encoder
 from polycl.preprocess import PreprocessConfig
 from polycl.pretrain import PretrainConfig, StrategyError, TripletSampler, build_slice_dataset, polycl_loss, pretrain
-from polycl.pretrain.distributed import weights_digest
+from polycl.distributed import weights_digest
 from polycl.pretrain.shared_data import shared_scans
 from polycl.pretrain.train import PolyCLNet, load_pretrained_head
 

@@ -3,6 +3,12 @@
 One output file per case, ``<out>/<case>.nii.gz``, written atomically. A case whose output already
 exists is skipped, so a run that was stopped resumes where it left off. One failing case is
 reported and does not stop the others. A CSV report (``report.csv``) lists every case's outcome.
+
+Under ``torchrun`` (see :mod:`polycl.distributed`) each rank takes its share of the sorted case
+list (every ``world_size``-th case from its rank: no case on two ranks), writes its progress to
+``report.rank<R>.csv`` as it goes, and at the end rank 0 merges every rank's outcomes into one
+``report.csv`` (with a ``rank`` column) and removes the per-rank files. A rank that dies leaves only
+complete outputs (atomic writes); running the same command again skips them and does the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Callable
 
 from polycl.atomic import atomic_path
 from polycl.cases import Case, find_images
+from polycl.distributed import DistInfo, barrier, gather_objects, shard
 from polycl.errors import Cancelled, PolyCLError
 
 #: process(case, output_path) -> short text for the report line (e.g. the segmented volume in ml).
@@ -28,6 +35,7 @@ class CaseOutcome:
     seconds: float
     detail: str
     output: Path
+    rank: int = 0
 
 
 def output_path(out_dir: Path, case: Case, suffix: str = ".nii.gz") -> Path:
@@ -35,11 +43,18 @@ def output_path(out_dir: Path, case: Case, suffix: str = ".nii.gz") -> Path:
 
 
 def run_batch(input_dir: str | Path, out_dir: str | Path, process: Processor, *, overwrite: bool = False,
-              log: Callable[[str], None] = print, cancel: Callable[[], bool] | None = None) -> list[CaseOutcome]:
-    """Run ``process`` on every image of ``input_dir``; returns one outcome per case."""
-    cases = find_images(input_dir)
+              log: Callable[[str], None] = print, cancel: Callable[[], bool] | None = None,
+              dist: DistInfo | None = None) -> list[CaseOutcome]:
+    """Run ``process`` on every image of ``input_dir`` (this rank's share of them under torchrun:
+    ``dist`` from :func:`polycl.distributed.setup`); returns one outcome per case of the whole run,
+    every rank's, sorted by case name."""
+    dist = dist or DistInfo()
+    all_cases = find_images(input_dir)
+    cases = shard(all_cases, dist)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    report = out / (f"report.rank{dist.rank}.csv" if dist.enabled else "report.csv")
+    prefix = f"[rank {dist.rank}] " if dist.enabled else ""
     outcomes: list[CaseOutcome] = []
     width = len(str(len(cases)))
     for i, case in enumerate(cases, 1):
@@ -57,17 +72,28 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, process: Processor, *,
             except (RuntimeError, ValueError, MemoryError) as exc:  # keep going on unexpected per-case errors
                 outcome = CaseOutcome(case.name, "failed", 0.0, f"{type(exc).__name__}: {exc}", target)
             outcome.seconds = time.perf_counter() - t0
+        outcome.rank = dist.rank
         outcomes.append(outcome)
-        log(f"[{i:{width}d}/{len(cases)}] {case.name}: {outcome.status} ({outcome.seconds:.1f} s) {outcome.detail}")
-        _write_report(out / "report.csv", outcomes)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    log(f"summary: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed -> {out}")
+        log(f"{prefix}[{i:{width}d}/{len(cases)}] {case.name}: {outcome.status} ({outcome.seconds:.1f} s) "
+            f"{outcome.detail}")
+        _write_report(report, outcomes)
+    if dist.enabled:  # one report for the whole run, written by rank 0 once every rank has finished
+        outcomes = sorted((o for part in gather_objects(dist, outcomes) for o in part), key=lambda o: o.case)
+        if dist.is_main:
+            _write_report(out / "report.csv", outcomes)
+            for r in range(dist.world_size):
+                (out / f"report.rank{r}.csv").unlink(missing_ok=True)
+        barrier(dist)
+    if dist.is_main:
+        counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+        log(f"summary: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+            + (f" on {dist.world_size} ranks" if dist.enabled else "") + f" -> {out}")
     return outcomes
 
 
 def _write_report(path: Path, outcomes: list[CaseOutcome]) -> None:
     with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case", "status", "seconds", "detail", "output"])
+        w.writerow(["case", "status", "seconds", "detail", "output", "rank"])
         for o in outcomes:
-            w.writerow([o.case, o.status, f"{o.seconds:.2f}", o.detail, o.output.name])
+            w.writerow([o.case, o.status, f"{o.seconds:.2f}", o.detail, o.output.name, o.rank])

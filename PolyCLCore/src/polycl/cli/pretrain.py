@@ -66,7 +66,7 @@ def run(args) -> int:
     from polycl.networks.encoders import DEFAULT_FEATURES
     from polycl.preprocess import PreprocessConfig
     from polycl.pretrain import PretrainConfig, SliceSelection, build_slice_dataset, find_scans, pretrain
-    from polycl.pretrain.distributed import from_env
+    from polycl.distributed import from_env
 
     main = from_env().is_main
     scans = find_scans(args.data_dir, args.labels, parse_target(args.target))

@@ -60,12 +60,23 @@ def run(args) -> int:
     from polycl.io import has_image_suffix, read_volume, write_mask_like
     from polycl.pipeline import segment_case
 
+    from dataclasses import replace
+
+    from polycl import distributed
+
     options = options_from_args(args)
     if options.engine == "sam2":
         from polycl.propagate.checkpoints import ensure_sam2
 
         ensure_sam2(options.sam2, download=False)
-    model = load_model(args.model, args.device)
+    batch = _is_batch(args.input)
+    dist = distributed.from_env()
+    if dist.enabled:  # started by torchrun: each rank segments its share of a folder's cases
+        if not batch:
+            raise InputError("several processes (torchrun) segment a folder of CTs; run one image without torchrun")
+        dist = distributed.setup(distributed.rank_device(args.device, dist), backend="gloo")
+        options = replace(options, device=str(distributed.rank_device(args.device, dist)))
+    model = load_model(args.model, options.device)
 
     def segment_one(path, out: Path, show_bar: bool) -> str:
         volume = read_volume(path)
@@ -78,9 +89,10 @@ def run(args) -> int:
         write_mask_like(result.mask, volume, out)
         return result.report_line(volume)
 
-    if _is_batch(args.input):
+    if batch:
         outcomes = run_batch(args.input, args.output, lambda case, out: segment_one(case.image, out, False),
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, dist=dist)
+        distributed.teardown(dist)  # (a rank that raises exits instead: torchrun then stops the others)
         return 1 if any(o.status == "failed" for o in outcomes) else 0
     if not has_image_suffix(args.output):
         raise InputError(f"{args.output}: for one image, the output must be a file such as mask.nii.gz")

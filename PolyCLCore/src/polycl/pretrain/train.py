@@ -15,7 +15,7 @@ Every epoch, rank 0 writes (each atomically):
   never sees them;
 * ``<output stem>.loss.png``: the loss curve.
 
-Under ``torchrun`` it runs as DistributedDataParallel (see :mod:`polycl.pretrain.distributed`);
+Under ``torchrun`` it runs as DistributedDataParallel (see :mod:`polycl.distributed`);
 ``batch_size`` is per process and tau defaults to 1 / ``batch_size``. Each epoch the ranks compare
 SHA-256 digests of their weights and rank 0 records them in the checkpoint's meta.
 """
@@ -39,7 +39,7 @@ from polycl.atomic import atomic_path
 from polycl.checkpoint import FORMAT, atomic_torch_save, read_checkpoint, save_checkpoint
 from polycl.errors import Cancelled, InputError
 from polycl.networks import ProjectionHead, build_encoder
-from polycl.pretrain import distributed as D
+from polycl import distributed as D
 from polycl.pretrain.dataset import SliceDataset
 from polycl.pretrain.loss import default_tau, polycl_loss
 from polycl.pretrain.samplers import DESCRIPTIONS, SamplingPlan, TripletSampler
