@@ -11,7 +11,18 @@ Slices are axial slices of the LPS-reoriented volume, windowed and brought to ``
 
 Augmentation (MONAI, ``augmentation``): "standard" (affine, intensity scale, noise) or "strong", the
 recipe meant to generalise to new scanners: larger rotations and scales, elastic deformation,
-field-of-view crops (zoom in), HU shifts (contrast phase), gamma contrast, noise and blur.
+field-of-view crops (zoom in), HU shifts (contrast phase), gamma contrast, noise and blur. Each
+slice's random draw is seeded by (seed, epoch, slice), so a run is reproducible whatever the
+number of processes and however it was resumed.
+
+Several processes (``torchrun ... finetune``, DistributedDataParallel; :mod:`polycl.distributed`):
+``batch_size`` is the *global* batch. Every epoch has one seeded permutation of the training slices
+(:class:`GlobalBatchSampler`); each global batch is split into equal contiguous shares, one per
+rank. The loss is MONAI's, computed on the whole global batch (each rank gathers the others'
+logits, its own stay differentiable, and scales by the world size so that DDP's gradient average
+is the full batch's gradient), so N processes take the same steps as one process would, up to
+float rounding. Validation cases are shared out and their scores gathered. Rank 0 writes the
+checkpoint, state, history and curve; the state resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -26,12 +37,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from polycl import distributed as D
 from polycl.atomic import atomic_path, write_text_atomic
 from polycl.cases import Case, find_labelled_cases
 from polycl.checkpoint import atomic_torch_save, load_state_strict, read_checkpoint, save_checkpoint, sha256_file
-from polycl.device import resolve_device
 from polycl.errors import Cancelled, GeometryError, InputError
 from polycl.io import TARGET_LABELS, label_on_image_grid, read_label, read_volume, select_labels
 from polycl.models import resolve_model
@@ -137,15 +148,16 @@ def split_cases(cases: list[Case], val_fraction: float, seed: int) -> tuple[list
 
 
 class SliceDataset(Dataset):
-    """(image, mask) slice pairs with optional MONAI augmentation."""
+    """(image, mask) slice pairs with optional MONAI augmentation, drawn per (seed, epoch, slice)."""
 
     def __init__(self, images: torch.Tensor, masks: torch.Tensor, augment: bool, seed: int,
                  augmentation: str = "standard") -> None:
         self.images, self.masks = images, masks
-        self.transform = None
-        if augment:
-            self.transform = augmentations(augmentation, images.shape[-1])
-            self.transform.set_random_state(seed)
+        self.seed, self.epoch = int(seed), 0
+        self.transform = augmentations(augmentation, images.shape[-1]) if augment else None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -153,8 +165,59 @@ class SliceDataset(Dataset):
     def __getitem__(self, i: int):
         item = {"image": self.images[i].float(), "label": self.masks[i].float()}
         if self.transform is not None:
+            seed = np.random.SeedSequence([self.seed, self.epoch, int(i)]).generate_state(1)[0]
+            self.transform.set_random_state(seed=int(seed))
             item = self.transform(item)
         return torch.as_tensor(item["image"]), torch.as_tensor(item["label"])
+
+
+class GlobalBatchSampler(Sampler):
+    """Batches of slice indices: per epoch a permutation seeded by (seed, epoch), cut into global
+    batches; rank ``r`` of ``world_size`` yields its contiguous share of each.
+
+    The global batch is ``batch_size``, or the number of slices when there are fewer, rounded down
+    to a multiple of ``world_size``; a last incomplete global batch is dropped (when there is more
+    than one). Steps per epoch do not depend on the number of ranks, so a state saved by N
+    processes resumes on M."""
+
+    def __init__(self, n: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.seed, self.rank, self.world_size, self.epoch = int(n), int(seed), int(rank), int(world_size), 0
+        self.global_batch = min(int(batch_size), self.n) // self.world_size * self.world_size
+        if self.global_batch < 1:
+            raise InputError(f"{n} training slice(s) cannot be shared by {world_size} processes "
+                             f"(batch size {batch_size}); use fewer processes or more data")
+        self.local_batch = self.global_batch // self.world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n // self.global_batch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        order = torch.randperm(self.n, generator=g).tolist()
+        lo = self.rank * self.local_batch
+        for step in range(len(self)):
+            batch = order[step * self.global_batch:(step + 1) * self.global_batch]
+            yield batch[lo:lo + self.local_batch]
+
+
+def global_batch_loss(loss_fn: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor,
+                      info: D.DistInfo) -> torch.Tensor:
+    """``loss_fn`` on the global batch: every rank's logits and targets gathered in rank order, this
+    rank's logits kept differentiable. Multiply by the world size before ``backward`` so that DDP's
+    gradient average equals the gradient of this loss (one process: just ``loss_fn(logits, target)``)."""
+    if not info.enabled:
+        return loss_fn(logits, target)
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(logits) for _ in range(info.world_size)]
+    dist.all_gather(parts, logits.detach().contiguous())
+    parts[info.rank] = logits
+    targets = [torch.empty_like(target) for _ in range(info.world_size)]
+    dist.all_gather(targets, target.contiguous())
+    return loss_fn(torch.cat(parts), torch.cat(targets))
 
 
 def augmentations(kind: str, size: int):
@@ -305,19 +368,26 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
     if problems:
         raise InputError(f"{len(problems)} case(s) cannot be used; nothing was trained:\n  - " + "\n  - ".join(problems))
 
+    info = D.from_env()
+    device = D.rank_device(cfg.device, info)
+    info = D.setup(device)
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
     images = torch.cat([loaded[c.name].images for c in train_c])
     masks = torch.cat([loaded[c.name].masks for c in train_c])
     n_keep = max(1, round(cfg.label_fraction * len(images)))
     keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(images))[:n_keep])
     images, masks = images[keep], masks[keep]
     dataset = SliceDataset(images, masks, cfg.augment, cfg.seed, cfg.augmentation)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
-                        generator=generator)
-    model, net_config, init = build_model(cfg)
-    model.to(device).train()
+    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, seed=cfg.seed, rank=info.rank,
+                                 world_size=info.world_size)
+    loader = DataLoader(dataset, batch_sampler=sampler)
+    net, net_config, init = build_model(cfg)  # the same initial weights on every rank (same seed)
+    net.to(device).train()
+    model = net
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     steps_per_epoch = len(loader)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=max(1, cfg.restart_epochs * steps_per_epoch))
@@ -326,59 +396,69 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
     start_epoch, best, best_epoch = 1, -1.0, 0
     if resume:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        load_state_strict(model, state["model"], str(state_path))
+        load_state_strict(net, state["model"], str(state_path))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         start_epoch = state["epoch"] + 1
         torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
-    out.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     meta_common = {
         "target": cfg.target, "target_values": list(cfg.label_values()),
         "components": cfg.components or (2 if cfg.target == "kidney" or len(cfg.label_values()) == 2 else 1),
         "preprocess": cfg.preprocess().to_dict(), "init": init, "train_cases": [c.name for c in train_c],
         "val_cases": [c.name for c in val_c], "label_fraction": cfg.label_fraction, "config": _jsonable(asdict(cfg)),
+        "world_size": info.world_size,
     }
     use_amp = device.type == "cuda"
     epoch = start_epoch - 1
 
     def save_state(epoch_done: int) -> None:
-        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "scheduler": scheduler.state_dict(), "epoch": epoch_done, "history": history, "best": best,
-                           "best_epoch": best_epoch, "torch_rng": torch.get_rng_state(),
-                           "loader_rng": generator.get_state()}, state_path)
+        if info.is_main:
+            atomic_torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "epoch": epoch_done, "history": history,
+                               "best": best, "best_epoch": best_epoch, "torch_rng": torch.get_rng_state(),
+                               "world_size": info.world_size}, state_path)
 
     try:
-        bar = tqdm(range(start_epoch, cfg.epochs + 1), desc="fine-tune", unit="epoch", disable=not show_progress,
-                   initial=start_epoch - 1, total=cfg.epochs)
+        bar = tqdm(range(start_epoch, cfg.epochs + 1), desc="fine-tune", unit="epoch",
+                   disable=not (show_progress and info.is_main), initial=start_epoch - 1, total=cfg.epochs)
         for epoch in bar:
             t0, losses = time.perf_counter(), []
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
             for step, (x, y) in enumerate(loader):
                 x, y = x.to(device), y.to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = model(x)
-                loss = loss_fn(logits.float(), y)
+                loss = global_batch_loss(loss_fn, logits.float(), y, info)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * info.world_size).backward()
                 optimizer.step()
                 scheduler.step()
                 losses.append(loss.item())
                 if progress is not None and progress({"event": "step", "epoch": epoch, "step": step + 1,
                                                       "steps": steps_per_epoch}) is False:
                     raise KeyboardInterrupt
-            scores = validation_dice(model, [loaded[c.name] for c in val_c], device)
+            mine = validation_dice(net, D.shard([loaded[c.name] for c in val_c], info), device)
+            scores = {k: v for part in D.gather_objects(info, mine) for k, v in part.items()}
+            scores = {c.name: scores[c.name] for c in val_c}  # case order, whatever rank scored it
             val = float(np.mean(list(scores.values())))
             record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val, "val_per_case": scores,
                       "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0}
             history.append(record)
             if cfg.keep == "last" or val > best:  # "best"/"best_epoch" describe the kept checkpoint
                 best, best_epoch = val, epoch
-                save_checkpoint(out / "model.pt", model, net_config, kind="segmentation",
-                                meta={**meta_common, "epoch": epoch, "scores": {"val_dice": val}})
+                digests = D.gather_digests(info, D.weights_digest(net))
+                if info.is_main:
+                    save_checkpoint(out / "model.pt", net, net_config, kind="segmentation",
+                                    meta={**meta_common, "epoch": epoch, "scores": {"val_dice": val},
+                                          "rank_weight_sha256": digests})
             save_state(epoch)
-            (out / "history.json").write_text(json.dumps(history, indent=1))
-            plot_curve(history, out / "training_curve.png")
+            if info.is_main:
+                write_text_atomic(out / "history.json", json.dumps(history, indent=1))
+                plot_curve(history, out / "training_curve.png")
             bar.set_postfix(loss=f"{record['loss']:.3f}", val_dice=f"{val:.3f}", best=f"{best:.3f}")
             if progress is not None and progress({"event": "epoch", "epoch": epoch, "epochs": cfg.epochs,
                                                   "loss": record["loss"], "val_dice": val, "best": best}) is False:
@@ -389,7 +469,9 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
                         f"resume with --resume (state in {state_path})") from None
 
     result = FinetuneResult(out / "model.pt", best, best_epoch, history, [c.name for c in train_c], [c.name for c in val_c])
-    write_model_json(out, result, cfg, init)
+    if info.is_main:
+        write_model_json(out, result, cfg, init)
+    D.teardown(info)
     return result
 
 

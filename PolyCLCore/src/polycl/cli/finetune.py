@@ -5,13 +5,16 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a segmentation U-Net on a folder of labelled CTs",
-                       description="Layouts: imagesTr/ + labelsTr/ (MSD, nnU-Net) or <case>/image.* + <case>/label.*")
+                       description="Layouts: imagesTr/ + labelsTr/ (MSD, nnU-Net) or <case>/image.* + <case>/label.*. "
+                                   "Under torchrun: DistributedDataParallel, --batch-size is the global batch.")
     p.add_argument("data_dir")
     p.add_argument("-o", "--output", default=None,
                    help="model folder (default: $POLYCL_HOME/models/NAME when --name is given)")
     p.add_argument("--name", default=None, help="install the result as a user model under this name")
     p.add_argument("--encoder", default=None, help="PolyCL encoder to start from, by name (polycl models --kind encoder) or path; head dropped")
     p.add_argument("--encoder-arch", default="unet", help="architecture when starting from random weights")
+    p.add_argument("--features", type=int, nargs="+", default=None,
+                   help="channels per level when starting from random weights (default 16 32 64 128 256)")
     p.add_argument("--target", default="liver", help="liver, kidney, or label value(s) such as 5 or 2,3")
     p.add_argument("--label-fraction", type=float, default=1.0, help="fraction of training slices with labels used")
     p.add_argument("--epochs", type=int, default=30)
@@ -58,8 +61,14 @@ def run(args) -> int:
                          encoder_arch=args.encoder_arch, augment=args.augment,
                          augmentation=args.augmentation, pixel_mm=args.pixel_mm, loss=args.loss, keep=args.keep,
                          val_cases=tuple(args.val_case), seed=args.seed, device=args.device)
+    if args.features:
+        cfg.features = tuple(args.features)
     progress = (lambda e: print(json.dumps(e), flush=True)) if args.progress_json else None
     result = finetune(args.data_dir, out, cfg, resume=args.resume, progress=progress, show_progress=not args.progress_json)
+    from polycl.distributed import from_env
+
+    if not from_env().is_main:  # under torchrun, rank 0 reports and installs
+        return 0
     print(f"best validation Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; model: {result.model_path}")
     if result.val_cases == result.train_cases:
         print("note: only one case, so validation used the training case (no held-out score)")
