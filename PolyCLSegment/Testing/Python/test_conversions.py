@@ -97,3 +97,67 @@ def test_roi_mask_and_slice_index(scene):
     assert (ks.min(), ks.max(), js.min(), js.max(), is_.min(), is_.max()) == (2, 5, 5, 14, 10, 19)
     assert prompts.sliceBoxes(mask)[3] == (10, 5, 19, 14)
     assert prompts.sliceIndexAtRas(node, (0, 0, 21.0)) == 4
+
+
+def test_roi_boxes_of_a_rotated_roi_match_the_full_mask(scene):
+    """The slice-by-slice computation against the plain definition (every voxel centre tested)."""
+    import slicer
+    import vtk
+
+    from PolyCLSegmentLib import conversions, prompts
+    from polycl.volume import Geometry, Volume
+
+    g = Geometry((1.5, 1.5, 4.0), (3.0, -2.0, 10.0))
+    node = conversions.addVolumeNode(Volume(np.zeros((12, 40, 50), np.int16), g, "v"))
+    roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi.SetSize(30.0, 18.0, 20.0)
+    t = vtk.vtkTransform()
+    t.Translate(-40.0, -25.0, 30.0)
+    t.RotateZ(30)
+    t.RotateX(10)
+    roi.GetObjectToNodeMatrix().DeepCopy(t.GetMatrix())
+    roi.Modified()
+    size = np.array(roi.GetSize())
+    o2w = roi.GetObjectToWorldMatrix()
+    w2o = np.linalg.inv(np.array([[o2w.GetElement(r, c) for c in range(4)] for r in range(4)]))
+    k, j, i = np.meshgrid(np.arange(12), np.arange(40), np.arange(50), indexing="ij")
+    pts = np.stack([i.ravel(), j.ravel(), k.ravel(), np.ones(i.size)])
+    obj = (w2o @ conversions.ijkToRasArray(node) @ pts)[:3]
+    expected = np.all(np.abs(obj) <= size[:, None] / 2 + 1e-6, axis=0).reshape(12, 40, 50)
+    assert expected.sum() > 100
+    assert np.array_equal(prompts.roiMask(roi, node), expected.astype(np.uint8))
+    assert prompts.roiSliceBoxes(roi, node) == prompts.sliceBoxes(expected)
+
+
+def test_roi_mask_of_a_clinical_size_volume_stays_under_100_mb(scene):
+    """512 x 512 x 300 (issue 10: the old every-voxel float64 coordinates needed ~6 GB). The mask
+    itself is 79 MB; everything else must fit in the remaining ~20 MB. Box prompts need no mask:
+    roiSliceBoxes' peak is a few MB."""
+    import tracemalloc
+
+    import slicer
+    import vtk
+
+    from PolyCLSegmentLib import prompts
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    image = vtk.vtkImageData()
+    image.SetDimensions(512, 512, 300)  # geometry only: no voxel buffer is needed for an ROI
+    node.SetAndObserveImageData(image)
+    node.SetSpacing(0.7, 0.7, 1.0)
+    roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi.SetCenter(180.0, 180.0, 150.0)  # RAS = (0.7 i, 0.7 j, k): identity directions
+    roi.SetSize(200.0, 150.0, 250.0)
+    tracemalloc.start()
+    try:
+        mask = prompts.roiMask(roi, node)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        boxes = prompts.roiSliceBoxes(roi, node)
+        _, peak_boxes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert mask.shape == (300, 512, 512) and mask.sum() > 1_000_000
+    assert peak < 100 * 2**20, peak / 2**20
+    assert peak_boxes - mask.nbytes < 20 * 2**20, (peak_boxes - mask.nbytes) / 2**20
+    assert len(boxes) == int(mask.any(axis=(1, 2)).sum())
