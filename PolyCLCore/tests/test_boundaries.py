@@ -34,3 +34,29 @@ def test_importing_every_module_loads_no_forbidden_package():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_third_party_import_is_declared_in_pyproject():
+    """A package polycl imports must be a dependency or an extra of polycl-core (issue 10 found
+    scipy imported but undeclared): pip would otherwise install a polycl that fails at run time."""
+    import re
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    root = Path(polycl.__file__).parent
+    project = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    declared_names = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in declared}
+    imported = set()
+    for py in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(py.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = sorted(n for n in imported if n not in sys.stdlib_module_names and n != "polycl")
+    dists = packages_distributions()
+    undeclared = [n for n in third_party
+                  if not {d.lower().replace("_", "-") for d in dists.get(n, [n])} & declared_names]
+    assert len(third_party) >= 10  # torch, numpy, monai, SimpleITK, ... were found
+    assert not undeclared, undeclared

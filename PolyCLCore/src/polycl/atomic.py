@@ -10,9 +10,26 @@ from typing import Iterator
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process umask, read without changing it where the OS allows (Linux: /proc/self/status).
+
+    ``os.umask`` can only be read by setting it; doing that for a moment would race with other
+    threads creating files (Slicer's, or a worker's) and give them mode 0666/0777. Elsewhere the
+    set-and-restore is done once per process and remembered."""
+    global _UMASK
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
 
 
 @contextlib.contextmanager
