@@ -45,8 +45,11 @@ def test_select_labels_by_name_and_values():
     assert select_labels(a, "kidney").tolist() == [[[0, 1, 1, 0, 0]]]
     assert select_labels(a, 5).tolist() == [[[0, 0, 0, 1, 0]]]
     assert select_labels(a, [5, 7]).tolist() == [[[0, 0, 0, 1, 1]]]
-    with pytest.raises(InputError, match="unknown target"):
+    assert select_labels(a, "2,3").tolist() == select_labels(a, "2+3").tolist() == select_labels(a, "kidney").tolist()
+    with pytest.raises(InputError, match="neither a target"):
         select_labels(a, "brain")
+    with pytest.raises(InputError, match="0 is background"):
+        select_labels(a, "0,5")
 
 
 def test_label_far_away_is_refused(example_ct):

@@ -11,7 +11,6 @@ training data, scores, preprocessing).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,9 @@ from torch import nn
 
 from polycl.atomic import atomic_path
 from polycl.errors import ChecksumError, InputError
+from polycl.hashing import sha256_file  # noqa: F401  (re-exported: polycl.checkpoint.sha256_file)
 
 FORMAT = "polycl/1"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_sha256(path: str | os.PathLike, expected: str | None) -> str:

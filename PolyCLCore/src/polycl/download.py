@@ -14,7 +14,6 @@ The cache is ``$POLYCL_CACHE`` when set, else ``polycl_home()/cache`` (``~/.poly
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import urllib.error
@@ -25,6 +24,7 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from polycl.errors import Cancelled, ChecksumError, PolyCLError
+from polycl.hashing import sha256_file
 
 #: ``callback(done_bytes, total_bytes_or_None)`` after each chunk (for Slicer's progress bar).
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -51,12 +51,6 @@ def filename_from_url(url: str) -> str:
     if not name or not re.match(r"^[A-Za-z0-9._-]+$", name):
         raise DownloadError(f"cannot take a safe file name from the URL {url!r}; pass filename=")
     return name
-
-
-def _hash_file(path: Path, h: "hashlib._Hash") -> None:
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
 
 
 def download(url: str, *, sha256: str | None, filename: str | None = None, dest_dir: str | os.PathLike | None = None,
@@ -95,7 +89,7 @@ def download(url: str, *, sha256: str | None, filename: str | None = None, dest_
     if sha256 is None:
         warnings.warn(f"downloading {url} without a registered SHA-256: its content cannot be verified",
                       stacklevel=2)
-    elif dest.is_file() and _sha256_of(dest) == sha256.lower():
+    elif dest.is_file() and sha256_file(dest) == sha256.lower():
         return dest
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -119,7 +113,7 @@ def download(url: str, *, sha256: str | None, filename: str | None = None, dest_
     if size is not None and have != size:
         part.unlink(missing_ok=True)
         raise ChecksumError(f"{url}: downloaded {have} bytes, the registered size is {size}; the file was discarded")
-    actual = _sha256_of(part)
+    actual = sha256_file(part)
     if sha256 is not None and actual != sha256.lower():
         part.unlink(missing_ok=True)
         raise ChecksumError(
@@ -127,12 +121,6 @@ def download(url: str, *, sha256: str | None, filename: str | None = None, dest_
             "was corrupt or the server sent another file. It was discarded; nothing was installed.")
     os.replace(part, dest)
     return dest
-
-
-def _sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    _hash_file(path, h)
-    return h.hexdigest()
 
 
 def _open(url: str, start: int, timeout: float):

@@ -71,19 +71,11 @@ def evaluate_files(pred_path: str | os.PathLike, ref_path: str | os.PathLike, la
     ref = read_label(ref_path)
     pred = read_label(pred_path)
     pred = label_on_image_grid(pred, ref)
-    ref_mask = select_labels(ref.array, _values(label)) if label is not None else (ref.array > 0).astype(np.uint8)
-    pred_mask = select_labels(pred.array, _values(pred_label)) if pred_label is not None else (pred.array > 0).astype(np.uint8)
+    ref_mask = select_labels(ref.array, label) if label is not None else (ref.array > 0).astype(np.uint8)
+    pred_mask = select_labels(pred.array, pred_label) if pred_label is not None else (pred.array > 0).astype(np.uint8)
     if not ref_mask.any():
         raise InputError(f"{ref_path}: the reference has no voxel with label {label}")
     return mask_scores(pred_mask, ref_mask, ref.spacing_zyx)
-
-
-def _values(label: str | int):
-    if isinstance(label, str) and "," in label:
-        return tuple(int(v) for v in label.split(","))
-    if isinstance(label, str) and label.isdigit():
-        return int(label)
-    return label
 
 
 def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_csv: str | Path, label=None) -> list[dict]:

@@ -44,12 +44,12 @@ from polycl.atomic import atomic_path, write_text_atomic
 from polycl.cases import Case, find_labelled_cases
 from polycl.checkpoint import atomic_torch_save, load_state_strict, read_checkpoint, save_checkpoint, sha256_file
 from polycl.errors import Cancelled, GeometryError, InputError
-from polycl.io import TARGET_LABELS, label_on_image_grid, read_label, read_volume, select_labels
+from polycl.io import label_on_image_grid, parse_label_spec, read_label, read_volume, select_labels
 from polycl.models import resolve_model
 from polycl.networks import SegmentationUNet, build_encoder
 from polycl.networks.encoders import DEFAULT_FEATURES
-from polycl.preprocess import (PreprocessConfig, canonical_spacing, middle_slices, prepare_slices, to_canonical,
-                               to_model_grid)
+from polycl.preprocess import (CT_WINDOW, PreprocessConfig, canonical_spacing, middle_slices, prepare_slices,
+                               to_canonical, to_model_grid)
 from polycl.validate import require_ct
 
 #: progress(event: dict) -> None | False. Events: {"event": "epoch", "epoch", "epochs", "loss", "val_dice"},
@@ -68,8 +68,8 @@ class FinetuneConfig:
     val_fraction: float = 0.2  # fraction of cases held out (at least one when >= 2 cases)
     middle_fraction: float = 1.0  # 0.3 = the paper's middle-30% slice selection
     size: int = 256
-    level: float = 40.0
-    width: float = 400.0
+    level: float = CT_WINDOW[0]
+    width: float = CT_WINDOW[1]
     encoder: str | None = None  # PolyCL encoder: registry name (e.g. polycl-encoder-unet-o) or checkpoint path
     encoder_arch: str = "unet"  # architecture when training from random initialisation
     features: tuple[int, ...] = DEFAULT_FEATURES
@@ -91,15 +91,8 @@ class FinetuneConfig:
 
 
 def parse_target(target: str) -> tuple[int, ...]:
-    if target in TARGET_LABELS:
-        return TARGET_LABELS[target]
-    try:
-        values = tuple(int(v) for v in str(target).split(","))
-    except ValueError:
-        raise InputError(f"target '{target}' is neither {', '.join(TARGET_LABELS)} nor label values like 5 or 2,3") from None
-    if any(v <= 0 for v in values):
-        raise InputError("label values must be positive (0 is background)")
-    return values
+    """The label values of a fine-tuning target (:func:`polycl.io.parse_label_spec`)."""
+    return parse_label_spec(target)
 
 
 @dataclass

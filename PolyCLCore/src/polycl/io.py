@@ -83,15 +83,33 @@ def read_label(path: str | os.PathLike) -> Volume:
     return vol
 
 
+def parse_label_spec(spec: str | int | Iterable[int]) -> tuple[int, ...]:
+    """Label values from what a user writes: a target name (``liver``, ``kidney``, ...), one value
+    (``5``), several (``2,3`` or ``2+3``), or ints. Raises :class:`InputError` for anything else,
+    and for 0 or negative values (0 is background)."""
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text in TARGET_LABELS:
+            return TARGET_LABELS[text]
+        try:
+            values = tuple(int(v) for v in text.replace("+", ",").split(",") if v.strip())
+        except ValueError:
+            raise InputError(f"label '{spec}' is neither a target ({', '.join(TARGET_LABELS)}) nor label values "
+                             "like 5 or 2,3") from None
+    elif isinstance(spec, (int, np.integer)):
+        values = (int(spec),)
+    else:
+        values = tuple(int(v) for v in spec)
+    if not values:
+        raise InputError(f"label '{spec}' names no label value")
+    if any(v <= 0 for v in values):
+        raise InputError(f"label values must be positive (0 is background), got {values}")
+    return values
+
+
 def select_labels(array: np.ndarray, values: Iterable[int] | int | str) -> np.ndarray:
-    """Binary uint8 mask of voxels whose label is in ``values`` (an int, ints, or a target name)."""
-    if isinstance(values, str):
-        if values not in TARGET_LABELS:
-            raise InputError(f"unknown target '{values}'; known: {', '.join(TARGET_LABELS)}")
-        values = TARGET_LABELS[values]
-    elif isinstance(values, (int, np.integer)):
-        values = (int(values),)
-    return np.isin(array, tuple(values)).astype(np.uint8)
+    """Binary uint8 mask of voxels whose label is in ``values`` (see :func:`parse_label_spec`)."""
+    return np.isin(array, parse_label_spec(values)).astype(np.uint8)
 
 
 def resample_to(moving: Volume, reference: Volume, *, is_label: bool = True, default: float = 0) -> Volume:

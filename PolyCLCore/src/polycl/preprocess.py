@@ -27,14 +27,19 @@ from polycl.volume import Volume
 
 CANONICAL = "LPS"
 
+#: The CT window (level, width) in HU that every model here sees: -160..240 HU, the soft-tissue
+#: window of the paper and of MedSAM/LiteMedSAM's CT training data (liver, kidneys, lesions). The
+#: U-Nets, SAM and SAM 2 frames all take it from here.
+CT_WINDOW = (40.0, 400.0)
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Window (HU), slice size (px) and optional in-plane pixel size (mm). Defaults are the paper's:
     level 40, width 400, 256x256, no spacing normalisation."""
 
-    level: float = 40.0
-    width: float = 400.0
+    level: float = CT_WINDOW[0]
+    width: float = CT_WINDOW[1]
     size: int = 256
     pixel_mm: float | None = None
 
@@ -42,7 +47,7 @@ class PreprocessConfig:
         return asdict(self)
 
 
-def window(hu: np.ndarray, level: float = 40.0, width: float = 400.0) -> np.ndarray:
+def window(hu: np.ndarray, level: float = CT_WINDOW[0], width: float = CT_WINDOW[1]) -> np.ndarray:
     """Clip HU to [level - width/2, level + width/2] and scale to 0..1 (float32)."""
     lo = level - width / 2.0
     out = (hu.astype(np.float32) - lo) / float(width)

@@ -49,27 +49,16 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_target(target: str) -> tuple[int, ...]:
-    from polycl.errors import InputError
-    from polycl.io import TARGET_LABELS
-
-    if target in TARGET_LABELS:
-        return TARGET_LABELS[target]
-    try:
-        return tuple(int(v) for v in target.replace("+", ",").split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"--target '{target}': use {', '.join(TARGET_LABELS)} or label ids like 5 or 2,3") from None
-
-
 def run(args) -> int:
     from polycl.models import polycl_home
     from polycl.networks.encoders import DEFAULT_FEATURES
     from polycl.preprocess import PreprocessConfig
     from polycl.pretrain import PretrainConfig, SliceSelection, build_slice_dataset, find_scans, pretrain
     from polycl.distributed import from_env
+    from polycl.io import parse_label_spec
 
     main = from_env().is_main
-    scans = find_scans(args.data_dir, args.labels, parse_target(args.target))
+    scans = find_scans(args.data_dir, args.labels, parse_label_spec(args.target))
     cache = None if args.no_cache else (args.cache or polycl_home() / "cache" / "slices")
     data = build_slice_dataset(scans, preprocess=PreprocessConfig(size=args.size),
                                selection=SliceSelection(args.fraction, args.min_slices),

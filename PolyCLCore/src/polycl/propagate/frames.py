@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from polycl.preprocess import window
+from polycl.preprocess import CT_WINDOW, window
 
 #: Normalisation of ``sam2.utils.misc.load_video_frames`` (ImageNet statistics, on 0..1 pixels).
 SAM2_IMG_MEAN = (0.485, 0.456, 0.406)
@@ -30,7 +30,7 @@ class CTFrames:
     the predictor returns its masks. ``reads`` counts computed frames (tests check frames come from here).
     """
 
-    def __init__(self, hu: np.ndarray, image_size: int, *, level: float = 40.0, width: float = 400.0,
+    def __init__(self, hu: np.ndarray, image_size: int, *, level: float = CT_WINDOW[0], width: float = CT_WINDOW[1],
                  cache: int = 4) -> None:
         if hu.ndim != 3:
             raise ValueError(f"expected (z, y, x) slices, got shape {hu.shape}")

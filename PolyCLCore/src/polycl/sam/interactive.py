@@ -46,10 +46,11 @@ import numpy as np
 import torch
 
 from polycl.errors import InputError
+from polycl.preprocess import CT_WINDOW
 from polycl.volume import Volume
 
 #: Window fed to SAM (level, width) in HU: the soft-tissue window of MedSAM's CT preprocessing.
-SAM_WINDOW = (40.0, 400.0)
+SAM_WINDOW = CT_WINDOW
 
 
 @dataclass
