@@ -1,4 +1,4 @@
-"""Import boundary: polycl never imports slicer, qt or vtk (DESIGN.md)."""
+"""Import boundary: polycl never imports slicer, qt or vtk (README, Layout)."""
 
 import ast
 import subprocess

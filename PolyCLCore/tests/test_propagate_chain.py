@@ -33,7 +33,7 @@ def test_chain_propagates_the_liver_of_example_ct_and_stops(example_ct, example_
     assert res.engine.name == "chain"
     d = dice(res.mask, liver)
     assert d >= MIN_DICE_EXAMPLE_CT, d
-    # the stop rule ends the run near the organ: naive chaining ran through 112 slices (DESIGN.md)
+    # the stop rule ends the run near the organ: naive chaining ran through 112 slices (docs/propagation.md)
     label_slices = np.flatnonzero(liver.any(axis=(1, 2)))
     mask_slices = np.flatnonzero(res.mask.any(axis=(1, 2)))
     assert mask_slices.min() >= label_slices.min() - 3 and mask_slices.max() <= label_slices.max() + 3

@@ -31,7 +31,7 @@ def bbox(mask2d, margin=3):
 
 
 def test_box_prompt_reaches_label_dice(seg, liver_c):
-    # DESIGN.md measured 0.976 over all 20 slices; 0.90 per slice leaves room for CPU numerics.
+    # docs/refinement.md records 0.976 over all 20 slices; 0.90 per slice leaves room for CPU numerics.
     for k in (5, 14):
         seg.set_slice(k)
         mask, quality = seg.predict(box=bbox(liver_c[k]))

@@ -46,13 +46,6 @@ def _core_file(*parts: str) -> bool:
     return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
 
 
-def torchInstalled() -> Capability:
-    if _has_module("torch"):
-        return Capability(True)
-    return Capability(False, "PyTorch is not installed: click Segment to install it (PyTorch extension), "
-                             "or install the 'PyTorch' extension from the Extensions Manager")
-
-
 def coreInstalled() -> Capability:
     if polyclPackageDir() is not None:
         return Capability(True)
@@ -164,8 +157,3 @@ def deviceChoices() -> list[tuple[str, str, str]]:
         choices.append(("cuda", f"GPU ({gpus[0]})", "NVIDIA GPU via CUDA"))
     return choices
 
-
-def gpuCapability() -> Capability:
-    if detectedGpus():
-        return Capability(True)
-    return Capability(False, "no NVIDIA GPU detected (nvidia-smi found none)")

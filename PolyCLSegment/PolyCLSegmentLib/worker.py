@@ -34,7 +34,6 @@ class Job:
     cancelRequested: threading.Event = field(default_factory=threading.Event)
     result: Any = None
     error: str | None = None
-    errorType: str | None = None
     cancelled: bool = False
     fraction: float = 0.0
     message: str = ""
@@ -67,10 +66,6 @@ class Worker:
         self._queue.put(job)
         return job
 
-    @property
-    def busy(self) -> bool:
-        return self.current is not None or not self._queue.empty()
-
     def shutdown(self, timeout: float = 5.0) -> None:
         if self.current is not None:
             self.current.cancel()
@@ -99,7 +94,6 @@ class Worker:
                     job.error = str(exc)
                 else:
                     job.error = f"{type(exc).__name__}: {exc}\n" + traceback.format_exc(limit=8)
-                job.errorType = type(exc).__name__
             finally:
                 self.current = None
                 job.done.set()

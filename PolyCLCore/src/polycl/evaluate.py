@@ -20,7 +20,6 @@ import torch
 from polycl.atomic import atomic_path
 from polycl.errors import InputError
 from polycl.io import label_on_image_grid, read_label, select_labels, strip_image_suffix
-from polycl.volume import Volume
 
 
 @dataclass
@@ -106,6 +105,3 @@ def summarise(rows: list[dict], key: str) -> str:
         return f"{key}: n/a"
     return f"{key}: mean {np.mean(values):.4f} sd {np.std(values):.4f} (n={len(values)})"
 
-
-def volume_scores(pred: Volume, ref: Volume) -> Scores:
-    return mask_scores(label_on_image_grid(pred, ref).array, ref.array, ref.spacing_zyx)

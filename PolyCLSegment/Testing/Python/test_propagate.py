@@ -63,7 +63,7 @@ def test_propagation_with_offline_engine_follows_the_liver(liver_seed, module):
     logic.propagate(ct, seg, sid, k, engine="chain", device="cpu", limits=(k - 1, k + 1))
     result = conversions.maskFromSegment(seg, sid, ct)
     assert not result[: k - 1].any() and not result[k + 2:].any()
-    # 0.8 on slices next to the seed: DESIGN.md measured 0.976 with label boxes and 0.705 for a whole
+    # 0.8 on slices next to the seed: docs/refinement.md and docs/propagation.md record 0.976 with label boxes and 0.705 for a whole
     # unstopped chain; near the seed the chain has not drifted yet.
     assert dice(result[window], liver[window]) > 0.8
 

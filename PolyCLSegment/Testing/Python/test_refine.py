@@ -32,7 +32,7 @@ def test_refine_replaces_segment_when_complete_and_undo(liver_case, module):
     refined = conversions.maskFromSegment(seg, sid, ct)
     before, after = dice(coarse[window], liver[window]), dice(refined[window], liver[window])
     # the refiner must not make the mask worse, and LiteMedSAM fixes a 9 mm dilation well
-    # (DESIGN.md: dilated 8 px + shifted 0.869 -> 0.976 on the DICOM series)
+    # (PolyCLCore/docs/refinement.md: dilated 8 px + shifted 0.869 -> 0.976 on the DICOM series)
     assert after >= before and after > 0.85, (before, after)
     assert not refined[:k].any() and not refined[k + 1:].any()
     tags = segmentedit.provenanceTags(seg.GetSegmentation().GetSegment(sid))
@@ -59,5 +59,5 @@ def test_refine_from_roi_box_makes_new_segment(liver_case, module):
     sid = logic.refine(ct, seg, None, roiNodes=[roi], device="cpu")
     result = conversions.maskFromSegment(seg, sid, ct)
     assert result[k].any() and result.sum() == result[k].sum()
-    # LiteMedSAM from a box around the liver on its largest slice (DESIGN.md: 0.976 with label boxes)
+    # LiteMedSAM from a box around the liver on its largest slice (PolyCLCore/docs/refinement.md: 0.976 with label boxes)
     assert dice(result[k], liver[k]) > 0.85

@@ -4,7 +4,7 @@ The box for slice k+1 (or k-1) is the bounding box of the last accepted mask, wi
 ``margin`` pixels; LiteMedSAM (:class:`polycl.sam.SliceSegmenter`) segments inside it and its
 predicted IoU is the slice's confidence. Between two seeds each half is chained from its nearer
 seed; beyond the outermost seeds the stop rule (:mod:`polycl.propagate.stop`) decides where the
-organ ends. Without a stop rule, chaining runs on through neighbouring organs (DESIGN.md: 112
+organ ends. Without a stop rule, chaining runs on through neighbouring organs (docs/propagation.md: 112
 slices for a 43-slice liver), so :data:`CHAIN_RULE` was measured on real CT (docs/propagation.md).
 """
 

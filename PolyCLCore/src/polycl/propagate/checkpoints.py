@@ -120,13 +120,6 @@ def resolve_sam2(name_or_path: str | os.PathLike | None = None) -> Sam2Checkpoin
     raise AssertionError("unreachable")
 
 
-def sam2_weights_present(name_or_path: str | os.PathLike | None = None) -> bool:
-    try:
-        return resolve_sam2(name_or_path).present
-    except InputError:
-        return False
-
-
 def _recorded_sha(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 

@@ -6,7 +6,7 @@ component masks are merged. Slices without mask stay empty; components smaller t
 ``min_component_px`` pixels are not refined (left as they are) and counted.
 
 A refiner must not make a mask worse. A box that is too small (an under-segmented coarse mask)
-makes SAM segment a part *inside* the box (DESIGN.md: eroded 12 px + shifted 10 px went from
+makes SAM segment a part *inside* the box (docs/refinement.md: eroded 12 px + shifted 10 px went from
 Dice 0.730 to 0.651 with the plain refiner). So, per component:
 
 1. *Widened candidates*: SAM is asked with the coarse box (+``margin`` px) and with boxes widened
