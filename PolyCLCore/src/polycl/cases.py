@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from polycl.errors import InputError
-from polycl.io import has_image_suffix, strip_image_suffix
+from polycl.io import has_image_suffix, is_dicom_folder, strip_image_suffix
 
 _CHANNEL = re.compile(r"_\d{4}$")  # nnU-Net channel suffix, e.g. case_0000
 
@@ -32,18 +32,13 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and has_image_suffix(p) and not p.name.startswith("."))
 
 
-def _is_dicom_folder(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() and (p.suffix.lower() == ".dcm" or p.name.startswith(("CT", "IM")))
-                                   for p in folder.iterdir())
-
-
 def find_images(folder: str | Path) -> list[Case]:
     """Unlabelled inputs for batch segmentation: image files and DICOM-series subfolders."""
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     cases = [Case(strip_image_suffix(p.name), p) for p in _images_in(root)]
-    cases += [Case(p.name, p) for p in sorted(root.iterdir()) if _is_dicom_folder(p)]
+    cases += [Case(p.name, p) for p in sorted(root.iterdir()) if is_dicom_folder(p)]
     if not cases:
         raise InputError(f"{root}: no images found (NIfTI/NRRD/MHA files or DICOM series folders)")
     names = [c.name for c in cases]
@@ -69,7 +64,7 @@ def _case_folder(folder: Path, root: Path) -> tuple[Case | None, str | None]:
     def pick(stem: str) -> list[Path]:
         found = [p for p in _images_in(folder) if strip_image_suffix(p.name).lower() == stem]
         sub = folder / stem
-        if _is_dicom_folder(sub):
+        if is_dicom_folder(sub):
             found.append(sub)
         return found
 

@@ -34,26 +34,93 @@ def strip_image_suffix(name: str) -> str:
     return name
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
+#: Files looked at to decide whether a folder holds DICOM (the 128-byte preamble + "DICM").
+DICOM_PROBE_FILES = 50
+
+
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """True when the file carries the DICOM Part 10 preamble ("DICM" at byte 128), whatever its name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def is_dicom_folder(folder: str | os.PathLike) -> bool:
+    """A folder holds a DICOM series when its files are DICOM by content (not by name: exports
+    often name files by UID or number, with no extension). Files with the preamble are looked for
+    among the first :data:`DICOM_PROBE_FILES`; a folder without image files whose files lack it
+    (old ACR-NEMA style) is asked of GDCM."""
+    p = Path(folder)
+    if not p.is_dir():
+        return False
+    files = []
+    for entry in sorted(p.iterdir()):
+        if entry.is_file() and not entry.name.startswith("."):
+            files.append(entry)
+            if len(files) >= DICOM_PROBE_FILES:
+                break
+    if any(is_dicom_file(f) for f in files):
+        return True
+    if not files or any(has_image_suffix(f) for f in files):
+        return False
+    return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p)))
+
+
+def dicom_series(folder: str | os.PathLike) -> list[dict]:
+    """The DICOM series in ``folder`` as GDCM finds them: [{"uid", "files", "description", "modality"}]."""
+    out = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+        info = {"uid": uid, "files": len(names), "description": "", "modality": ""}
+        try:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(names[0])
+            reader.ReadImageInformation()
+            for key, tag in (("description", "0008|103e"), ("modality", "0008|0060")):
+                if reader.HasMetaDataKey(tag):
+                    info[key] = reader.GetMetaData(tag).strip()
+        except RuntimeError:
+            pass
+        out.append(info)
+    return out
+
+
+def _describe_series(series: list[dict]) -> str:
+    return "\n".join(f"  --series {s['uid']}  ({s['files']} files{', ' + s['modality'] if s['modality'] else ''}"
+                     f"{', ' + repr(s['description']) if s['description'] else ''})" for s in series)
+
+
+def _read_dicom_series(folder: Path, series: str | None = None) -> sitk.Image:
+    found = dicom_series(folder)
+    if not found:
         raise InputError(f"{folder}: folder holds no DICOM series (and no single image file was given)")
-    if len(series_ids) > 1:
-        raise InputError(
-            f"{folder}: folder holds {len(series_ids)} DICOM series; give a folder with exactly one"
-        )
+    if series is not None:
+        chosen = [s for s in found if s["uid"] == series]
+        if not chosen:
+            raise InputError(f"{folder}: no DICOM series with UID {series}; the folder holds:\n" + _describe_series(found))
+    elif len(found) > 1:
+        raise InputError(f"{folder}: folder holds {len(found)} DICOM series; they are never merged. Pick one:\n"
+                         + _describe_series(found))
+    else:
+        chosen = found
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), chosen[0]["uid"]))
     return reader.Execute()
 
 
-def read_image(path: str | os.PathLike) -> sitk.Image:
-    """Read a 3D image file or a DICOM series folder; clear :class:`InputError` otherwise."""
+def read_image(path: str | os.PathLike, series: str | None = None) -> sitk.Image:
+    """Read a 3D image file or a DICOM series folder (``series``: the SeriesInstanceUID to read when
+    the folder holds several); clear :class:`InputError` otherwise."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
+    if series is not None and not p.is_dir():
+        raise InputError(f"{p}: --series picks a series in a DICOM folder; this is a file")
     try:
-        image = _read_dicom_series(p) if p.is_dir() else sitk.ReadImage(str(p))
+        image = _read_dicom_series(p, series) if p.is_dir() else sitk.ReadImage(str(p))
     except InputError:
         raise
     except RuntimeError as exc:
@@ -62,9 +129,10 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
     return image
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
-    """Read a 3D single-component volume. Array in (z, y, x), native dtype (HU for CT)."""
-    image = read_image(path)
+def read_volume(path: str | os.PathLike, series: str | None = None) -> Volume:
+    """Read a 3D single-component volume (a file, or a DICOM folder: ``series`` picks one of
+    several). Array in (z, y, x), native dtype (HU for CT)."""
+    image = read_image(path, series)
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]
     if image.GetDimension() == 2 or (image.GetDimension() == 3 and image.GetSize()[2] == 1 and not Path(path).is_dir()):

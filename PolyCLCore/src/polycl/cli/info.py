@@ -6,6 +6,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("info", help="print an image's geometry, HU statistics and CT verdict")
     p.add_argument("image", help="NIfTI/NRRD/MHA file or DICOM series folder")
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="a DICOM folder with several series: the SeriesInstanceUID to read (listed when omitted)")
     p.set_defaults(func=run)
 
 
@@ -15,7 +17,7 @@ def run(args) -> int:
     from polycl.io import read_volume
     from polycl.validate import ct_report
 
-    vol = read_volume(args.image)
+    vol = read_volume(args.image, args.series)
     g = vol.geometry
     z, y, x = vol.shape
     report = ct_report(vol)

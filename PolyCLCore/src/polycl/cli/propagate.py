@@ -8,6 +8,8 @@ def register(sub) -> None:
     p.add_argument("image", help="CT image file or DICOM series folder (HU)")
     p.add_argument("seed", help="mask volume on the image's grid; its annotated slice(s) seed the run "
                                 "(a whole coarse mask: its middle non-empty slice)")
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="a DICOM folder with several series: the SeriesInstanceUID to read (listed when omitted)")
     p.add_argument("-o", "--output", required=True, help="output mask file (.nii.gz, .nrrd, ...)")
     p.add_argument("--slice", type=int, action="append", dest="slices", metavar="K",
                    help="seed only from slice K of the image array (axis 0, Slicer's IJK k); repeat for several")
@@ -38,7 +40,7 @@ def run(args) -> int:
     out = Path(args.output)
     if not has_image_suffix(out):
         raise InputError(f"{out}: the output must be an image file such as mask.nii.gz")
-    volume = read_volume(args.image)
+    volume = read_volume(args.image, args.series)
     require_ct(volume)
     seed = read_label(args.seed)
     require_same_grid(volume, seed, "seed mask")

@@ -7,6 +7,8 @@ def register(sub) -> None:
     p = sub.add_parser("refine", help="refine a coarse CT mask with SAM box prompts, slice by slice")
     p.add_argument("image", help="CT image file or DICOM series folder (HU)")
     p.add_argument("mask", help="coarse mask on the image's grid (nonzero = structure)")
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="a DICOM folder with several series: the SeriesInstanceUID to read (listed when omitted)")
     p.add_argument("-o", "--output", required=True, help="refined mask file (.nii.gz, .nrrd, ...)")
     p.add_argument("--sam", default="litemedsam",
                    help="SAM backend: litemedsam (bundled, default), sam_vit_b, sam_vit_l, sam_vit_h (downloaded on "
@@ -44,7 +46,7 @@ def run(args) -> int:
     if not has_image_suffix(out):
         raise InputError(f"{out}: the output must be an image file such as refined.nii.gz")
     get_checkpoint(args.sam)  # unknown backend: refuse before reading anything
-    volume = read_volume(args.image)
+    volume = read_volume(args.image, args.series)
     label = read_label(args.mask)
     label = label_on_image_grid(label, volume, require_same_grid=not args.resample_mask)
     mask = (label.array == args.label) if args.label is not None else (label.array > 0)

@@ -8,6 +8,8 @@ def register(sub) -> None:
     p.add_argument("input", help="image file, DICOM series folder, or a folder of images (batch)")
     p.add_argument("-o", "--output", required=True,
                    help="output mask file (.nii.gz, .nrrd, ...) for one image; an output folder for a batch")
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="a DICOM folder with several series: the SeriesInstanceUID to read (listed when omitted)")
     p.add_argument("--model", default=None, help="registry name or checkpoint path (default: polycl-liver)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-largest-cc", dest="largest_cc", action="store_false",
@@ -31,10 +33,10 @@ def register(sub) -> None:
 def _is_batch(path) -> bool:
     from pathlib import Path
 
-    from polycl.cases import _is_dicom_folder
+    from polycl.io import is_dicom_folder
 
     p = Path(path)
-    return p.is_dir() and not _is_dicom_folder(p)
+    return p.is_dir() and not is_dicom_folder(p)
 
 
 def options_from_args(args):
@@ -78,8 +80,8 @@ def run(args) -> int:
         options = replace(options, device=str(distributed.rank_device(args.device, dist)))
     model = load_model(args.model, options.device)
 
-    def segment_one(path, out: Path, show_bar: bool) -> str:
-        volume = read_volume(path)
+    def segment_one(path, out: Path, show_bar: bool, series: str | None = None) -> str:
+        volume = read_volume(path, series)
         with tqdm(total=100, unit="%", desc=f"segment ({options.mode})", disable=not show_bar, leave=False) as bar:
             def progress(done, total, message):
                 bar.set_postfix_str(message, refresh=False)
@@ -90,12 +92,14 @@ def run(args) -> int:
         return result.report_line(volume)
 
     if batch:
+        if args.series:
+            raise InputError("--series picks a series of one DICOM folder; a batch folder holds several cases")
         outcomes = run_batch(args.input, args.output, lambda case, out: segment_one(case.image, out, False),
                              overwrite=args.overwrite, dist=dist)
         distributed.teardown(dist)  # (a rank that raises exits instead: torchrun then stops the others)
         return 1 if any(o.status == "failed" for o in outcomes) else 0
     if not has_image_suffix(args.output):
         raise InputError(f"{args.output}: for one image, the output must be a file such as mask.nii.gz")
-    detail = segment_one(args.input, Path(args.output), True)
+    detail = segment_one(args.input, Path(args.output), True, args.series)
     print(f"{args.input} -> {args.output}: {detail} (model {model.entry.name}, device {model.device})")
     return 0

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from polycl.errors import InputError
-from polycl.io import has_image_suffix, label_on_image_grid, read_label, read_volume, select_labels, strip_image_suffix
+from polycl.io import (has_image_suffix, is_dicom_folder, label_on_image_grid, read_label, read_volume, select_labels,
+                       strip_image_suffix)
 from polycl.preprocess import PreprocessConfig, prepare_slices, to_canonical
 
 UNKNOWN, ABSENT, PRESENT = -1, 0, 1
@@ -109,14 +110,9 @@ class SliceDataset:
 # finding scans in a folder
 # ----------------------------------------------------------------------------------------------
 
-def _is_dicom_folder(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() and (p.suffix.lower() == ".dcm" or p.name.startswith(("CT", "IM")))
-                                   for p in folder.iterdir())
-
-
 def _images_in(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and has_image_suffix(p) and not p.name.startswith(".")]
-    return sorted(files) + sorted(p for p in folder.iterdir() if _is_dicom_folder(p))
+    return sorted(files) + sorted(p for p in folder.iterdir() if is_dicom_folder(p))
 
 
 def find_scans(data_dir: str | os.PathLike, labels_dir: str | os.PathLike | None = None,
