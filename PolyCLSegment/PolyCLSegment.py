@@ -120,6 +120,7 @@ class Outcome:
     provenance: dict
     color: tuple | None = None
     message: str = ""  # one line for the user (e.g. which objects were propagated)
+    terminology: str | None = None  # Slicer terminology string (SNOMED CT) of a new segment
 
 
 class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
@@ -255,7 +256,8 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
                       "Engine": engine[result.mode], "Prompts": "none (automatic)", "Stats": result.summary()}
         target = loaded.target or "organ"
         return Outcome(request, np.asarray(result.mask, np.uint8), o["segmentName"] or target, provenance,
-                       ORGAN_COLORS.get(target), message=result.summary())
+                       ORGAN_COLORS.get(target), message=result.summary(),
+                       terminology=segmentedit.terminologyFor(loaded.target))
 
     def segment(self, volumeNode, segmentationNode=None, model: str | None = None, mode: str | None = None, *,
                 segmentId: str | None = None, segmentName: str | None = None, overwriteOthers: bool = False,
@@ -452,7 +454,8 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         segmentId = segmentedit.applyMask(segmentationNode, volumeNode, outcome.mask, segmentId=request.segmentId,
                                           segmentName=outcome.segmentName, color=outcome.color,
                                           overwriteOthers=bool(request.options.get("overwriteOthers")),
-                                          provenance=provenance, history=self.history)
+                                          provenance=provenance, history=self.history,
+                                          terminology=outcome.terminology)
         return segmentId
 
     def undo(self, segmentationNode) -> bool:

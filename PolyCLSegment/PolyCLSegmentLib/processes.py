@@ -53,6 +53,8 @@ class CoreProcess:
         kwargs = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+        else:  # its own process group: PythonSlicer is a launcher whose child runs polycl; cancel signals both
+            kwargs["start_new_session"] = True
         self._proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       bufsize=1, env=full_env, cwd=cwd, **kwargs)
         self._queue: "queue.Queue[str | None]" = queue.Queue()
@@ -132,23 +134,35 @@ class CoreProcess:
         self.poll()
         return self._proc.returncode
 
+    def _signal(self, sig) -> None:
+        """Send ``sig`` to the whole process tree (POSIX: the process group the child leads)."""
+        if os.name == "nt":
+            self._proc.send_signal(sig)
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def cancel(self, grace: float = 20.0) -> None:
-        """Ask the process to stop (SIGINT: fine-tuning saves its state), then terminate it."""
+        """Ask the process tree to stop (SIGINT: fine-tuning saves its state), then terminate it,
+        then kill it: the launcher (PythonSlicer) and the Python it started, and anything they started."""
         if self._proc.poll() is not None:
             return
         self.cancelled = True
-        try:
-            if os.name == "nt":
-                self._proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
-            else:
-                self._proc.send_signal(signal.SIGINT)
-            self._proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            self._proc.terminate()
+        sigint = signal.CTRL_BREAK_EVENT if os.name == "nt" else signal.SIGINT  # type: ignore[attr-defined]
+        for sig, wait in ((sigint, grace), (signal.SIGTERM, 5.0), (getattr(signal, "SIGKILL", signal.SIGTERM), 5.0)):
+            self._signal(sig)
             try:
-                self._proc.wait(5)
+                self._proc.wait(wait)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                continue
+            if os.name != "nt":  # the launcher ended; make sure no child of it lingers in the group
+                try:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            return
 
     def lastError(self) -> str:
         """The process's last 'error' line (polycl prints 'polycl CMD: error: ...'), or its last lines."""

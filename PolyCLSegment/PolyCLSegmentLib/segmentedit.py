@@ -120,15 +120,43 @@ def _setTags(segment, provenance: dict) -> None:
         segment.SetTag(key if key.startswith(TAG_PREFIX) else TAG_PREFIX + key, text)
 
 
+#: Standard terminology (SNOMED CT codes, DICOM master list) of the organs polycl segments, as
+#: Slicer's terminology strings, the way SlicerTotalSegmentator and MONAIAuto3DSeg label their
+#: segments: the segment then says what it is in a code any DICOM SEG reader understands.
+_TERMINOLOGY_CODES = {"liver": ("10200004", "Liver"), "kidney": ("64033007", "Kidney"), "spleen": ("78961009", "Spleen")}
+
+
+def terminologyFor(target: str | None) -> str | None:
+    """Slicer terminology string for a model's target ("liver", "kidney", "spleen" or the label
+    value(s) of one, such as "5"), or None when polycl knows no code for it."""
+    if not target:
+        return None
+    name = str(target).strip().lower()
+    if name not in _TERMINOLOGY_CODES:
+        from polycl.io import TARGET_LABELS, parse_label_spec
+
+        try:
+            values = parse_label_spec(name)
+        except Exception:  # noqa: BLE001  not a label spec either: no code
+            return None
+        name = next((n for n, v in TARGET_LABELS.items() if tuple(v) == tuple(values)), "")
+        if name not in _TERMINOLOGY_CODES:
+            return None
+    code, meaning = _TERMINOLOGY_CODES[name]
+    return ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+            f"~SCT^{code}^{meaning}~^^~Anatomic codes - DICOM master list~^^~^^")
+
+
 def applyMask(segmentationNode, volumeNode, mask: np.ndarray, *, segmentId: str | None = None,
               segmentName: str = "PolyCL", color: tuple[float, float, float] | None = None,
               overwriteOthers: bool = False, provenance: dict | None = None,
-              history: UndoHistory | None = None) -> str:
+              history: UndoHistory | None = None, terminology: str | None = None) -> str:
     """Write a finished (z, y, x) mask (on ``volumeNode``'s grid) into ``segmentationNode``.
 
     ``segmentId`` None adds a new segment named ``segmentName``; otherwise that segment's content
     is replaced. Returns the segment's ID. Raises (changing nothing) when the target is locked or
-    the mask does not fit the volume.
+    the mask does not fit the volume. ``terminology`` (a Slicer terminology string, see
+    :func:`terminologyFor`) is set on a new segment; a replaced segment keeps its own.
     """
     import slicer
 
@@ -161,6 +189,7 @@ def applyMask(segmentationNode, volumeNode, mask: np.ndarray, *, segmentId: str 
         if not segmentationNode.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) \
                 and segmentation.GetNumberOfSegments() == 0:
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        created = segmentId is None
         if segmentId is None:
             if color is not None:
                 segmentId = segmentation.AddEmptySegment("", segmentName, list(color))
@@ -171,7 +200,10 @@ def applyMask(segmentationNode, volumeNode, mask: np.ndarray, *, segmentId: str 
         if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_REPLACE,
                                                 image.GetExtent(), False, overwrite):
             raise RuntimeError(f"Slicer could not write the mask into segment '{segmentId}'")
-        _setTags(segmentation.GetSegment(segmentId), provenance or {})
+        segment = segmentation.GetSegment(segmentId)
+        _setTags(segment, provenance or {})
+        if terminology and created:  # a replaced segment keeps the terminology its user gave it
+            segment.SetTag(segment.GetTerminologyEntryTagName(), terminology)
     finally:
         segmentationNode.EndModify(wasModifying)
     if segmentationNode.GetDisplayNode() is None:

@@ -72,6 +72,45 @@ def test_core_process_parses_progress_and_cancels(tmp_path):
     assert proc.lines[-1] == "saving state"
 
 
+def test_cancel_ends_the_launchers_child_too(tmp_path):
+    """PythonSlicer is a launcher: the polycl process is its child. Cancel must end both (issue 10:
+    signalling only the launcher left the child training). Here a launcher script starts a child
+    that ignores SIGINT and SIGTERM (as a stuck CUDA call would), then waits for it."""
+    from PolyCLSegmentLib.processes import CoreProcess
+
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(textwrap.dedent("""
+        import signal, subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('child ready', flush=True); time.sleep(600)"])
+        print("child", child.pid, flush=True)
+        child.wait()
+    """))
+    proc = CoreProcess([sys.executable, str(launcher)])
+    deadline = time.monotonic() + 30
+    pids = []
+    while not (pids and "child ready" in proc.lines) and time.monotonic() < deadline:
+        proc.poll()
+        pids = [int(line.split()[1]) for line in proc.lines if line.startswith("child ") and line.split()[1].isdigit()]
+        time.sleep(0.02)
+    child = pids[0]
+    proc.cancel(grace=1)
+    proc.wait(20)
+
+    def alive(pid):
+        try:
+            state = open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state != "Z"  # a zombie has ended; only its exit status is left for the reaper
+
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child), "the launcher's child survived the cancel"
+
+
 def test_finetune_subprocess_adds_model_to_list(ts, tmp_path, monkeypatch, module):
     """Logic.finetune runs the real `polycl finetune` in a subprocess (tiny: 1 epoch, 32 px)."""
     from polycl.errors import InputError

@@ -79,7 +79,7 @@ def test_bundled_liver_model_overlays_the_liver_label(scene, ts, logic):
     """The shipped model on real CT, checked in RAS against the TotalSegmentator liver label."""
     import slicer
 
-    from PolyCLSegmentLib import conversions
+    from PolyCLSegmentLib import conversions, segmentedit
 
     ct = load_volume_node(ts / "example_ct.nii.gz", name="ct")
     label = load_volume_node(ts / "example_seg_fast_force_split.nii.gz", labelmap=True, name="labels")
@@ -88,6 +88,19 @@ def test_bundled_liver_model_overlays_the_liver_label(scene, ts, logic):
     truth = slicer.util.arrayFromVolume(label) == 5
     # 0.85: the foundation issue's bar for this scan (measured 0.901 through polycl; see the model card).
     assert dice(conversions.maskFromSegment(seg, sid, label), truth) > 0.85
+    # the segment carries the standard code of what it is (SNOMED CT 10200004 Liver)
+    segment = seg.GetSegmentation().GetSegment(sid)
+    entry = segmentedit.segmentTag(segment, segment.GetTerminologyEntryTagName())
+    assert entry is not None and "~SCT^10200004^Liver~" in entry and entry.count("~") == 6
+
+
+def test_terminology_of_targets_and_user_label_values():
+    from PolyCLSegmentLib import segmentedit
+
+    assert "SCT^64033007^Kidney" in segmentedit.terminologyFor("kidney")
+    assert segmentedit.terminologyFor("2,3") == segmentedit.terminologyFor("kidney")  # a user model's labels
+    assert segmentedit.terminologyFor("5") == segmentedit.terminologyFor("liver")
+    assert segmentedit.terminologyFor("7") is None and segmentedit.terminologyFor("pancreas tumour") is None
 
 
 def test_undo_restores_replaced_segment(scene, ct_node, logic, tiny_model):
