@@ -12,7 +12,7 @@ if [ -z "$python" ]; then
   done
 fi
 stamp=".venv/.polycl-installed"
-want="$(cat Testing/requirements.txt PolyCLCore/pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat Testing/requirements.txt PolyCLCore/pyproject.toml PolyCLCore/src/polycl/requirements/*.txt | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

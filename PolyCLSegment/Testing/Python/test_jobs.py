@@ -150,3 +150,18 @@ def test_module_self_test_runs_under_the_harness(scene, module):
     """The in-Slicer ScriptedLoadableModuleTest, run here on real MRML (slicer-core)."""
     test = module.PolyCLSegmentTest()
     test.runTest()
+
+
+def test_installer_asks_for_missing_packages_with_polycls_bounds(monkeypatch):
+    """What the first-use installer would pip-install comes from polycl/requirements/*.txt (the
+    bounds pyproject.toml uses), never polycl itself (it ships inside the extension)."""
+    from PolyCLSegmentLib import dependencies
+
+    monkeypatch.setitem(dependencies.IMPORT_NAMES, "scikit-image", "skimage_not_installed_here")
+    monkeypatch.setitem(dependencies.IMPORT_NAMES, "openvino", "openvino_not_installed_here")
+    needTorch, reqs = dependencies.missing("refine")
+    assert not needTorch
+    assert reqs == ["scikit-image>=0.22,<0.27", "openvino>=2025.1,<2027"]
+    assert not any(dependencies.requirementName(r) in ("polycl", "polycl-core", "torch", "torchvision")
+                   for g in ("core", "sam") for r in dependencies.requirements(g) if dependencies.requirementName(r)
+                   in ("polycl", "polycl-core"))
