@@ -611,10 +611,12 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
         self.ui.refreshModelsButton.connect("clicked(bool)", lambda checked: self.refreshModels())
         self.ui.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
-        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
-        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.onDeviceChanged)
-        self.ui.engineComboBox.connect("currentIndexChanged(int)", self.onEngineChanged)
-        self.ui.segmentModeComboBox.connect("currentIndexChanged(int)", self.onSegmentModeChanged)
+        # combo boxes whose item data (not their text) is the parameter's value
+        for combo, parameter in ((self.ui.modelComboBox, "model"), (self.ui.deviceComboBox, "device"),
+                                 (self.ui.engineComboBox, "propagationEngine"),
+                                 (self.ui.segmentModeComboBox, "segmentMode")):
+            combo.connect("currentIndexChanged(int)",
+                          lambda index, combo=combo, parameter=parameter: self._storeComboData(combo, parameter, index))
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.updateButtons)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -699,21 +701,10 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._selectCombo(combo, self._parameterNode.model)
 
-    def onModelChanged(self, index):
+    def _storeComboData(self, combo, parameter: str, index: int) -> None:
+        """A combo box's selected item data -> the parameter node (model, device, engine, mode)."""
         if self._parameterNode and index >= 0:
-            self._parameterNode.model = self.ui.modelComboBox.itemData(index)
-
-    def onDeviceChanged(self, index):
-        if self._parameterNode and index >= 0:
-            self._parameterNode.device = self.ui.deviceComboBox.itemData(index)
-
-    def onEngineChanged(self, index):
-        if self._parameterNode and index >= 0:
-            self._parameterNode.propagationEngine = self.ui.engineComboBox.itemData(index)
-
-    def onSegmentModeChanged(self, index):
-        if self._parameterNode and index >= 0:
-            self._parameterNode.segmentMode = self.ui.segmentModeComboBox.itemData(index)
+            setattr(self._parameterNode, parameter, combo.itemData(index))
 
     # -- enabling -----------------------------------------------------------------------------------
     def _setControl(self, button, capability, ready: bool, why_not_ready: str, normalTip: str):
