@@ -27,7 +27,20 @@ def uid_named_copy(src, dest):
 
 
 def write_second_series(volume_path, dest, n=5):
-    """A second CT series (n slices of example_ct_sm) written with GDCM into ``dest``."""
+    """A second CT series (n slices of example_ct_sm) written with GDCM into ``dest``.
+
+    GDCM's writer leaves the process locale at "C" (measured: LC_CTYPE C.UTF-8 -> C), which would
+    make later tests decode subprocess output as ASCII; the locale is restored afterwards."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        _write_series(volume_path, dest, n)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
+def _write_series(volume_path, dest, n):
     image = sitk.ReadImage(str(volume_path))
     writer = sitk.ImageFileWriter()
     writer.SetImageIO("GDCMImageIO")
