@@ -36,8 +36,8 @@ def torchrun(inp: Path, out: Path, **popen):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "polycl.cli.main", "segment", str(inp), "-o", str(out), "--mode", "unet", "--device", "cpu"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                            start_new_session=True, **popen)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            encoding="utf-8", start_new_session=True, **popen)
 
 
 def outputs(out: Path) -> dict[str, Path]:

@@ -39,7 +39,8 @@ def cases(ts, root):
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "-m", "polycl.cli.main", "finetune", *args]
-    return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, encoding="utf-8", timeout=600)
+    return subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          encoding="utf-8", timeout=600)
 
 
 def state(folder):
@@ -95,7 +96,8 @@ def test_two_process_ddp_matches_one_process_and_resumes_on_another_world_size(t
 
     # the 2-process state resumes in one process and ends where the straight 3-epoch run ends
     resumed = subprocess.run([sys.executable, "-m", "polycl.cli.main", "finetune", str(data), "-o", str(ddp),
-                              "--epochs", "3", "--resume", *ARGS], capture_output=True, text=True, encoding="utf-8", timeout=600)
+                              "--epochs", "3", "--resume", *ARGS], capture_output=True, text=True,
+                             encoding="utf-8", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     end = state(ddp)
     assert [h["epoch"] for h in end["history"]] == [1, 2, 3] and end["world_size"] == 1
