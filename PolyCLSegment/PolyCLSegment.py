@@ -317,7 +317,8 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
                 raise InputError(f"segment '{name}' is empty: there is nothing to refine (or draw ROI boxes)")
             options["coarse"] = coarse if coarse.any() else None
         if roiNodes:  # one box per ROI and slice: two ROIs on a slice (two kidneys) stay two prompts
-            options["boxes"] = sorted((k, *box) for roi in roiNodes for k, box in prompts.roiSliceBoxes(roi, volumeNode).items())
+            options["boxes"] = sorted((k, *box) for roi in roiNodes
+                                      for k, box in prompts.roiSliceBoxes(roi, volumeNode).items())
             options["roiNames"] = [r.GetName() for r in roiNodes]
         if options["coarse"] is None and not options["boxes"]:
             raise InputError("select the segment to refine, or draw ROI boxes")

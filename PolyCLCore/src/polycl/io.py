@@ -100,7 +100,8 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> sitk.Image:
     if series is not None:
         chosen = [s for s in found if s["uid"] == series]
         if not chosen:
-            raise InputError(f"{folder}: no DICOM series with UID {series}; the folder holds:\n" + _describe_series(found))
+            raise InputError(f"{folder}: no DICOM series with UID {series}; the folder holds:\n"
+                             + _describe_series(found))
     elif len(found) > 1:
         raise InputError(f"{folder}: folder holds {len(found)} DICOM series; they are never merged. Pick one:\n"
                          + _describe_series(found))
