@@ -4,7 +4,7 @@ Nothing is installed at import time. The Widget calls :func:`ensure` with a ``co
 (a dialog listing the packages); the Logic never asks. torch comes through the PyTorch
 extension's ``PyTorchUtils`` (it picks the CUDA/CPU build for the machine); everything else through
 ``slicer.util.pip_install``. polycl itself is not installed: it ships inside the extension (see
-``PolyCLCore/CMakeLists.txt``), with the requirement files whose bounds are used here.
+``PolyCLCore/src/CMakeLists.txt``), with the requirement files whose bounds are used here.
 """
 
 from __future__ import annotations

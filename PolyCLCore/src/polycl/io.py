@@ -70,11 +70,12 @@ def is_dicom_folder(folder: str | os.PathLike) -> bool:
 
 
 def dicom_series(folder: str | os.PathLike) -> list[dict]:
-    """The DICOM series in ``folder`` as GDCM finds them: [{"uid", "files", "description", "modality"}]."""
+    """The DICOM series in ``folder`` as GDCM finds them: [{"uid", "files", "paths", "description",
+    "modality"}], ``paths`` in GDCM's slice order (what :class:`sitk.ImageSeriesReader` reads)."""
     out = []
     for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
         names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-        info = {"uid": uid, "files": len(names), "description": "", "modality": ""}
+        info = {"uid": uid, "files": len(names), "paths": names, "description": "", "modality": ""}
         try:
             reader = sitk.ImageFileReader()
             reader.SetFileName(names[0])
@@ -108,7 +109,7 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> sitk.Image:
     else:
         chosen = found
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), chosen[0]["uid"]))
+    reader.SetFileNames(chosen[0]["paths"])  # already sorted by GDCM: no second scan of the folder
     return reader.Execute()
 
 

@@ -52,19 +52,17 @@ def options_from_args(args):
 
 
 def run(args) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
     from tqdm import tqdm
 
+    from polycl import distributed
     from polycl.batch import run_batch
     from polycl.errors import InputError
     from polycl.inference import load_model
     from polycl.io import has_image_suffix, read_volume, write_mask_like
     from polycl.pipeline import segment_case
-
-    from dataclasses import replace
-
-    from polycl import distributed
 
     options = options_from_args(args)
     if options.engine == "sam2":
@@ -76,8 +74,9 @@ def run(args) -> int:
     if dist.enabled:  # started by torchrun: each rank segments its share of a folder's cases
         if not batch:
             raise InputError("several processes (torchrun) segment a folder of CTs; run one image without torchrun")
-        dist = distributed.setup(distributed.rank_device(args.device, dist), backend="gloo")
-        options = replace(options, device=str(distributed.rank_device(args.device, dist)))
+        device = distributed.rank_device(args.device, dist)
+        dist = distributed.setup(device, backend="gloo")
+        options = replace(options, device=str(device))
     model = load_model(args.model, options.device)
 
     def segment_one(path, out: Path, show_bar: bool, series: str | None = None) -> str:

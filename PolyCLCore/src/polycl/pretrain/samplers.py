@@ -1,6 +1,7 @@
 """PolyCL example selection: for each anchor slice, one positive and one negative slice.
 
-With T(x) = "slice x contains the organ" and S(s) = the slices of s's scan (the PolyCL paper's definitions; docs/pretraining.md):
+With T(x) = "slice x contains the organ" and S(s) = the slices of s's scan (the PolyCL paper's
+definitions; docs/pretraining.md):
 
 * **S** (scan): s+ from S(s) \\ {s}; s- from any other scan. Needs no labels.
 * **O** (organ): s+ with T(s+) = T(s); s- with T(s-) != T(s); both drawn across all scans.
