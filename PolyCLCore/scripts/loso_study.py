@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from polycl.progress import terminal
+
 #: Fine-tuning recipes compared by the study (FinetuneConfig fields, plus the number of optimiser steps).
 RECIPES = {
     "starter": dict(size=128, pixel_mm=None, augmentation="standard", steps=160),
@@ -99,7 +101,8 @@ def train(args) -> None:
             n = sum(slices_of(data / c) for c in names if c != held)
             cfg = config_for(recipe, args.target, n, (held,))
             t0 = time.perf_counter()
-            res = finetune(data, out, cfg, resume=(out / "state.pt").exists(), show_progress=True)
+            with terminal(f"{recipe} without {held}", unit="step") as bar:
+                res = finetune(data, out, cfg, resume=(out / "state.pt").exists(), progress=bar)
             print(f"{recipe} without {held}: {cfg.epochs} epochs in {time.perf_counter() - t0:.0f} s; "
                   f"held-out Dice on the model grid {res.best_val_dice:.3f}")
 
@@ -113,7 +116,8 @@ def final(args) -> None:
     n = sum(slices_of(data / c) for c in names)
     cfg = config_for(args.recipe[0], args.target, n, ())
     cfg.val_fraction = 0.0  # every case trains; validation then reports the training cases
-    res = finetune(data, args.output, cfg, resume=(Path(args.output) / "state.pt").exists(), show_progress=True)
+    with terminal("fine-tune", unit="step") as bar:
+        res = finetune(data, args.output, cfg, resume=(Path(args.output) / "state.pt").exists(), progress=bar)
     print(json.dumps({"epochs": cfg.epochs, "train_cases": res.train_cases, "train_dice": res.best_val_dice}))
 
 

@@ -80,7 +80,7 @@ def pretrain_encoders(work: Path, size: int) -> dict[str, Path]:
         if not done:
             cfg = PretrainConfig(strategy=s, encoder={"name": "unet", "features": [16, 32, 64, 128, 256]}, epochs=epochs,
                                  lr=1e-3, skip_unusable=True, seed=0)
-            pretrain(data, path, cfg, resume=state.is_file(), show_progress=False)
+            pretrain(data, path, cfg, resume=state.is_file())
         out[s] = path
     return out
 

@@ -23,6 +23,7 @@ import torch
 
 import polycl.finetune as ft
 from polycl.datasets import data_dir
+from polycl.progress import terminal
 
 
 def main() -> int:
@@ -59,7 +60,8 @@ def main() -> int:
         ft.split_cases = split
         cfg = ft.FinetuneConfig(target=args.target, epochs=args.epochs, size=args.size, loss="dice+bce",
                                 encoder=args.encoder, keep=args.keep, seed=0)
-        result = ft.finetune(root, args.output, cfg, show_progress=True)
+        with terminal("fine-tune", unit="step") as bar:
+            result = ft.finetune(root, args.output, cfg, progress=bar)
     print(json.dumps({"kept_epoch": result.best_epoch, "val_dice": result.best_val_dice,
                       "val_cases": result.val_cases}, indent=1))
     return 0

@@ -17,6 +17,7 @@ import pytest
 
 from polycl.download import DownloadError, cache_dir, download
 from polycl.errors import Cancelled, ChecksumError
+from polycl.progress import CancelToken, terminal
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 3 * 2**20 + 12345, dtype=np.uint8).tobytes()
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -83,39 +84,39 @@ def cache(tmp_path, monkeypatch):
 
 def test_download_verifies_and_caches(server, cache):
     calls = []
-    path = download(f"{server}/ok/weights.bin", sha256=SHA, subdir="sam", progress=False,
-                    callback=lambda done, total: calls.append((done, total)))
+    path = download(f"{server}/ok/weights.bin", sha256=SHA, subdir="sam",
+                    progress=lambda done, total, message: calls.append((done, total)))
     assert path == cache_dir("sam") / "weights.bin" == cache / "sam" / "weights.bin"
     assert path.read_bytes() == PAYLOAD
     assert not (cache / "sam" / "weights.bin.part").exists()
     assert calls[-1] == (len(PAYLOAD), len(PAYLOAD)) and len(calls) >= 3
     n = len(Handler.requests)
-    again = download(f"{server}/ok/weights.bin", sha256=SHA, subdir="sam", progress=False)
+    again = download(f"{server}/ok/weights.bin", sha256=SHA, subdir="sam")
     assert again == path and len(Handler.requests) == n  # verified file in the cache: no request at all
 
 
 def test_corrupted_download_is_refused(server, cache):
     with pytest.raises(ChecksumError, match="SHA-256 mismatch"):
-        download(f"{server}/corrupt/weights.bin", sha256=SHA, progress=False)
+        download(f"{server}/corrupt/weights.bin", sha256=SHA)
     assert not (cache / "weights.bin").exists() and not (cache / "weights.bin.part").exists()
 
 
 def test_truncated_download_is_refused_then_resumed(server, cache):
     with pytest.raises(ChecksumError, match="truncated"):
-        download(f"{server}/truncate/weights.bin", sha256=SHA, progress=False, retries=0)
+        download(f"{server}/truncate/weights.bin", sha256=SHA, retries=0)
     part = cache / "weights.bin.part"
     assert not (cache / "weights.bin").exists()
     assert 0 < part.stat().st_size < len(PAYLOAD)
     have = part.stat().st_size
     # the next call (server healthy again) resumes with a Range request instead of starting over
-    path = download(f"{server}/ok/weights.bin", sha256=SHA, progress=False)
+    path = download(f"{server}/ok/weights.bin", sha256=SHA)
     assert path.read_bytes() == PAYLOAD
     assert Handler.requests[-1] == ("/ok/weights.bin", f"bytes={have}-")
 
 
 def test_resume_retries_within_one_call(server, cache):
     # each response is cut short; with retries the downloader keeps resuming and still verifies
-    path = download(f"{server}/truncate/weights.bin", sha256=SHA, progress=False, retries=30)
+    path = download(f"{server}/truncate/weights.bin", sha256=SHA, retries=30)
     assert path.read_bytes() == PAYLOAD
     ranges = [r for _, r in Handler.requests]
     assert ranges[0] is None and all(r and r.startswith("bytes=") for r in ranges[1:])
@@ -124,7 +125,7 @@ def test_resume_retries_within_one_call(server, cache):
 def test_resume_from_partial_file(server, cache):
     cache.mkdir(parents=True)
     (cache / "weights.bin.part").write_bytes(PAYLOAD[:1_000_000])
-    path = download(f"{server}/ok/weights.bin", sha256=SHA, progress=False)
+    path = download(f"{server}/ok/weights.bin", sha256=SHA)
     assert path.read_bytes() == PAYLOAD
     assert Handler.requests == [("/ok/weights.bin", "bytes=1000000-")]
 
@@ -132,14 +133,14 @@ def test_resume_from_partial_file(server, cache):
 def test_server_without_range_support_restarts(server, cache):
     cache.mkdir(parents=True)
     (cache / "weights.bin.part").write_bytes(b"garbage" * 1000)
-    path = download(f"{server}/norange/weights.bin", sha256=SHA, progress=False)
+    path = download(f"{server}/norange/weights.bin", sha256=SHA)
     assert path.read_bytes() == PAYLOAD
 
 
 def test_complete_part_file_is_not_downloaded_again(server, cache):
     cache.mkdir(parents=True)
     (cache / "weights.bin.part").write_bytes(PAYLOAD)
-    path = download(f"{server}/ok/weights.bin", sha256=SHA, progress=False)
+    path = download(f"{server}/ok/weights.bin", sha256=SHA)
     assert path.read_bytes() == PAYLOAD
     assert Handler.requests[-1][1] == f"bytes={len(PAYLOAD)}-"  # answered 416 + total: nothing re-sent
 
@@ -148,37 +149,38 @@ def test_wrong_existing_file_is_replaced_only_by_a_verified_one(server, cache):
     cache.mkdir(parents=True)
     (cache / "weights.bin").write_bytes(b"old and wrong")
     with pytest.raises(ChecksumError):
-        download(f"{server}/corrupt/weights.bin", sha256=SHA, progress=False)
+        download(f"{server}/corrupt/weights.bin", sha256=SHA)
     assert (cache / "weights.bin").read_bytes() == b"old and wrong"  # untouched by the failed download
-    download(f"{server}/ok/weights.bin", sha256=SHA, progress=False)
+    download(f"{server}/ok/weights.bin", sha256=SHA)
     assert (cache / "weights.bin").read_bytes() == PAYLOAD
 
 
 def test_size_mismatch_and_http_errors(server, cache):
     with pytest.raises(ChecksumError, match="registered size"):
-        download(f"{server}/ok/weights.bin", sha256=SHA, size=len(PAYLOAD) - 1, progress=False)
+        download(f"{server}/ok/weights.bin", sha256=SHA, size=len(PAYLOAD) - 1)
     assert not (cache / "weights.bin").exists()
     with pytest.raises(DownloadError, match="404"):
-        download(f"{server}/missing/weights.bin", sha256=SHA, progress=False)
+        download(f"{server}/missing/weights.bin", sha256=SHA)
     with pytest.raises(DownloadError, match="http"):
-        download("ftp://127.0.0.1/weights.bin", sha256=SHA, progress=False)
+        download("ftp://127.0.0.1/weights.bin", sha256=SHA)
     with pytest.raises(DownloadError):  # nothing listens on port 9 of 127.0.0.1
-        download("http://127.0.0.1:9/weights.bin", sha256=SHA, progress=False, timeout=5)
+        download("http://127.0.0.1:9/weights.bin", sha256=SHA, timeout=5)
 
 
 def test_cancel_keeps_part_for_resume(server, cache):
-    with pytest.raises(Cancelled):
-        download(f"{server}/ok/weights.bin", sha256=SHA, progress=False,
-                 cancel=lambda: (cache / "weights.bin.part").exists()
-                 and (cache / "weights.bin.part").stat().st_size > 0)
+    token = CancelToken()  # cancelled once the first chunk has arrived
+    with pytest.raises(Cancelled, match="resuming"):
+        download(f"{server}/ok/weights.bin", sha256=SHA, progress=lambda done, total, message: token.cancel(),
+                 cancel=token)
     assert not (cache / "weights.bin").exists()
     assert (cache / "weights.bin.part").stat().st_size > 0
-    assert download(f"{server}/ok/weights.bin", sha256=SHA, progress=False).read_bytes() == PAYLOAD
+    assert download(f"{server}/ok/weights.bin", sha256=SHA).read_bytes() == PAYLOAD
 
 
 def test_tqdm_progress_bar_and_unverified_warning(server, cache, capsys):
     with pytest.warns(UserWarning, match="SHA-256"):
-        path = download(f"{server}/ok/other.bin", sha256=None, progress=True)
+        with terminal("other.bin", unit="B") as bar:
+            path = download(f"{server}/ok/other.bin", sha256=None, progress=bar)
     assert path.read_bytes() == PAYLOAD
     assert "other.bin" in capsys.readouterr().err  # the tqdm bar names the file
 
@@ -193,13 +195,13 @@ def test_sam_registry_downloads_through_the_cache(server, cache, monkeypatch):
     monkeypatch.setitem(weights.SAM_CHECKPOINTS, "test_sam", entry)
     with pytest.raises(Exception, match="not downloaded yet"):
         weights.checkpoint_path("test_sam", download=False)
-    path = weights.checkpoint_path("test_sam", progress=False)
+    path = weights.checkpoint_path("test_sam")
     assert path == cache / "sam" / "test_sam.pth" and path.read_bytes() == PAYLOAD
     bad = weights.SamCheckpoint("bad_sam", "vit_b", "bad_sam.pth", f"{server}/corrupt/bad_sam.pth", SHA,
                                 len(PAYLOAD), "sam", "test", "test")
     monkeypatch.setitem(weights.SAM_CHECKPOINTS, "bad_sam", bad)
     with pytest.raises(ChecksumError):
-        weights.checkpoint_path("bad_sam", progress=False)
+        weights.checkpoint_path("bad_sam")
     assert not (cache / "sam" / "bad_sam.pth").exists()
 
 

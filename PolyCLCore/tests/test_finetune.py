@@ -8,6 +8,7 @@ import torch
 
 from polycl.errors import Cancelled, InputError
 from polycl.finetune import FinetuneConfig, finetune, parse_target
+from polycl.progress import CancelToken
 
 SMALL = dict(target="liver", size=64, batch_size=4, lr=1e-3, augment=False, loss="dice+bce", device="cpu",
              features=(8, 16, 32, 64))
@@ -24,7 +25,7 @@ def case_folder(tmp_path, ts):
 
 
 def test_loss_falls_on_real_ct(case_folder, tmp_path):
-    result = finetune(case_folder, tmp_path / "model", FinetuneConfig(epochs=10, **SMALL), show_progress=False)
+    result = finetune(case_folder, tmp_path / "model", FinetuneConfig(epochs=10, **SMALL))
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.9 * losses[0], losses  # measured 1.74 -> 1.44 (dice+bce) in 80 steps at 64 px
     assert (tmp_path / "model" / "model.pt").is_file() and (tmp_path / "model" / "training_curve.png").stat().st_size > 5000
@@ -34,15 +35,18 @@ def test_loss_falls_on_real_ct(case_folder, tmp_path):
 
 def test_interrupted_run_resumes_exactly(case_folder, tmp_path):
     cfg = FinetuneConfig(epochs=3, **SMALL)
-    straight = finetune(case_folder, tmp_path / "a", cfg, show_progress=False)
+    straight = finetune(case_folder, tmp_path / "a", cfg)
 
-    def stop_after_first_epoch(event):
-        return not (event["event"] == "epoch" and event["epoch"] == 1)
+    token = CancelToken()
+
+    def stop_after_first_epoch(done, total, message):  # the Cancel button, pressed as epoch 1 ends
+        if message.startswith("epoch 1/3: loss"):
+            token.cancel()
 
     with pytest.raises(Cancelled, match="resume"):
-        finetune(case_folder, tmp_path / "b", cfg, progress=stop_after_first_epoch, show_progress=False)
+        finetune(case_folder, tmp_path / "b", cfg, progress=stop_after_first_epoch, cancel=token)
     assert torch.load(tmp_path / "b" / "state.pt", weights_only=True)["epoch"] == 1
-    resumed = finetune(case_folder, tmp_path / "b", cfg, resume=True, show_progress=False)
+    resumed = finetune(case_folder, tmp_path / "b", cfg, resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     np.testing.assert_allclose([h["loss"] for h in resumed.history], [h["loss"] for h in straight.history], rtol=1e-5)
     a = torch.load(tmp_path / "a" / "state.pt", weights_only=True)["model"]
@@ -59,7 +63,7 @@ def test_unmatched_pairs_reported_by_name_before_training(tmp_path, ts):
     (root / "imagesTr" / "lonely_0000.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")
     (root / "labelsTr" / "orphan.nii.gz").symlink_to(ts / "example_seg_roi_subset.nii.gz")
     with pytest.raises(InputError) as err:
-        finetune(root, tmp_path / "out", FinetuneConfig(epochs=1, **SMALL), show_progress=False)
+        finetune(root, tmp_path / "out", FinetuneConfig(epochs=1, **SMALL))
     assert "lonely_0000.nii.gz has no label" in str(err.value) and "orphan.nii.gz has no image" in str(err.value)
     assert not (tmp_path / "out").exists()
 
@@ -72,7 +76,7 @@ def test_mismatched_and_non_ct_cases_reported_before_training(tmp_path, ts):
         (root / name / "image.nii.gz").symlink_to(ts / image)
         (root / name / "label.nii.gz").symlink_to(ts / label)
     with pytest.raises(InputError) as err:
-        finetune(root, tmp_path / "out", FinetuneConfig(epochs=1, **SMALL), show_progress=False)
+        finetune(root, tmp_path / "out", FinetuneConfig(epochs=1, **SMALL))
     text = str(err.value)
     assert "2 case(s) cannot be used" in text and "does not look like CT" in text and "no voxel with value(s) (5,)" in text
     assert not (tmp_path / "out").exists()

@@ -75,7 +75,7 @@ def assert_same_training(a: dict, b: dict) -> None:
 def test_two_process_ddp_matches_one_process_and_resumes_on_another_world_size(ts, tmp_path):
     data = cases(ts, tmp_path / "data")
     single = tmp_path / "single"
-    finetune(data, single, FinetuneConfig(epochs=3, **CFG), show_progress=False)
+    finetune(data, single, FinetuneConfig(epochs=3, **CFG))
 
     ddp = tmp_path / "ddp"
     run = torchrun(2, str(data), "-o", str(ddp), "--epochs", "2", *ARGS)
@@ -91,7 +91,7 @@ def test_two_process_ddp_matches_one_process_and_resumes_on_another_world_size(t
     # the same two epochs in one process (a fresh run with epochs=2 takes the same steps as the first
     # two epochs of the 3-epoch run: the scheduler's period does not depend on the epoch count)
     ref = tmp_path / "ref2"
-    finetune(data, ref, FinetuneConfig(epochs=2, **CFG), show_progress=False)
+    finetune(data, ref, FinetuneConfig(epochs=2, **CFG))
     assert_same_training(state(ref), two)
 
     # the 2-process state resumes in one process and ends where the straight 3-epoch run ends

@@ -29,6 +29,7 @@ from polycl.pretrain import PretrainConfig, StrategyError, TripletSampler, build
 from polycl.distributed import weights_digest
 from polycl.pretrain.shared_data import shared_scans
 from polycl.pretrain.train import PolyCLNet, load_pretrained_head
+from polycl.progress import CancelToken
 
 SMALL = {"name": "unet", "features": [8, 16, 32, 64]}
 
@@ -54,8 +55,8 @@ def test_loss_falls_on_real_ct_and_checkpoints_fit_finetuning(two_scans, tmp_pat
     torch.manual_seed(cfg.seed)
     before = fixed_triplet_loss(PolyCLNet(build_encoder(SMALL), 256), two_scans, "s", cfg.temperature)
     progress = []
-    result = pretrain(two_scans, tmp_path / "enc.pt", cfg, show_progress=False, log=None,
-                      progress=lambda f, m: progress.append(f))
+    result = pretrain(two_scans, tmp_path / "enc.pt", cfg, log=None,
+                      progress=lambda d, t, m: progress.append(d / t))
     encoder, head = load_pretrained_head(result.state_path)
     net = PolyCLNet(encoder, 256)
     net.head = head
@@ -87,23 +88,25 @@ def test_loss_falls_on_real_ct_and_checkpoints_fit_finetuning(two_scans, tmp_pat
 def test_resume_continues_exactly(two_scans, tmp_path):
     cfg = PretrainConfig(strategy="o", encoder=SMALL, epochs=2, seed=1, skip_unusable=True)
     straight = pretrain(two_scans, tmp_path / "a.pt", PretrainConfig(**{**cfg.__dict__, "epochs": 3}),
-                        show_progress=False, log=None)
-    pretrain(two_scans, tmp_path / "b.pt", cfg, show_progress=False, log=None)
+                        log=None)
+    pretrain(two_scans, tmp_path / "b.pt", cfg, log=None)
     resumed = pretrain(two_scans, tmp_path / "b.pt", PretrainConfig(**{**cfg.__dict__, "epochs": 3}), resume=True,
-                       show_progress=False, log=None)
+                       log=None)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.rank_digests == straight.rank_digests  # same weights as an uninterrupted run
     with pytest.raises(Exception, match="cannot resume: the saved run used strategy='o'"):
         pretrain(two_scans, tmp_path / "b.pt", PretrainConfig(**{**cfg.__dict__, "strategy": "s", "epochs": 4}),
-                 resume=True, show_progress=False, log=None)
+                 resume=True, log=None)
 
 
 def test_refused_strategy_and_cancel_write_nothing(two_scans, tmp_path):
     with pytest.raises(StrategyError, match="example_ct_dicom"):  # its 6 middle slices all contain the liver
         pretrain(two_scans, tmp_path / "m.pt", PretrainConfig(strategy="m", encoder=SMALL, epochs=1), log=None)
+    cancelled = CancelToken()
+    cancelled.cancel()
     with pytest.raises(Cancelled):
         pretrain(two_scans, tmp_path / "c.pt", PretrainConfig(strategy="s", encoder=SMALL, epochs=1),
-                 cancel=lambda: True, show_progress=False, log=None)
+                 cancel=cancelled, log=None)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -145,7 +145,7 @@ def test_download_through_polycl_download_records_and_checks_sha256(cache, tmp_p
         seen = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no registered SHA-256" is expected: Meta publishes none
-            ck = ensure_sam2("tiny", download=True, progress=lambda done, total: seen.append(done))
+            ck = ensure_sam2("tiny", download=True, progress=lambda done, total, message: seen.append(done))
     finally:
         server.shutdown()
     assert ck.path == cache / "sam2.1_hiera_tiny.pt" and ck.path.read_bytes() == payload

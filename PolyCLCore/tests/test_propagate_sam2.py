@@ -18,6 +18,7 @@ from polycl.errors import Cancelled, InputError
 from polycl.propagate import Seed, canonical_slice_index, propagate, propagate_volume
 from polycl.propagate.frames import SAM2_IMG_MEAN, SAM2_IMG_STD, CTFrames
 from polycl.volume import Volume
+from polycl.progress import CancelToken
 
 Z0, Z1 = 87, 94  # input slices of example_ct kept (the liver spans 69..111)
 
@@ -132,16 +133,16 @@ def test_box_and_point_seeds(crop, predictor):
 def test_cancel_keeps_nothing_unless_asked_and_result_is_on_input_grid(crop, predictor):
     image, liver = crop
     seed = _single_slice_seed(liver, 3)
-    calls = []
+    def cancel_after_two(token):  # the Cancel button, pressed once two slices are done
+        return lambda done, total, message: token.cancel() if done >= 2 else None
 
-    def cancel():
-        calls.append(1)
-        return len(calls) >= 2
-
+    token = CancelToken()
     with pytest.raises(Cancelled):
-        propagate_volume(image, seed, predictor=predictor, stop_after=None, cancel=cancel)
-    calls.clear()
-    part = propagate_volume(image, seed, predictor=predictor, stop_after=None, cancel=cancel, keep_partial=True)
+        propagate_volume(image, seed, predictor=predictor, stop_after=None, progress=cancel_after_two(token),
+                         cancel=token)
+    token = CancelToken()
+    part = propagate_volume(image, seed, predictor=predictor, stop_after=None, progress=cancel_after_two(token),
+                            cancel=token, keep_partial=True)
     assert not part.complete and len(part.visited) == 2
 
     res = propagate_volume(image, seed, predictor=predictor, stop_after=None, start=2, end=4)

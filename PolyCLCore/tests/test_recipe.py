@@ -66,16 +66,16 @@ def test_named_validation_case_and_spacing_normalised_model_segments(two_cases, 
 
     cfg = FinetuneConfig(target="liver", size=48, pixel_mm=10.0, augmentation="strong", epochs=1, batch_size=8,
                          features=(8, 16, 32), device="cpu", val_cases=("dicom",), keep="last")
-    result = finetune(two_cases, tmp_path / "m", cfg, show_progress=False)
+    result = finetune(two_cases, tmp_path / "m", cfg)
     assert result.train_cases == ["ct"] and result.val_cases == ["dicom"]
     model = load_model(str(tmp_path / "m" / "model.pt"), "cpu")
     assert model.preprocess.pixel_mm == 10.0 and model.preprocess.size == 48
     mask = segment_volume(dicom_ct, model)
     assert mask.shape == dicom_ct.shape  # back on the 512 x 512 grid through the inverse of the normalisation
     with pytest.raises(InputError, match="not in"):
-        finetune(two_cases, tmp_path / "x", FinetuneConfig(val_cases=("nope",), epochs=1), show_progress=False)
+        finetune(two_cases, tmp_path / "x", FinetuneConfig(val_cases=("nope",), epochs=1))
     with pytest.raises(InputError, match="leave at least one"):
-        finetune(two_cases, tmp_path / "y", FinetuneConfig(val_cases=("ct", "dicom"), epochs=1), show_progress=False)
+        finetune(two_cases, tmp_path / "y", FinetuneConfig(val_cases=("ct", "dicom"), epochs=1))
     with pytest.raises(InputError, match="pixel size must be positive"):
-        finetune(two_cases, tmp_path / "z", FinetuneConfig(pixel_mm=0.0, epochs=1), show_progress=False)
+        finetune(two_cases, tmp_path / "z", FinetuneConfig(pixel_mm=0.0, epochs=1))
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()

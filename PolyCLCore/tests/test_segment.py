@@ -75,7 +75,7 @@ def test_user_model_is_listed_and_usable_by_name(tmp_path, ts, monkeypatch, caps
     (data / "image.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")
     (data / "label.nii.gz").symlink_to(ts / "example_seg_roi_subset.nii.gz")
     cfg = FinetuneConfig(epochs=1, size=64, features=(8, 16, 32), augment=False, device="cpu")
-    finetune(tmp_path / "cases", tmp_path / "run", cfg, show_progress=False)
+    finetune(tmp_path / "cases", tmp_path / "run", cfg)
     install_user_model(tmp_path / "run", "my-liver")
     assert main(["models"]) == 0
     listing = capsys.readouterr().out

@@ -32,23 +32,26 @@ def demo_inputs(base_url: str | None = None) -> tuple[Path, Path]:
         ts = d / "totalsegmentator"
         return ts / "example_ct.nii.gz", ts / "example_seg_fast_force_split.nii.gz"
     from polycl.download import download
+    from polycl.progress import terminal
 
     base = base_url or os.environ.get("POLYCL_DEMO_BASE_URL") or _BASE
     cache = polycl_home() / "demo"
-    paths = [download(base.rstrip("/") + "/" + name, sha256=sha, dest_dir=cache) for name, sha in DEMO_FILES.items()]
+    paths = []
+    for name, sha in DEMO_FILES.items():
+        with terminal(name, unit="B") as bar:
+            paths.append(download(base.rstrip("/") + "/" + name, sha256=sha, dest_dir=cache, progress=bar))
     return paths[0], paths[1]
 
 
 def run_demo(out_dir: str | Path = "demo-output", model: str | None = None, device: str = "auto",
              mode: str | None = None) -> float:
     """Segment the example CT in ``mode`` (default: :data:`polycl.pipeline.DEFAULT_MODE`); returns the Dice."""
-    from tqdm import tqdm
-
     from polycl.evaluate import mask_scores
     from polycl.inference import load_model
     from polycl.pipeline import DEFAULT_MODE, SegmentOptions, segment_case
     from polycl.io import read_label, read_volume, select_labels, write_mask_like
     from polycl.overlay import save_overlay
+    from polycl.progress import terminal
 
     out = Path(out_dir)
     ct_path, label_path = demo_inputs()
@@ -57,9 +60,8 @@ def run_demo(out_dir: str | Path = "demo-output", model: str | None = None, devi
     loaded = load_model(model, device)
     t1 = time.perf_counter()
     options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device)
-    with tqdm(total=100, unit="%", desc=f"segment ({options.mode})", leave=False) as bar:
-        result = segment_case(volume, loaded, options,
-                              progress=lambda done, total, message: bar.update(round(100 * done / total) - bar.n))
+    with terminal(f"segment ({options.mode})", percent=True) as bar:
+        result = segment_case(volume, loaded, options, progress=bar)
     mask = result.mask
     t2 = time.perf_counter()
     mask_path = write_mask_like(mask, volume, out / "example_ct_liver.nii.gz")

@@ -20,14 +20,11 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
-from polycl.errors import Cancelled, ChecksumError, PolyCLError
+from polycl.errors import ChecksumError, PolyCLError
 from polycl.hashing import sha256_file
-
-#: ``callback(done_bytes, total_bytes_or_None)`` after each chunk (for Slicer's progress bar).
-ProgressCallback = Callable[[int, "int | None"], None]
+from polycl.progress import CancelToken, Progress, Reporter
 
 CHUNK = 1 << 20
 USER_AGENT = "polycl-core downloader (python urllib)"
@@ -54,9 +51,8 @@ def filename_from_url(url: str) -> str:
 
 
 def download(url: str, *, sha256: str | None, filename: str | None = None, dest_dir: str | os.PathLike | None = None,
-             subdir: str | None = None, size: int | None = None, progress: bool = True,
-             callback: ProgressCallback | None = None, cancel: Callable[[], bool] | None = None,
-             timeout: float = 60.0, retries: int = 2) -> Path:
+             subdir: str | None = None, size: int | None = None, progress: Progress | None = None,
+             cancel: CancelToken | None = None, timeout: float = 60.0, retries: int = 2) -> Path:
     """Download ``url`` into the cache (or ``dest_dir``) and return the verified file's path.
 
     Args:
@@ -66,10 +62,10 @@ def download(url: str, *, sha256: str | None, filename: str | None = None, dest_
         filename: name in the cache (default: the URL's last path part).
         dest_dir: folder to put the file in (default ``cache_dir(subdir)``).
         size: expected size in bytes, when known (checked before hashing, gives a clearer message).
-        progress: show a tqdm bar on the terminal.
-        callback: ``callback(done_bytes, total_bytes or None)`` after every chunk.
-        cancel: polled between chunks; when it returns True, :class:`Cancelled` is raised and the
-            ``.part`` file is kept so the next call resumes.
+        progress: ``progress(done_bytes, total_bytes or 0, message)`` after every chunk
+            (:mod:`polycl.progress`; :func:`polycl.progress.terminal` gives a tqdm bar).
+        cancel: a :class:`~polycl.progress.CancelToken` checked between chunks; when cancelled,
+            :class:`Cancelled` is raised and the ``.part`` file is kept so the next call resumes.
         retries: how many times a connection that ended early is resumed before giving up.
 
     An existing file with the right hash is returned without network access. An existing file
@@ -80,7 +76,7 @@ def download(url: str, *, sha256: str | None, filename: str | None = None, dest_
             the destination is left as it was. A truncated ``.part`` is kept for resuming, a
             complete-but-wrong one is deleted.
         DownloadError: network or HTTP failure.
-        Cancelled: ``cancel()`` returned True.
+        Cancelled: the ``cancel`` token was cancelled.
     """
     folder = Path(dest_dir).expanduser() if dest_dir is not None else cache_dir(subdir)
     name = filename or filename_from_url(url)
@@ -93,17 +89,9 @@ def download(url: str, *, sha256: str | None, filename: str | None = None, dest_
         return dest
     folder.mkdir(parents=True, exist_ok=True)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
-    try:
-        total = _fetch(url, part, size=size, bar=bar, callback=callback, cancel=cancel, timeout=timeout,
-                       retries=retries)
-    finally:
-        if bar is not None:
-            bar.close()
+    report = Reporter(progress, cancel, cancelled_message=f"download of {url} cancelled; the bytes received are "
+                                                         f"kept in {part} for resuming")
+    total = _fetch(url, part, size=size, report=report, name=name, timeout=timeout, retries=retries)
 
     have = part.stat().st_size
     if total is not None and have < total:
@@ -139,7 +127,7 @@ def _open(url: str, start: int, timeout: float):
                             "and pass its path") from None
 
 
-def _fetch(url: str, part: Path, *, size, bar, callback, cancel, timeout: float, retries: int) -> int | None:
+def _fetch(url: str, part: Path, *, size, report: Reporter, name: str, timeout: float, retries: int) -> int | None:
     """Fill ``part`` from ``url``, resuming what is there. Returns the total size when known."""
     if urlparse(url).scheme not in ("http", "https"):
         raise DownloadError(f"{url}: only http(s) addresses can be downloaded")
@@ -175,14 +163,10 @@ def _fetch(url: str, part: Path, *, size, bar, callback, cancel, timeout: float,
                 length = response.headers.get("Content-Length")
                 if length is not None:
                     total = int(length)
-            if bar is not None:
-                bar.reset(total=total)
-                bar.update(start)
             done = start
             with open(part, mode) as out:
                 while True:
-                    if cancel is not None and cancel():
-                        raise Cancelled(f"download of {url} cancelled; {done} bytes kept in {part} for resuming")
+                    report.check()
                     try:
                         block = response.read(CHUNK)
                     except (OSError, ValueError):  # connection reset / IncompleteRead
@@ -191,10 +175,7 @@ def _fetch(url: str, part: Path, *, size, bar, callback, cancel, timeout: float,
                         break
                     out.write(block)
                     done += len(block)
-                    if bar is not None:
-                        bar.update(len(block))
-                    if callback is not None:
-                        callback(done, total)
+                    report(done, total or 0, f"downloading {name}")
         if total is None or done >= total:
             return total
     return total

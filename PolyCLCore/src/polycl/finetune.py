@@ -33,7 +33,6 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -44,6 +43,7 @@ from polycl.atomic import atomic_path, write_text_atomic
 from polycl.cases import Case, find_labelled_cases
 from polycl.checkpoint import atomic_torch_save, load_state_strict, read_checkpoint, save_checkpoint, sha256_file
 from polycl.errors import Cancelled, GeometryError, InputError
+from polycl.progress import CancelToken, Progress, Reporter
 from polycl.io import label_on_image_grid, parse_label_spec, read_label, read_volume, select_labels
 from polycl.models import resolve_model
 from polycl.networks import SegmentationUNet, build_encoder
@@ -52,9 +52,6 @@ from polycl.preprocess import (CT_WINDOW, PreprocessConfig, canonical_spacing, m
                                to_canonical, to_model_grid)
 from polycl.validate import require_ct
 
-#: progress(event: dict) -> None | False. Events: {"event": "epoch", "epoch", "epochs", "loss", "val_dice"},
-#: {"event": "step", "step", "steps"}. Returning False cancels (state saved, :class:`Cancelled` raised).
-Progress = Callable[[dict], object]
 
 
 @dataclass
@@ -322,11 +319,14 @@ class FinetuneResult:
 
 
 def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, resume: bool = False,
-             progress: Progress | None = None, show_progress: bool = True) -> FinetuneResult:
+             progress: Progress | None = None, cancel: CancelToken | None = None) -> FinetuneResult:
     """Fine-tune on ``data_dir`` and write ``model.pt`` (best), ``state.pt`` (resumable), ``history.json``,
-    ``training_curve.png`` and ``model.json`` into ``out_dir``. All cases are checked before training."""
-    from tqdm import tqdm
+    ``training_curve.png`` and ``model.json`` into ``out_dir``. All cases are checked before training.
 
+    ``progress(steps_done, steps, message)`` after every optimiser step and every epoch (the epoch's
+    message carries its loss and validation Dice; rank 0 only under torchrun). A cancelled ``cancel``
+    token, like Ctrl-C (SIGINT), saves the resumable state of the last finished epoch and raises
+    :class:`~polycl.errors.Cancelled`."""
     out = Path(out_dir)
     state_path = out / "state.pt"
     if resume and not state_path.is_file():
@@ -414,14 +414,15 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
                                "best": best, "best_epoch": best_epoch, "torch_rng": torch.get_rng_state(),
                                "world_size": info.world_size}, state_path)
 
+    report = Reporter(progress if info.is_main else None, cancel)
+    total_steps = cfg.epochs * steps_per_epoch
     try:
-        bar = tqdm(range(start_epoch, cfg.epochs + 1), desc="fine-tune", unit="epoch",
-                   disable=not (show_progress and info.is_main), initial=start_epoch - 1, total=cfg.epochs)
-        for epoch in bar:
+        for epoch in range(start_epoch, cfg.epochs + 1):
             t0, losses = time.perf_counter(), []
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
             for step, (x, y) in enumerate(loader):
+                report.check()  # before the step: a cancelled run never changes the weights of a saved epoch
                 x, y = x.to(device), y.to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = model(x)
@@ -431,9 +432,8 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
                 optimizer.step()
                 scheduler.step()
                 losses.append(loss.item())
-                if progress is not None and progress({"event": "step", "epoch": epoch, "step": step + 1,
-                                                      "steps": steps_per_epoch}) is False:
-                    raise KeyboardInterrupt
+                report((epoch - 1) * steps_per_epoch + step + 1, total_steps,
+                       f"epoch {epoch}/{cfg.epochs} step {step + 1}/{steps_per_epoch} loss {losses[-1]:.3f}")
             mine = validation_dice(net, D.shard([loaded[c.name] for c in val_c], info), device)
             scores = {k: v for part in D.gather_objects(info, mine) for k, v in part.items()}
             scores = {c.name: scores[c.name] for c in val_c}  # case order, whatever rank scored it
@@ -452,13 +452,12 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
             if info.is_main:
                 write_text_atomic(out / "history.json", json.dumps(history, indent=1))
                 plot_curve(history, out / "training_curve.png")
-            bar.set_postfix(loss=f"{record['loss']:.3f}", val_dice=f"{val:.3f}", best=f"{best:.3f}")
-            if progress is not None and progress({"event": "epoch", "epoch": epoch, "epochs": cfg.epochs,
-                                                  "loss": record["loss"], "val_dice": val, "best": best}) is False:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        save_state(epoch - 1 if not history or history[-1]["epoch"] != epoch else epoch)
-        raise Cancelled(f"fine-tuning stopped after epoch {history[-1]['epoch'] if history else 0}; "
+            report(epoch * steps_per_epoch, total_steps, f"epoch {epoch}/{cfg.epochs}: loss {record['loss']:.3f}, "
+                                                         f"validation Dice {val:.3f} (best {best:.3f})")
+    except (KeyboardInterrupt, Cancelled):  # state.pt already holds the last finished epoch (saved at its end)
+        if not history:
+            raise Cancelled("fine-tuning stopped during its first epoch; nothing to resume") from None
+        raise Cancelled(f"fine-tuning stopped after epoch {history[-1]['epoch']}; "
                         f"resume with --resume (state in {state_path})") from None
 
     result = FinetuneResult(out / "model.pt", best, best_epoch, history, [c.name for c in train_c], [c.name for c in val_c])

@@ -8,7 +8,6 @@ size (bilinear) -> threshold -> optional largest-component clean-up -> original 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -16,16 +15,13 @@ from torch import nn
 
 from polycl.checkpoint import load_segmentation_model
 from polycl.device import resolve_device
-from polycl.errors import Cancelled
 from polycl.models import ModelEntry, resolve_model
 from polycl.postprocess import largest_components
+from polycl.progress import CancelToken, Progress, Reporter
 from polycl.preprocess import (PreprocessConfig, canonical_spacing, from_canonical, from_model_grid, prepare_slices,
                                to_canonical)
 from polycl.validate import require_ct
 from polycl.volume import Volume
-
-#: progress(done_slices, total_slices) -> None; raise or return False to cancel.
-Progress = Callable[[int, int], object]
 
 
 @dataclass
@@ -53,12 +49,14 @@ def load_model(name_or_path: str | None = None, device: str | torch.device = "au
 
 @torch.inference_mode()
 def predict_probabilities(model: LoadedModel, hu_zyx: np.ndarray, *, batch_size: int = 16,
-                          progress: Progress | None = None,
+                          progress: Progress | None = None, cancel: CancelToken | None = None,
                           spacing_yx: tuple[float, float] | None = None) -> np.ndarray:
     """Organ probability (z, y, x) float32 for a canonical-orientation HU array.
 
     ``spacing_yx`` (mm of rows and columns) is required by models trained with in-plane spacing
-    normalisation (``preprocess.pixel_mm``)."""
+    normalisation (``preprocess.pixel_mm``). ``progress``/``cancel``: :mod:`polycl.progress`
+    (slices done of z)."""
+    report = Reporter(progress, cancel, cancelled_message="segmentation cancelled; nothing was changed")
     if model.preprocess.pixel_mm is not None and spacing_yx is None:
         raise ValueError(f"model {model.entry.name} normalises pixel spacing: give spacing_yx")
     z, y, x = hu_zyx.shape
@@ -71,14 +69,13 @@ def predict_probabilities(model: LoadedModel, hu_zyx: np.ndarray, *, batch_size:
             logits = model.network(batch)
         prob = from_model_grid(torch.sigmoid(logits.float()), model.preprocess, spacing_yx, (y, x))
         out[start:stop] = prob[:, 0].cpu().numpy()
-        if progress is not None and progress(stop, z) is False:
-            raise Cancelled("segmentation cancelled")
+        report(stop, z, "U-Net")
     return out
 
 
 def segment_volume(volume: Volume, model: LoadedModel | str | None = None, *, threshold: float = 0.5,
                    largest_cc: bool = True, batch_size: int = 16, check_ct: bool = True,
-                   progress: Progress | None = None) -> np.ndarray:
+                   progress: Progress | None = None, cancel: CancelToken | None = None) -> np.ndarray:
     """Segment ``volume`` (HU) and return a uint8 (z, y, x) mask on the volume's own grid."""
     if check_ct:
         require_ct(volume)
@@ -86,7 +83,8 @@ def segment_volume(volume: Volume, model: LoadedModel | str | None = None, *, th
         model = load_model(model)
     canonical = to_canonical(volume)
     sx, sy, _ = canonical_spacing(volume)
-    prob = predict_probabilities(model, canonical, batch_size=batch_size, progress=progress, spacing_yx=(sy, sx))
+    prob = predict_probabilities(model, canonical, batch_size=batch_size, progress=progress, cancel=cancel,
+                                 spacing_yx=(sy, sx))
     mask = (prob >= threshold).astype(np.uint8)
     if largest_cc and mask.any():
         mask = largest_components(mask, keep=model.components, min_fraction=0.2)

@@ -42,9 +42,17 @@ class ModelEntry:
     card: Path | None = None
     source: str = "bundled"  # "bundled", "user" or "path"
 
+    def scores_text(self) -> str:
+        return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.scores.items())
+
     def summary(self) -> str:
-        scores = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.scores.items())
-        return f"{self.name:24s} {self.kind:12s} {self.target:8s} {self.source:7s} {scores}"
+        return f"{self.name:24s} {self.kind:12s} {self.target:8s} {self.source:7s} {self.scores_text()}"
+
+    def describe(self) -> str:
+        """Several lines for a person (the Slicer model list's hover text): what, target, scores, data."""
+        text = (f"{self.name} ({self.source}): {self.description or self.kind + ' model'}\n"
+                f"target: {self.target or '?'}\nscores: {self.scores_text() or 'none recorded'}")
+        return text + (f"\ntrained on: {self.training_data}" if self.training_data else "")
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -27,8 +27,14 @@ Modes (:data:`MODES`; the default is :data:`DEFAULT_MODE`, chosen by the leave-o
 Every step reuses one :class:`~polycl.sam.SliceSegmenter` per volume, so no slice is embedded twice.
 All work is in canonical (LPS) slice order; the returned mask is on the input volume's grid.
 
-Progress: ``progress(done, total, message)`` with ``done``/``total`` floats (fraction of the run);
-returning False cancels (:class:`~polycl.errors.Cancelled` is raised, nothing is returned).
+Refinement alone and propagation of a user's annotated slice have their own typed entry points,
+:func:`refine_case` (:class:`RefineOptions`) and :func:`propagate_case` (:class:`PropagateOptions`),
+used by ``polycl refine``, ``polycl propagate`` and the Slicer module alike.
+
+Progress and cancel follow :mod:`polycl.progress`: ``progress(done, total, message)`` (a fraction
+of the whole run for :func:`segment_case`) and a :class:`~polycl.progress.CancelToken`; a cancelled
+run raises :class:`~polycl.errors.Cancelled` and returns nothing. A GPU that runs out of memory
+is retried with smaller batches (:func:`polycl.device.retry_on_oom`).
 """
 
 from __future__ import annotations
@@ -36,19 +42,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Sequence
 
 import numpy as np
 
-from polycl.errors import Cancelled, InputError
+from polycl.device import retry_on_oom
+from polycl.errors import InputError
+from polycl.progress import CancelToken, Progress, Reporter
 from polycl.volume import Volume
 
 MODES = ("unet", "refine", "pipeline")
 #: The mode of ``polycl segment``, batch runs and the Slicer module's Segment button.
 DEFAULT_MODE = "pipeline"
-
-#: progress(done, total, message) -> None | False (False cancels).
-Progress = Callable[[float, float, str], object]
 
 
 @dataclass
@@ -144,33 +149,105 @@ class SegmentResult:
                 "components": [asdict(c) for c in self.components]}
 
 
-class _Steps:
-    """Maps each stage's own progress onto one 0..1 bar and turns False into Cancelled."""
+@dataclass
+class RefineOptions:
+    """How :func:`refine_case` redraws a mask with SAM box prompts. ``sam``: backend
+    ('litemedsam' bundled; 'sam_vit_b', ... downloaded by the user, ``checkpoint`` their path);
+    ``margin``: pixels around each component's box; ``min_component_px``: smaller pieces are kept
+    as they are; ``plain``: no box widening and no guards (SAM's mask is taken as it is)."""
 
-    def __init__(self, progress: Progress | None, weights: dict[str, float]) -> None:
-        self.progress, self.weights = progress, weights
-        self.offsets, acc = {}, 0.0
-        total = sum(weights.values())
-        for name, w in weights.items():
-            self.offsets[name] = acc / total
-            acc += w
-        self.total = total
+    sam: str = "litemedsam"
+    checkpoint: str | None = None
+    margin: int = 3
+    min_component_px: int = 10
+    plain: bool = False
+    device: str = "auto"
+    check_ct: bool = True
 
-    def report(self, stage: str, done: float, total: float, message: str = "") -> None:
-        if self.progress is None:
-            return
-        frac = self.offsets[stage] + self.weights[stage] / self.total * (done / total if total else 1.0)
-        if self.progress(min(frac, 1.0), 1.0, message or stage) is False:
-            raise Cancelled(f"segmentation cancelled during {stage}; nothing was changed")
+    def validate(self) -> None:
+        from polycl.sam.weights import get_checkpoint
+
+        if self.margin < 0 or self.min_component_px < 1:
+            raise InputError("margin must be >= 0 and min_component_px >= 1")
+        get_checkpoint(self.sam)  # an unknown backend is refused before any work
+
+
+@dataclass
+class PropagateOptions:
+    """How :func:`propagate_case` carries annotated slices through a volume. ``engine``: auto
+    (SAM 2 when its weights are cached, else chain), sam2 or chain; ``sam2``: SAM 2.1 checkpoint
+    name or path; ``stop_after``: K empty slices in a row end a direction (None: run to the limits);
+    ``start``/``end``: inclusive limits as input slice indices (Slicer's IJK k); ``keep_seed``: the
+    slices named by ``seed_slices`` stay exactly as drawn in the result."""
+
+    engine: str = "auto"
+    sam2: str | None = None
+    stop_after: int | None = 3
+    start: int | None = None
+    end: int | None = None
+    keep_seed: bool = True
+    device: str = "auto"
+    check_ct: bool = True
+
+    def validate(self) -> None:
+        from polycl.propagate.api import ENGINES
+
+        if self.engine not in ENGINES:
+            raise InputError(f"unknown engine '{self.engine}'; use {', '.join(ENGINES)}")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise InputError(f"stop_after must be >= 1 (or None to run to the limits), got {self.stop_after}")
+
+
+def refine_case(volume: Volume, mask: np.ndarray | None, options: RefineOptions | None = None, *,
+                boxes: Sequence[Sequence[float]] | None = None, progress: Progress | None = None,
+                cancel: CancelToken | None = None, segmenter=None):
+    """SAM box refinement of ``mask`` (uint8 (z, y, x) on ``volume``'s grid, or None) and/or SAM on
+    the user's ``boxes`` [(k, x0, y0, x1, y1)] in array indices (see :func:`polycl.sam.refine_volume`).
+    Returns its :class:`~polycl.sam.refine.RefineResult`; an out-of-memory GPU retries one slice at a time."""
+    from polycl.device import resolve_device
+    from polycl.sam.refine import refine_volume
+
+    opts = options or RefineOptions()
+    opts.validate()
+    extra = dict(expand_mm=(), min_quality=0.0, min_agreement=0.0) if opts.plain else {}
+    device = segmenter.device if segmenter is not None else resolve_device(opts.device)
+    return retry_on_oom(lambda bs: refine_volume(
+        volume, mask, backend=opts.sam, checkpoint=opts.checkpoint, margin=opts.margin,
+        min_component_px=opts.min_component_px, device=opts.device, boxes=boxes, check_ct=opts.check_ct,
+        segmenter=segmenter, batch_size=bs, progress=progress, cancel=cancel, **extra),
+        8 if device.type == "cuda" else 1)
+
+
+def propagate_case(volume: Volume, seed: np.ndarray, options: PropagateOptions | None = None, *,
+                   seed_slices: Sequence[int] | None = None, progress: Progress | None = None,
+                   cancel: CancelToken | None = None, segmenter=None, predictor=None):
+    """Carry the annotated slices of ``seed`` (uint8 (z, y, x) on ``volume``'s grid; ``seed_slices``:
+    only these input slice indices) through the volume; returns the
+    :class:`~polycl.propagate.PropagationResult` (mask on the input grid, per-slice confidence, objects)."""
+    from polycl.propagate import propagate_volume
+
+    opts = options or PropagateOptions()
+    opts.validate()
+    result = propagate_volume(volume, seed, seed_slices=seed_slices, engine=opts.engine, sam2=opts.sam2,
+                              start=opts.start, end=opts.end, stop_after=opts.stop_after, device=opts.device,
+                              check_ct=opts.check_ct, predictor=predictor, segmenter=segmenter,
+                              progress=progress, cancel=cancel)
+    if opts.keep_seed and seed_slices is not None:
+        seed = np.asarray(seed)
+        for k in seed_slices:
+            result.mask[int(k)] = seed[int(k)] > 0
+    return result
 
 
 def segment_case(volume: Volume, model, options: SegmentOptions | None = None, *,
-                 progress: Progress | None = None, segmenter=None, predictor=None) -> SegmentResult:
+                 progress: Progress | None = None, cancel: CancelToken | None = None, segmenter=None,
+                 predictor=None) -> SegmentResult:
     """Segment ``volume`` (CT in HU) with ``model`` (a name, path or :class:`~polycl.inference.LoadedModel`).
 
     ``segmenter``: a :class:`~polycl.sam.SliceSegmenter` on the canonical volume to reuse (its
     embeddings are kept for later prompts); ``predictor``: a loaded SAM 2 video predictor.
     Bad input raises before any work; an empty U-Net mask returns an empty mask with a note.
+    ``progress`` sees the fraction of the whole run (the U-Net is the first tenth outside ``unet`` mode).
     """
     from polycl.inference import LoadedModel, load_model, predict_probabilities
     from polycl.postprocess import largest_components
@@ -183,13 +260,14 @@ def segment_case(volume: Volume, model, options: SegmentOptions | None = None, *
         require_ct(volume)
     if not isinstance(model, LoadedModel):
         model = load_model(model, opts.device)
-    weights = {"unet": 1.0} if opts.mode == "unet" else {"unet": 1.0, "sam": 9.0}
-    steps = _Steps(progress, weights)
+    report = Reporter(progress, cancel, cancelled_message="segmentation cancelled; nothing was changed")
+    unet_report = report.span(0.0, 1.0 if opts.mode == "unet" else 0.1)
+    sam_report = report.span(0.1, 1.0)
     t0 = time.perf_counter()
     hu = to_canonical(volume)
     sx, sy, sz = canonical_spacing(volume)
-    prob = predict_probabilities(model, hu, batch_size=opts.batch_size, spacing_yx=(sy, sx),
-                                 progress=lambda d, t: steps.report("unet", d, t, "U-Net"))
+    prob = retry_on_oom(lambda bs: predict_probabilities(model, hu, batch_size=bs, spacing_yx=(sy, sx),
+                                                         progress=unet_report), opts.batch_size)
     coarse = (prob >= opts.threshold).astype(np.uint8)
     if opts.largest_cc and coarse.any():
         coarse = largest_components(coarse, keep=model.components, min_fraction=0.2)
@@ -214,21 +292,20 @@ def segment_case(volume: Volume, model, options: SegmentOptions | None = None, *
         from polycl.sam.refine import refine_volume
 
         refined = refine_volume(volume, from_canonical(coarse, volume), backend=opts.sam, device=opts.device,
-                                segmenter=segmenter, check_ct=False,
-                                progress=lambda d, t: steps.report("sam", d, t, "SAM refinement"))
+                                segmenter=segmenter, check_ct=False, progress=sam_report)
         result.mask = refined.mask
         result.note = refined.stats.summary()
     else:
-        out, reports, engine = _pipeline(hu, coarse, (sx, sy, sz), segmenter, opts, steps, predictor)
+        out, reports, engine = _pipeline(hu, coarse, (sx, sy, sz), segmenter, opts, sam_report, predictor)
         result.mask, result.components, result.engine = from_canonical(out, volume), reports, engine
     result.seconds["sam"] = time.perf_counter() - t1
     result.embeddings = segmenter.embeddings_computed - before
     result.encoder = segmenter.loaded.encoder.name if result.embeddings else ""
-    steps.report("sam", 1, 1, "done")
+    sam_report(1, 1, "done")
     return result
 
 
-def _pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, steps: _Steps, predictor):
+def _pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_report: Reporter, predictor):
     """Seed choice, propagation and fusion per 3D component; returns (canonical mask, reports, engine)."""
     from skimage.measure import label
 
@@ -259,7 +336,7 @@ def _pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, steps: _Step
     def tick(message: str) -> None:
         nonlocal done
         done += 1
-        steps.report("sam", done, total, message)
+        sam_report(done, total, message)
 
     for ci, (comp, (first, last)) in enumerate(zip(comps, spans)):
         report = ComponentReport(first, last)

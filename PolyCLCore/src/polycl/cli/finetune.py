@@ -38,17 +38,17 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true", help="continue from MODEL_DIR/state.pt")
     p.add_argument("--progress-json", action="store_true",
-                   help="print one JSON line per epoch/step on stdout (for the Slicer module)")
+                   help="print one JSON progress line per step and epoch on stdout (polycl.progress; for the Slicer module)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import json
     from pathlib import Path
 
     from polycl.errors import InputError
     from polycl.finetune import FinetuneConfig, finetune
     from polycl.models import check_model_name, install_user_model, user_models_dir
+    from polycl.progress import json_lines, terminal
 
     if args.output is None and args.name is None:
         raise InputError("give an output folder (-o MODEL_DIR) or a model name (--name NAME)")
@@ -63,13 +63,19 @@ def run(args) -> int:
                          val_cases=tuple(args.val_case), seed=args.seed, device=args.device)
     if args.features:
         cfg.features = tuple(args.features)
-    progress = (lambda e: print(json.dumps(e), flush=True)) if args.progress_json else None
-    result = finetune(args.data_dir, out, cfg, resume=args.resume, progress=progress, show_progress=not args.progress_json)
+    if args.progress_json:
+        result = finetune(args.data_dir, out, cfg, resume=args.resume, progress=json_lines())
+    else:
+        with terminal("fine-tune", unit="step") as bar:
+            result = finetune(args.data_dir, out, cfg, resume=args.resume, progress=bar)
     from polycl.distributed import from_env
 
     if not from_env().is_main:  # under torchrun, rank 0 reports and installs
         return 0
-    print(f"best validation Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; model: {result.model_path}")
+    summary = f"best validation Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}"
+    if args.progress_json:  # the last progress event says how it ended (the Slicer panel shows it)
+        json_lines()(cfg.epochs, cfg.epochs, f"fine-tuning finished: {summary}")
+    print(f"{summary}; model: {result.model_path}")
     if result.val_cases == result.train_cases:
         print("note: only one case, so validation used the training case (no held-out score)")
     if args.name and out.resolve().parent != user_models_dir().resolve():

@@ -56,6 +56,7 @@ def run(args) -> int:
     from polycl.pretrain import PretrainConfig, SliceSelection, build_slice_dataset, find_scans, pretrain
     from polycl.distributed import from_env
     from polycl.io import parse_label_spec
+    from polycl.progress import terminal
 
     main = from_env().is_main
     scans = find_scans(args.data_dir, args.labels, parse_label_spec(args.target))
@@ -73,7 +74,8 @@ def run(args) -> int:
     cfg = PretrainConfig(strategy=args.strategy, encoder=encoder, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, tau=args.tau, in_batch_negatives=args.in_batch_negatives, seed=args.seed,
                          device=args.device, amp=not args.no_amp, skip_unusable=args.skip_unusable, half=args.half)
-    result = pretrain(data, args.output, cfg, resume=args.resume)
+    with terminal(f"pretrain {cfg.strategy.upper()}", unit="step", disable=not main) as bar:
+        result = pretrain(data, args.output, cfg, resume=args.resume, progress=bar)
     if main:
         last = result.history[-1]["loss"] if result.history else float("nan")
         print(f"encoder: {result.encoder_path} ({result.epochs_done} epochs, final loss {last:.4f})")

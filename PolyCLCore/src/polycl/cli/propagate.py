@@ -30,11 +30,11 @@ def run(args) -> int:
     from pathlib import Path
 
     import numpy as np
-    from tqdm import tqdm
 
     from polycl.errors import InputError
     from polycl.io import has_image_suffix, read_label, read_volume, write_mask_like
-    from polycl.propagate import propagate_volume
+    from polycl.pipeline import PropagateOptions, propagate_case
+    from polycl.progress import terminal
     from polycl.validate import require_ct, require_nonempty, require_same_grid
 
     out = Path(args.output)
@@ -48,19 +48,12 @@ def run(args) -> int:
     if args.engine == "sam2" or args.download:
         from polycl.propagate.checkpoints import ensure_sam2
 
-        ensure_sam2(args.sam2, download=args.download)
-    bar = tqdm(unit="slice", desc="propagate", leave=False)
-
-    def progress(done, total, index):
-        bar.total = total
-        bar.update(done - bar.n)
-
-    try:
-        result = propagate_volume(volume, seed.array, seed_slices=args.slices, engine=args.engine, sam2=args.sam2,
-                                  start=args.start, end=args.end, stop_after=args.stop_after or None,
-                                  device=args.device, progress=progress, check_ct=False)
-    finally:
-        bar.close()
+        with terminal("download SAM 2", unit="B") as bar:
+            ensure_sam2(args.sam2, download=args.download, progress=bar)
+    options = PropagateOptions(engine=args.engine, sam2=args.sam2, stop_after=args.stop_after or None,
+                               start=args.start, end=args.end, device=args.device, check_ct=False)
+    with terminal("propagate", unit="slice") as bar:
+        result = propagate_case(volume, seed.array, options, seed_slices=args.slices, progress=bar)
     write_mask_like(result.mask, volume, out)
     conf = np.array([result.confidence[k] for k in result.visited if k not in result.seeds] or [np.nan])
     low = result.low_confidence(0.5)

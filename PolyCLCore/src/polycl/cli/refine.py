@@ -35,17 +35,19 @@ def run(args) -> int:
     from pathlib import Path
 
     import numpy as np
-    from tqdm import tqdm
 
     from polycl.errors import InputError
     from polycl.io import has_image_suffix, label_on_image_grid, read_label, read_volume, write_mask_like
-    from polycl.sam.refine import refine_volume
-    from polycl.sam.weights import checkpoint_path, get_checkpoint
+    from polycl.pipeline import RefineOptions, refine_case
+    from polycl.progress import terminal
+    from polycl.sam.weights import checkpoint_path
 
     out = Path(args.output)
     if not has_image_suffix(out):
         raise InputError(f"{out}: the output must be an image file such as refined.nii.gz")
-    get_checkpoint(args.sam)  # unknown backend: refuse before reading anything
+    options = RefineOptions(sam=args.sam, checkpoint=args.sam_checkpoint, margin=args.margin,
+                            min_component_px=args.min_component, plain=args.plain, device=args.device)
+    options.validate()  # unknown backend: refuse before reading anything
     volume = read_volume(args.image, args.series)
     label = read_label(args.mask)
     label = label_on_image_grid(label, volume, require_same_grid=not args.resample_mask)
@@ -53,20 +55,14 @@ def run(args) -> int:
     if args.label is not None and not mask.any():
         raise InputError(f"{args.mask}: label value {args.label} does not occur in the mask")
     # fetch (or locate) the weights before the long run, so a missing file fails early
-    checkpoint_path(args.sam, path=args.sam_checkpoint, download=args.download)
+    with terminal(f"download {args.sam}", unit="B") as bar:
+        checkpoint_path(args.sam, path=args.sam_checkpoint, download=args.download, progress=bar)
     if args.threads:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-    extra = dict(expand_mm=(), min_quality=0.0, min_agreement=0.0) if args.plain else {}
-    with tqdm(total=None, unit="slice", desc="refine", leave=False) as bar:
-        def progress(done, total):
-            bar.total = total
-            bar.update(done - bar.n)
-
-        result = refine_volume(volume, mask.astype(np.uint8), backend=args.sam, margin=args.margin,
-                               min_component_px=args.min_component, device=args.device, progress=progress,
-                               checkpoint=args.sam_checkpoint, **extra)
+    with terminal("refine", unit="slice") as bar:
+        result = refine_case(volume, mask.astype(np.uint8), options, progress=bar)
     write_mask_like(result.mask, volume, out)
     print(f"{args.image} -> {out}: {result.stats.summary()}")
     return 0

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--sam", default="litemedsam", help="SAM backend for refinement and chaining (default litemedsam)")
     p.add_argument("--overwrite", action="store_true", help="batch: redo cases whose output exists")
     p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
+    p.add_argument("--progress-json", action="store_true",
+                   help="batch: one JSON progress line per case on stdout (polycl.progress; for the Slicer module)")
     p.set_defaults(func=run)
 
 
@@ -55,14 +57,13 @@ def run(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from polycl import distributed
     from polycl.batch import run_batch
     from polycl.errors import InputError
     from polycl.inference import load_model
     from polycl.io import has_image_suffix, read_volume, write_mask_like
     from polycl.pipeline import segment_case
+    from polycl.progress import json_lines, terminal
 
     options = options_from_args(args)
     if options.engine == "sam2":
@@ -81,20 +82,18 @@ def run(args) -> int:
 
     def segment_one(path, out: Path, show_bar: bool, series: str | None = None) -> str:
         volume = read_volume(path, series)
-        with tqdm(total=100, unit="%", desc=f"segment ({options.mode})", disable=not show_bar, leave=False) as bar:
-            def progress(done, total, message):
-                bar.set_postfix_str(message, refresh=False)
-                bar.update(round(100 * done / total) - bar.n)
-
-            result = segment_case(volume, model, options, progress=progress)
+        with terminal(f"segment ({options.mode})", percent=True, disable=not show_bar) as bar:
+            result = segment_case(volume, model, options, progress=bar)
         write_mask_like(result.mask, volume, out)
         return result.report_line(volume)
 
     if batch:
         if args.series:
             raise InputError("--series picks a series of one DICOM folder; a batch folder holds several cases")
+        # one line per case (the report line); with --progress-json the same as JSON progress events
+        report = json_lines() if args.progress_json else (lambda done, total, message: print(message, flush=True))
         outcomes = run_batch(args.input, args.output, lambda case, out: segment_one(case.image, out, False),
-                             overwrite=args.overwrite, dist=dist)
+                             overwrite=args.overwrite, dist=dist, progress=report)
         distributed.teardown(dist)  # (a rank that raises exits instead: torchrun then stops the others)
         return 1 if any(o.status == "failed" for o in outcomes) else 0
     if not has_image_suffix(args.output):

@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from polycl.errors import InputError
 from polycl.io import (has_image_suffix, is_dicom_folder, label_on_image_grid, read_label, read_volume, select_labels,
                        strip_image_suffix)
 from polycl.preprocess import PreprocessConfig, prepare_slices, to_canonical
+from polycl.progress import Progress
 
 UNKNOWN, ABSENT, PRESENT = -1, 0, 1
 _CHANNEL = re.compile(r"_\d{4}$")  # nnU-Net channel suffix (case_0000)
@@ -222,8 +223,9 @@ def load_scan(scan: Scan, pre: PreprocessConfig, sel: SliceSelection) -> dict:
 def build_slice_dataset(scans: Iterable[Scan], *, preprocess: PreprocessConfig = PreprocessConfig(),
                         selection: SliceSelection = SliceSelection(), presence_csv: str | os.PathLike | None = None,
                         cache_dir: str | os.PathLike | None = None,
-                        progress: Callable[[float, str], None] | None = None) -> SliceDataset:
-    """Load every scan (from the disk cache when possible) into one :class:`SliceDataset`."""
+                        progress: Progress | None = None) -> SliceDataset:
+    """Load every scan (from the disk cache when possible) into one :class:`SliceDataset`;
+    ``progress(scans_loaded, scans, message)`` (:mod:`polycl.progress`)."""
     scans = list(scans)
     if not scans:
         raise InputError("no scans to pre-train on")
@@ -234,7 +236,7 @@ def build_slice_dataset(scans: Iterable[Scan], *, preprocess: PreprocessConfig =
     parts = []
     for k, scan in enumerate(scans):
         if progress:
-            progress(k / len(scans), f"loading {scan.name}")
+            progress(k, len(scans), f"loading {scan.name}")
         part = None
         cache_file = Path(cache_dir) / f"{scan.name}-{_cache_key(scan, preprocess, selection)}.pt" if cache_dir else None
         if cache_file is not None and cache_file.is_file():
@@ -263,7 +265,7 @@ def build_slice_dataset(scans: Iterable[Scan], *, preprocess: PreprocessConfig =
             part["presence"] = pres
         parts.append(part)
     if progress:
-        progress(1.0, "slices ready")
+        progress(len(scans), len(scans), "slices ready")
     return SliceDataset(
         scans=scans,
         images=torch.cat([p["images"] for p in parts]),

@@ -37,7 +37,8 @@ from torch.utils.data.distributed import DistributedSampler
 
 from polycl.atomic import atomic_path
 from polycl.checkpoint import FORMAT, atomic_torch_save, read_checkpoint, save_checkpoint
-from polycl.errors import Cancelled, InputError
+from polycl.errors import InputError
+from polycl.progress import CancelToken, Progress, Reporter
 from polycl.networks import ProjectionHead, build_encoder
 from polycl import distributed as D
 from polycl.pretrain.dataset import SliceDataset
@@ -160,14 +161,14 @@ def _check_resume(state: dict, cfg: PretrainConfig, data: SliceDataset) -> None:
 
 
 def pretrain(data: SliceDataset, output: str | os.PathLike, config: PretrainConfig = PretrainConfig(), *,
-             resume: bool = False, progress: Callable[[float, str], None] | None = None,
-             cancel: Callable[[], bool] | None = None, log: Callable[[str], None] | None = print,
-             show_progress: bool = True) -> PretrainResult:
+             resume: bool = False, progress: Progress | None = None, cancel: CancelToken | None = None,
+             log: Callable[[str], None] | None = print) -> PretrainResult:
     """Pre-train an encoder on ``data`` with ``config``; see the module docstring for the outputs.
 
-    ``progress(fraction, message)`` is called after every step; ``cancel()`` returning True stops
-    the run with :class:`~polycl.errors.Cancelled` (the last completed epoch stays on disk and can
-    be resumed). The strategy is checked against the data before anything is built or written.
+    ``progress(steps_done, steps, message)`` after every step (rank 0 only under torchrun); a
+    cancelled ``cancel`` token stops the run with :class:`~polycl.errors.Cancelled` (the last
+    completed epoch stays on disk and can be resumed). ``log`` gets one line per finished epoch.
+    The strategy is checked against the data before anything is built or written.
     """
     from polycl.device import resolve_device
 
@@ -236,11 +237,7 @@ def pretrain(data: SliceDataset, output: str | os.PathLike, config: PretrainConf
         "head": {"in_channels": net.encoder.channels[-1], "out_dim": cfg.proj_dim},
         "state_file": state_path.name, "amp": str(amp_dtype).replace("torch.", "") if use_amp else "off",
     }
-    bar = None
-    if show_progress and info.is_main:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=(cfg.epochs - start_epoch) * steps, desc=f"pretrain {cfg.strategy.upper()}", unit="step")
+    report = Reporter(progress if info.is_main else None, cancel)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.time()
@@ -249,9 +246,9 @@ def pretrain(data: SliceDataset, output: str | os.PathLike, config: PretrainConf
             dsampler.set_epoch(epoch)
             losses = []
             for step, (a, p, n, _idx) in enumerate(loader):
-                if cancel is not None and cancel():
-                    raise Cancelled(f"pre-training cancelled in epoch {epoch + 1}; "
-                                    f"{'the last completed epoch is saved' if epoch else 'nothing was saved'}")
+                report.cancelled_message = (f"pre-training cancelled in epoch {epoch + 1}; "
+                                            f"{'the last completed epoch is saved' if epoch else 'nothing was saved'}")
+                report.check()
                 x = torch.cat([a, p, n]).to(device, non_blocking=True)
                 with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
                     z = model(x)
@@ -263,12 +260,8 @@ def pretrain(data: SliceDataset, output: str | os.PathLike, config: PretrainConf
                 scaler.update()
                 sched.step(epoch + (step + 1) / steps)
                 losses.append(float(loss.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
-                if progress is not None and info.is_main:
-                    done = (epoch - start_epoch) * steps + step + 1
-                    progress(done / ((cfg.epochs - start_epoch) * steps), f"epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}")
+                report(epoch * steps + step + 1, cfg.epochs * steps,
+                       f"epoch {epoch + 1}/{cfg.epochs} loss {losses[-1]:.4f}")
             mean = D.all_reduce_mean(info, float(np.mean(losses)), device)
             history.append({"epoch": epoch + 1, "loss": mean, "lr": opt.param_groups[0]["lr"],
                             "seconds": round(time.time() - t0, 2)})
@@ -293,8 +286,6 @@ def pretrain(data: SliceDataset, output: str | os.PathLike, config: PretrainConf
                 say(f"epoch {epoch + 1}/{cfg.epochs}: loss {mean:.4f}, lr {history[-1]['lr']:.2e}, "
                     f"{history[-1]['seconds']:.1f} s")
     finally:
-        if bar is not None:
-            bar.close()
         D.teardown(info)
     return PretrainResult(output, state_path, curve_path, history, plan, len(history), digests, time.time() - t_start)
 

@@ -3,7 +3,7 @@
 >>> run = propagate(volume, seed_mask, engine="auto")      # errors on bad input raise here
 >>> print(run.engine.name, run.engine.reason)
 >>> for index, mask, confidence, obj in run: ...           # canonical slices, as they are made, per object
->>> result = propagate_volume(volume, seed_mask, progress=cb, cancel=stop_requested)
+>>> result = propagate_volume(volume, seed_mask, progress=cb, cancel=token)  # polycl.progress
 >>> result.mask                                            # uint8 (z, y, x) on the input grid
 """
 

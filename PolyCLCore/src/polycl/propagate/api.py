@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from polycl.errors import Cancelled, InputError
 from polycl.preprocess import from_canonical, to_canonical
+from polycl.progress import CancelToken, Progress
 from polycl.propagate.seeds import Seed, canonical_mask, canonical_slice_index, seeds_from_mask
 from polycl.propagate.stop import StopRule
 from polycl.validate import require_ct
@@ -225,14 +226,14 @@ class PropagationResult:
         return sorted(k for k, c in self.confidence.items() if c < threshold and k in keep and k not in self.seeds)
 
 
-def propagate_volume(volume: Volume, seed, *, progress: Callable[[int, int, int], None] | None = None,
-                     cancel: Callable[[], bool] | None = None, keep_partial: bool = False,
-                     **kwargs) -> PropagationResult:
+def propagate_volume(volume: Volume, seed, *, progress: Progress | None = None, cancel: CancelToken | None = None,
+                     keep_partial: bool = False, **kwargs) -> PropagationResult:
     """Run :func:`propagate` to the end and return the whole mask on ``volume``'s grid.
 
-    ``progress(done, total, slice_index)`` after each slice (``total`` is an upper bound);
-    ``cancel()`` returning true stops the run: :class:`~polycl.errors.Cancelled` is raised and
-    nothing partial is returned, unless ``keep_partial`` (then ``complete`` is False).
+    ``progress(done, total, message)`` after each slice (``total`` is an upper bound; see
+    :mod:`polycl.progress`); a cancelled ``cancel`` token stops the run:
+    :class:`~polycl.errors.Cancelled` is raised and nothing partial is returned, unless
+    ``keep_partial`` (then ``complete`` is False).
     """
     t0 = time.perf_counter()
     run = propagate(volume, seed, **kwargs)
@@ -247,8 +248,8 @@ def propagate_volume(volume: Volume, seed, *, progress: Callable[[int, int, int]
         visited.setdefault(item.index)
         done += 1
         if progress is not None:
-            progress(done, run.n_slices, item.index)
-        if cancel is not None and cancel():
+            progress(done, run.n_slices, f"propagating, slice {item.index} (axial order)")
+        if cancel is not None and cancel.cancelled:
             complete = False
             break
     if not complete and not keep_partial:

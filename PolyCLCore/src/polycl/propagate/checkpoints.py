@@ -141,9 +141,10 @@ def verify_cached(ck: Sam2Checkpoint) -> None:
 
 
 def ensure_sam2(name_or_path: str | os.PathLike | None = None, *, download: bool = True,
-                progress=None) -> Sam2Checkpoint:
-    """Resolve a checkpoint and make sure its file is there: downloaded (with ``polycl.download``)
-    when ``download`` is true, else a clear :class:`InputError` telling how to get it."""
+                progress=None, cancel=None) -> Sam2Checkpoint:
+    """Resolve a checkpoint and make sure its file is there: downloaded (with ``polycl.download``;
+    ``progress``/``cancel`` as in :mod:`polycl.progress`) when ``download`` is true, else a clear
+    :class:`InputError` telling how to get it."""
     ck = resolve_sam2(name_or_path)
     if ck.present:
         verify_cached(ck)
@@ -158,7 +159,7 @@ def ensure_sam2(name_or_path: str | os.PathLike | None = None, *, download: bool
     from polycl.checkpoint import sha256_file
 
     dl.download(ck.spec.url, sha256=ck.spec.sha256, filename=ck.spec.filename, dest_dir=ck.path.parent,
-                progress=progress is None, callback=progress)
+                progress=progress, cancel=cancel)
     if not ck.spec.sha256:
         _recorded_sha(ck.path).write_text(f"{sha256_file(ck.path)}  {ck.path.name}\n")
     return ck

@@ -116,7 +116,7 @@ _LOCK = threading.Lock()
 
 
 def load_sam(backend: str = "litemedsam", *, device: str | torch.device = "auto",
-             checkpoint: str | os.PathLike | None = None, download: bool = True, progress: bool = True,
+             checkpoint: str | os.PathLike | None = None, download: bool = True, progress=None,
              threads: int | None = None, encoder: str | None = None) -> LoadedSam:
     """Build (or reuse) the SAM model ``backend`` on ``device``.
 

@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from polycl.errors import Cancelled, GeometryError, InputError
+from polycl.errors import GeometryError, InputError
+from polycl.progress import CancelToken, Progress, Reporter
 from polycl.sam.interactive import SAM_WINDOW
 from polycl.volume import Volume
-
-#: progress(done_slices, total_slices); returning False cancels (like polycl.inference).
-Progress = Callable[[int, int], object]
 
 DEFAULT_EXPAND_MM = (0.0, 5.0, 10.0, 20.0)
 
@@ -228,7 +226,7 @@ def _user_boxes_to_canonical(boxes, volume: Volume, canonical_shape) -> list[tup
 
 def refine_volume(volume: Volume, mask: np.ndarray | Volume | None, *, backend: str = "litemedsam", margin: int = 3,
                   min_component_px: int = 10, device: str = "auto", progress: Progress | None = None,
-                  cancel: Callable[[], bool] | None = None, boxes: Sequence[Sequence[float]] | None = None,
+                  cancel: CancelToken | None = None, boxes: Sequence[Sequence[float]] | None = None,
                   expand_mm: Sequence[float] = DEFAULT_EXPAND_MM, min_quality: float = 0.8,
                   min_agreement: float = 0.5, checkpoint=None, segmenter=None, check_ct: bool = True,
                   batch_size: int | None = None, window=SAM_WINDOW) -> RefineResult:
@@ -241,9 +239,9 @@ def refine_volume(volume: Volume, mask: np.ndarray | Volume | None, *, backend: 
         margin: pixels added on each side of a component's extent.
         min_component_px: components with fewer pixels are left as they are (counted in stats).
         device: 'auto', 'cpu' or 'cuda'.
-        progress: ``progress(done_slices, total_slices)``; returning False cancels.
-        cancel: polled between slices; True cancels. A cancelled run raises
-            :class:`~polycl.errors.Cancelled` and returns nothing (the input is untouched).
+        progress: ``progress(done_slices, total_slices, message)`` (:mod:`polycl.progress`).
+        cancel: a :class:`~polycl.progress.CancelToken`, checked between slices. A cancelled run
+            raises :class:`~polycl.errors.Cancelled` and returns nothing (the input is untouched).
         boxes: user-drawn boxes ``(slice, x0, y0, x1, y1)`` in the volume's array index coordinates.
         expand_mm: widenings (mm, each side) tried for every automatic box; () = the plain refiner.
         min_quality: SAM quality (predicted IoU) below which the coarse component is kept.
@@ -267,6 +265,7 @@ def refine_volume(volume: Volume, mask: np.ndarray | Volume | None, *, backend: 
     from polycl.sam.interactive import SliceSegmenter
 
     t0 = time.perf_counter()
+    report = Reporter(progress, cancel, cancelled_message="refinement cancelled; nothing was changed")
     mask = _check_inputs(volume, mask, boxes, check_ct)
     if margin < 0 or min_component_px < 1:
         raise InputError("margin must be >= 0 and min_component_px >= 1")
@@ -311,8 +310,7 @@ def refine_volume(volume: Volume, mask: np.ndarray | Volume | None, *, backend: 
         chunk = slices[start:start + batch_size]
         segmenter.precompute(chunk, batch_size=batch_size)
         for k in chunk:
-            if (cancel is not None and cancel()):
-                raise Cancelled("refinement cancelled; nothing was changed")
+            report.check()
             segmenter.set_slice(k)
             new = np.zeros(shape2d, bool)
             auto = [(box, comp) for kind, box, comp in plan[k] if kind == "auto"]
@@ -336,8 +334,7 @@ def refine_volume(volume: Volume, mask: np.ndarray | Volume | None, *, backend: 
                 stats.qualities.append(q)
             out[k][new] = 1
             done += 1
-            if progress is not None and progress(done, len(slices)) is False:
-                raise Cancelled("refinement cancelled; nothing was changed")
+            report(done, len(slices), "SAM refinement")
     stats.voxels_after = int(out.sum())
     stats.mean_quality = float(np.mean(stats.qualities)) if stats.qualities else float("nan")
     stats.seconds = time.perf_counter() - t0

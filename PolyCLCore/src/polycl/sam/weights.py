@@ -114,13 +114,14 @@ def _verify_once(path: Path, sha256: str | None) -> str:
 
 
 def checkpoint_path(name: str, *, path: str | os.PathLike | None = None, download: bool = True,
-                    progress: bool = True, callback=None, cancel=None) -> Path:
+                    progress=None, cancel=None) -> Path:
     """Return a verified local file for checkpoint ``name``.
 
     ``path`` overrides where the file is (a checkpoint the user downloaded by hand); it is still
     checked against the registered SHA-256 when there is one. Otherwise: the bundled LiteMedSAM
     file, or the cached download (``<cache>/sam/<filename>``), downloaded now when ``download`` is
-    True (:func:`polycl.download.download`: progress, resume, SHA-256).
+    True (:func:`polycl.download.download`: resume, SHA-256; ``progress``/``cancel`` as in
+    :mod:`polycl.progress`).
 
     Raises :class:`InputError` (missing file, or download=False) or
     :class:`~polycl.errors.ChecksumError` (file is not the registered one).
@@ -151,6 +152,6 @@ def checkpoint_path(name: str, *, path: str | os.PathLike | None = None, downloa
     from polycl.download import download as fetch
 
     out = fetch(entry.url, sha256=entry.sha256, size=entry.size, subdir="sam", filename=entry.filename,
-                progress=progress, callback=callback, cancel=cancel)
+                progress=progress, cancel=cancel)
     _verify_once(out, entry.sha256)
     return out
