@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import ctk
 import numpy as np
 import qt
 import slicer
@@ -35,19 +33,7 @@ except ImportError:  # pragma: no cover
     from slicer.parameterNodeWrapper import Annotated  # type: ignore
 
 from PolyCLSegmentLib import backends, conversions, prompts, segmentedit
-
-#: progress(done, total, message) -> False to cancel (anything else continues).
-Progress = Callable[[float, float, str], Any]
-
-ORGAN_COLORS = {"liver": (221 / 255, 130 / 255, 101 / 255), "kidney": (185 / 255, 102 / 255, 83 / 255)}
-#: Segment modes offered in the panel: (value, label, tooltip); values are polycl.pipeline.MODES.
-SEGMENT_MODES = (
-    ("pipeline", "U-Net + SAM pipeline (recommended)",
-     "U-Net coarse mask, a SAM-refined reference slice per organ component, propagation through the volume "
-     "(SAM 2 or chained LiteMedSAM), fused with the U-Net mask. Holds up best on new scans; slowest."),
-    ("refine", "U-Net + SAM refinement", "The U-Net's mask redrawn slice by slice with SAM box prompts."),
-    ("unet", "U-Net only", "The U-Net's mask alone: seconds, but weakest on scanners it was not trained on."),
-)
+from PolyCLSegmentLib.jobs import JobRunner, Outcome, Request
 
 
 #
@@ -98,39 +84,20 @@ class PolyCLSegmentParameterNode:
 #
 # Logic
 #
-@dataclass
-class Request:
-    """Everything a computation needs, read from MRML on the GUI thread (no MRML inside)."""
-
-    operation: str
-    volume: Any  # polycl.volume.Volume (copied voxels, LPS geometry)
-    volumeNodeId: str
-    segmentationNodeId: str | None
-    segmentId: str | None  # segment to replace (None: new segment)
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class Outcome:
-    """A finished computation, ready to be written on the GUI thread by ``applyOutcome``."""
-
-    request: Request
-    mask: np.ndarray
-    segmentName: str
-    provenance: dict
-    color: tuple | None = None
-    message: str = ""  # one line for the user (e.g. which objects were propagated)
-    terminology: str | None = None  # Slicer terminology string (SNOMED CT) of a new segment
+def _printLine(done, total, message: str) -> None:
+    """The console's progress for batch runs: each case's report line."""
+    print(message)
 
 
 class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
     """Segment, refine, propagate, fine-tune and batch, on MRML nodes. No Qt, no dialogs.
 
-    Each interactive operation has three steps, so that the panel can run the middle one on its
+    Each interactive operation has three steps, so that a front end can run the middle one on its
     worker thread: ``prepare*`` (GUI thread: checks inputs, copies voxels; raises before any change),
-    ``compute*`` (any thread: numpy/torch only; honours ``progress`` returning False) and
-    :meth:`applyOutcome` (GUI thread: saves undo state, writes the segment). The one-call methods
-    (:meth:`segment`, :meth:`refine`, :meth:`propagate`) chain the three for the Python console.
+    ``compute*`` (any thread: one call of :mod:`polycl.pipeline`; ``progress(done, total, message)``
+    and a ``cancel`` token as in :mod:`polycl.progress`) and :meth:`applyOutcome` (GUI thread: saves
+    undo state, writes the segment). :meth:`segment`, :meth:`refine` and :meth:`propagate` chain the
+    three for the Python console.
     """
 
     def __init__(self):
@@ -140,6 +107,10 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         self._lock = threading.Lock()
         self._segmenters = None  # polycl.sam.SegmenterCache, made on first SAM use
 
+    def getParameterNode(self):
+        return PolyCLSegmentParameterNode(super().getParameterNode())
+
+    # ------------------------------------------------------------------ shared state
     def segmenterFor(self, volume, backend: str = "litemedsam", device: str = "auto"):
         """The SAM slice segmenter of ``volume`` (a polycl Volume), shared by Segment, Refine and
         Propagate on the same CT so that no slice is embedded twice (the last CT's embeddings are kept;
@@ -155,25 +126,13 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         if self._segmenters is not None:
             self._segmenters.clear()
 
-    def getParameterNode(self):
-        return PolyCLSegmentParameterNode(super().getParameterNode())
-
-    # ------------------------------------------------------------------ models
     @staticmethod
     def listModels() -> list[dict]:
         """Segmentation models (bundled and the user's), each with a hover text of its scores."""
         from polycl.models import list_models
 
-        out = []
-        for entry in list_models("segmentation"):
-            scores = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.scores.items())
-            tip = f"{entry.name} ({entry.source}): {entry.description or 'segmentation model'}"
-            tip += f"\ntarget: {entry.target or '?'}\nscores: {scores or 'none recorded'}"
-            if entry.training_data:
-                tip += f"\ntrained on: {entry.training_data}"
-            out.append({"name": entry.name, "target": entry.target, "source": entry.source, "scores": entry.scores,
-                        "tooltip": tip, "available": entry.path.is_file()})
-        return out
+        return [{"name": e.name, "target": e.target, "source": e.source, "scores": e.scores, "tooltip": e.describe(),
+                 "available": e.path.is_file()} for e in list_models("segmentation")]
 
     def loadModel(self, model: str | None, device: str = "auto"):
         """A cached :class:`polycl.inference.LoadedModel` (loaded once per model and device)."""
@@ -185,34 +144,36 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
                 self._models[key] = load_model(model, device)
             return self._models[key]
 
-    @staticmethod
-    def _modelProvenance(loaded) -> dict:
-        from polycl.checkpoint import sha256_file
-
-        entry = loaded.entry
-        return {"Model": entry.name, "ModelSHA256": entry.sha256 or sha256_file(entry.path), "Target": loaded.target,
-                "Device": str(loaded.device)}
-
     # ------------------------------------------------------------------ shared checks
     @staticmethod
-    def _requireCT(volume) -> None:
+    def _readCT(volumeNode):
+        """The node's voxels and geometry as a polycl Volume; raises unless it looks like CT."""
         from polycl.validate import require_ct
 
+        volume = conversions.volumeFromNode(volumeNode)
         require_ct(volume)
+        return volume
 
     @staticmethod
-    def _checkTargetSegment(segmentationNode, segmentId: str | None, needContent: bool = False) -> None:
+    def _segment(segmentationNode, segmentId: str | None, *, writable: bool = False):
+        """The segment ``segmentId`` of ``segmentationNode`` (raises when missing, or locked and ``writable``)."""
         from polycl.errors import InputError
 
-        if segmentId is None:
-            return
         if segmentationNode is None:
             raise InputError("no segmentation selected")
-        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId) if segmentId else None
         if segment is None:
             raise InputError(f"segmentation '{segmentationNode.GetName()}' has no segment '{segmentId}'")
-        if segmentedit.isSegmentLocked(segment):
+        if writable and segmentedit.isSegmentLocked(segment):
             raise InputError(f"segment '{segment.GetName()}' is locked; unlock it (or clear its Completed status) first")
+        return segment
+
+    @staticmethod
+    def _requireCapability(capability, what: str) -> None:
+        from polycl.errors import InputError
+
+        if not capability:
+            raise InputError(f"{what} is unavailable: {capability.reason}")
 
     # ------------------------------------------------------------------ segment
     def prepareSegment(self, volumeNode, segmentationNode=None, *, model: str | None = None, mode: str | None = None,
@@ -223,136 +184,110 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device, sam=refineBackend, engine=engine,
                                  check_ct=False)
         options.validate()
-        volume = conversions.volumeFromNode(volumeNode)
-        self._requireCT(volume)
-        self._checkTargetSegment(segmentationNode, segmentId)
+        volume = self._readCT(volumeNode)
+        if segmentId is not None:
+            self._segment(segmentationNode, segmentId, writable=True)
         return Request("segment", volume, volumeNode.GetID(), segmentationNode.GetID() if segmentationNode else None,
-                       segmentId, dict(model=model, segmentOptions=options, segmentName=segmentName, device=device,
-                                       overwriteOthers=overwriteOthers))
+                       segmentId, options, segmentName=segmentName, overwriteOthers=overwriteOthers, model=model)
 
-    def computeSegment(self, request: Request, progress: Progress | None = None) -> Outcome:
+    def computeSegment(self, request: Request, progress=None, cancel=None) -> Outcome:
         """polycl.pipeline.segment_case on the request's volume (the same function as ``polycl segment``)."""
-        from dataclasses import replace
-
+        from polycl.checkpoint import sha256_file
         from polycl.errors import InputError
         from polycl.pipeline import segment_case
 
-        o = request.options
-        options = o["segmentOptions"]
+        options = request.options
         if options.mode != "unet":
-            cap = backends.refineCapability()
-            if not cap:
-                raise InputError(f"mode '{options.mode}' needs SAM, which is unavailable: {cap.reason}")
-        loaded = self.loadModel(o["model"], o["device"])
-        segmenter = None if options.mode == "unet" else self.segmenterFor(request.volume, options.sam, o["device"])
-        result = self._withOomFallback(lambda bs: segment_case(request.volume, loaded, replace(options, batch_size=bs),
-                                                               progress=progress, segmenter=segmenter))
+            self._requireCapability(backends.refineCapability(), f"mode '{options.mode}' (SAM)")
+        loaded = self.loadModel(request.model, options.device)
+        segmenter = None if options.mode == "unet" else self.segmenterFor(request.volume, options.sam, options.device)
+        result = segment_case(request.volume, loaded, options, progress=progress, cancel=cancel, segmenter=segmenter)
+        target = loaded.target or "organ"
         if not result.mask.any():
-            raise InputError(f"the model '{loaded.entry.name}' found no {loaded.target or 'organ'} in "
-                             f"'{request.volume.source}'; nothing was changed")
+            raise InputError(f"the model '{loaded.entry.name}' found no {target} in '{request.volume.source}'; "
+                             "nothing was changed")
         engine = {"unet": "polycl U-Net", "refine": f"polycl U-Net + SAM refinement ({options.sam})",
                   "pipeline": f"polycl U-Net + SAM ({options.sam}) reference slices + propagation ({result.engine})"}
-        provenance = {"Operation": "segment", **self._modelProvenance(loaded), "Mode": result.mode,
+        entry = loaded.entry
+        provenance = {"Operation": "segment", "Model": entry.name, "ModelSHA256": entry.sha256 or sha256_file(entry.path),
+                      "Target": loaded.target, "Device": str(loaded.device), "Mode": result.mode,
                       "Engine": engine[result.mode], "Prompts": "none (automatic)", "Stats": result.summary()}
-        target = loaded.target or "organ"
-        return Outcome(request, np.asarray(result.mask, np.uint8), o["segmentName"] or target, provenance,
-                       ORGAN_COLORS.get(target), message=result.summary(),
+        return Outcome(request, np.asarray(result.mask, np.uint8), request.segmentName or target, provenance,
+                       segmentedit.ORGAN_COLORS.get(target), message=result.summary(),
                        terminology=segmentedit.terminologyFor(loaded.target))
 
     def segment(self, volumeNode, segmentationNode=None, model: str | None = None, mode: str | None = None, *,
-                segmentId: str | None = None, segmentName: str | None = None, overwriteOthers: bool = False,
-                device: str = "auto", refineBackend: str = "litemedsam", engine: str = "auto",
-                progress: Progress | None = None) -> str:
+                progress=None, cancel=None, **kwargs) -> str:
         """Segment ``volumeNode`` (CT) with ``model`` and write the result; returns the segment ID.
 
         ``mode``: "pipeline" (default: U-Net, SAM-refined reference slice per component, propagation
         with ``engine``, fusion), "refine" (U-Net + SAM box refinement) or "unet" (see
         :mod:`polycl.pipeline`). ``segmentationNode`` None creates one. ``segmentId`` None adds a new
         segment (named after the target), otherwise that segment is replaced (never when locked).
-        Bad input raises :class:`polycl.errors.PolyCLError` before anything changes;
-        ``progress(done, total, message)`` returning False cancels.
+        Other keywords: those of :meth:`prepareSegment`. Bad input raises
+        :class:`polycl.errors.PolyCLError` before anything changes.
         """
-        request = self.prepareSegment(volumeNode, segmentationNode, model=model, mode=mode, segmentId=segmentId,
-                                      segmentName=segmentName, overwriteOthers=overwriteOthers, device=device,
-                                      refineBackend=refineBackend, engine=engine)
-        return self.applyOutcome(self.computeSegment(request, progress))
+        request = self.prepareSegment(volumeNode, segmentationNode, model=model, mode=mode, **kwargs)
+        return self.applyOutcome(self.computeSegment(request, progress, cancel))
 
     # ------------------------------------------------------------------ refine
-    def _refineArray(self, volume, mask, *, boxes=None, backend="litemedsam", device="auto", progress=None):
-        """polycl.sam.refine.refine_volume on arrays: automatic boxes from ``mask`` and/or the user's
-        ``boxes`` [(k, x0, y0, x1, y1)] in the volume's array indices. Returns (mask, provenance)."""
-        from polycl.errors import InputError
-
-        cap = backends.refineCapability()
-        if not cap:
-            raise InputError(f"refinement is unavailable: {cap.reason}")
-        from polycl.sam.refine import refine_volume
-
-        result = refine_volume(volume, mask, backend=backend, device=device, progress=progress,
-                               boxes=list(boxes) if boxes else None, check_ct=False,
-                               segmenter=self.segmenterFor(volume, backend, device))
-        prompts_text = f"{len(boxes)} drawn box(es)" if boxes else "automatic boxes from the mask"
-        if boxes and mask is not None:
-            prompts_text += " + automatic boxes from the mask"
-        info = {"Refiner": backend, "Prompts": prompts_text}
-        stats = getattr(result, "stats", None)
-        if stats is not None:
-            info["Stats"] = stats.summary()
-        return np.asarray(result.mask, dtype=np.uint8), info
-
     def prepareRefine(self, volumeNode, segmentationNode, segmentId: str | None = None, *, roiNodes=None,
                       backend: str = "litemedsam", device: str = "auto", newSegment: bool = False,
                       overwriteOthers: bool = False) -> Request:
         from polycl.errors import InputError
+        from polycl.pipeline import RefineOptions
 
-        volume = conversions.volumeFromNode(volumeNode)
-        self._requireCT(volume)
+        options = RefineOptions(sam=backend, device=device, check_ct=False)
+        options.validate()
+        volume = self._readCT(volumeNode)
         if segmentationNode is None:
             raise InputError("no segmentation selected")
-        options = dict(backend=backend, device=device, overwriteOthers=overwriteOthers, coarse=None, boxes=None)
+        coarse, name = None, None
         if segmentId is not None:
+            name = self._segment(segmentationNode, segmentId).GetName()
             coarse = conversions.maskFromSegment(segmentationNode, segmentId, volumeNode)
             if not coarse.any() and not roiNodes:
-                name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
                 raise InputError(f"segment '{name}' is empty: there is nothing to refine (or draw ROI boxes)")
-            options["coarse"] = coarse if coarse.any() else None
-        if roiNodes:  # one box per ROI and slice: two ROIs on a slice (two kidneys) stay two prompts
-            options["boxes"] = sorted((k, *box) for roi in roiNodes
-                                      for k, box in prompts.roiSliceBoxes(roi, volumeNode).items())
-            options["roiNames"] = [r.GetName() for r in roiNodes]
-        if options["coarse"] is None and not options["boxes"]:
+            coarse = coarse if coarse.any() else None
+        # one box per ROI and slice: two ROIs on a slice (two kidneys) stay two prompts
+        boxes = sorted((k, *box) for roi in roiNodes or () for k, box in prompts.roiSliceBoxes(roi, volumeNode).items())
+        if coarse is None and not boxes:
             raise InputError("select the segment to refine, or draw ROI boxes")
         target = None if newSegment or segmentId is None else segmentId
-        self._checkTargetSegment(segmentationNode, target)
-        if segmentId is not None:
-            options["segmentName"] = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName() + (
-                " refined" if target is None else "")
-        return Request("refine", volume, volumeNode.GetID(), segmentationNode.GetID(), target, options)
+        if target is not None:
+            self._segment(segmentationNode, target, writable=True)
+        note = f"{len(boxes)} drawn box(es) (" + ", ".join(r.GetName() for r in roiNodes) + ")" if boxes else ""
+        if coarse is not None:
+            note = (note + " + " if note else "") + "automatic boxes from the mask"
+        return Request("refine", volume, volumeNode.GetID(), segmentationNode.GetID(), target, options,
+                       segmentName=(name + (" refined" if target is None else "")) if name else None,
+                       overwriteOthers=overwriteOthers, mask=coarse, boxes=boxes or None, promptNote=note)
 
-    def computeRefine(self, request: Request, progress: Progress | None = None) -> Outcome:
+    def computeRefine(self, request: Request, progress=None, cancel=None) -> Outcome:
+        """polycl.pipeline.refine_case on the request's volume (the same function as ``polycl refine``)."""
         from polycl.errors import InputError
+        from polycl.pipeline import refine_case
 
+        self._requireCapability(backends.refineCapability(), "refinement")
         o = request.options
-        cb = None if progress is None else (lambda d, t: progress(d, t, "refining"))
-        mask, info = self._refineArray(request.volume, o["coarse"], boxes=o["boxes"], backend=o["backend"],
-                                       device=o["device"], progress=cb)
-        if o.get("roiNames"):
-            info["Prompts"] += " (" + ", ".join(o["roiNames"]) + ")"
+        result = refine_case(request.volume, request.mask, o, boxes=request.boxes, progress=progress, cancel=cancel,
+                             segmenter=self.segmenterFor(request.volume, o.sam, o.device))
+        mask = np.asarray(result.mask, dtype=np.uint8)
         if not mask.any():
             raise InputError("SAM returned an empty mask; nothing was changed")
-        return Outcome(request, mask, o.get("segmentName") or "SAM",
-                       {"Operation": "refine", "Engine": f"SAM ({o['backend']})", **info})
+        return Outcome(request, mask, request.segmentName or "SAM",
+                       {"Operation": "refine", "Engine": f"SAM ({o.sam})", "Refiner": o.sam,
+                        "Prompts": request.promptNote, "Stats": result.stats.summary()})
 
-    def refine(self, volumeNode, segmentationNode, segmentId: str | None = None, *, roiNodes=None,
-               backend: str = "litemedsam", device: str = "auto", newSegment: bool = False,
-               overwriteOthers: bool = False, progress: Progress | None = None) -> str:
+    def refine(self, volumeNode, segmentationNode, segmentId: str | None = None, *, progress=None, cancel=None,
+               **kwargs) -> str:
         """SAM box refinement of a segment (automatic boxes from its components, slice by slice,
         with guards that keep the coarse mask where SAM is unsure), and/or SAM on boxes drawn as ROI
         markups (``roiNodes``: inside them SAM's mask replaces the content). Replaces the segment when
-        complete unless ``newSegment`` (or no segment is given: then a new segment is made)."""
-        request = self.prepareRefine(volumeNode, segmentationNode, segmentId, roiNodes=roiNodes, backend=backend,
-                                     device=device, newSegment=newSegment, overwriteOthers=overwriteOthers)
-        return self.applyOutcome(self.computeRefine(request, progress))
+        complete unless ``newSegment`` (or no segment is given: then a new segment is made).
+        Other keywords: those of :meth:`prepareRefine`."""
+        request = self.prepareRefine(volumeNode, segmentationNode, segmentId, **kwargs)
+        return self.applyOutcome(self.computeRefine(request, progress, cancel))
 
     # ------------------------------------------------------------------ propagate
     def preparePropagate(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int, *,
@@ -360,14 +295,16 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
                          newSegment: bool = False, overwriteOthers: bool = False, limits=None,
                          predictor=None) -> Request:
         from polycl.errors import InputError
+        from polycl.pipeline import PropagateOptions
 
-        volume = conversions.volumeFromNode(volumeNode)
-        self._requireCT(volume)
+        start, end = limits if limits else (None, None)
+        options = PropagateOptions(engine=engine, stop_after=stopAfter, start=start, end=end, device=device,
+                                   check_ct=False)
+        options.validate()
+        volume = self._readCT(volumeNode)
         if segmentationNode is None or segmentId is None:
             raise InputError("select the segment that holds the annotated slice")
-        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
-        if segment is None:
-            raise InputError(f"segmentation '{segmentationNode.GetName()}' has no segment '{segmentId}'")
+        segment = self._segment(segmentationNode, segmentId)
         z = volume.shape[0]
         if not 0 <= int(sliceIndex) < z:
             raise InputError(f"slice {sliceIndex} is outside the volume (0..{z - 1})")
@@ -376,63 +313,46 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
             raise InputError(f"segment '{segment.GetName()}' is empty on slice {sliceIndex}: annotate that slice "
                              "first (or move the red view to an annotated slice)")
         target = None if newSegment else segmentId
-        self._checkTargetSegment(segmentationNode, target)
-        name = segment.GetName() + (" propagated" if newSegment else "")
-        return Request("propagate", volume, volumeNode.GetID(), segmentationNode.GetID(), target,
-                       dict(seed=seed, sliceIndex=int(sliceIndex), engine=engine, stopAfter=stopAfter, device=device,
-                            overwriteOthers=overwriteOthers, segmentName=name, limits=limits, predictor=predictor))
+        if target is not None:
+            self._segment(segmentationNode, target, writable=True)
+        return Request("propagate", volume, volumeNode.GetID(), segmentationNode.GetID(), target, options,
+                       segmentName=segment.GetName() + (" propagated" if newSegment else ""),
+                       overwriteOthers=overwriteOthers, mask=seed, sliceIndex=int(sliceIndex), predictor=predictor)
 
-    def computePropagate(self, request: Request, progress: Progress | None = None) -> Outcome:
-        from polycl.errors import InputError
+    def computePropagate(self, request: Request, progress=None, cancel=None) -> Outcome:
+        """polycl.pipeline.propagate_case from the request's slice (the same function as ``polycl propagate``);
+        the annotated slice is kept exactly as drawn."""
+        from polycl.pipeline import propagate_case
 
         o = request.options
-        cap = backends.propagateCapability(o["engine"])
-        if o.get("predictor") is not None and o["engine"] in ("auto", "sam2"):
-            cap = backends.Capability(True)  # a ready SAM 2 predictor was given
-        if not cap:
-            raise InputError(f"propagation ({o['engine']}) is unavailable: {cap.reason}")
-        from polycl.propagate import propagate_volume
-
-        cancelled = {"flag": False}
-
-        def onProgress(done, total, index):
-            if progress is not None and progress(done, total, f"slice {index}") is False:
-                cancelled["flag"] = True
-
-        start, end = o["limits"] if o.get("limits") else (None, None)
+        if request.predictor is None or o.engine == "chain":  # a ready SAM 2 predictor needs no weights check
+            self._requireCapability(backends.propagateCapability(o.engine), f"propagation ({o.engine})")
         # the chain engine reuses this CT's embeddings from Segment/Refine (SAM 2 has its own)
-        segmenter = self.segmenterFor(request.volume, device=o["device"]) if backends.refineCapability() else None
-        result = propagate_volume(request.volume, o["seed"], seed_slices=[o["sliceIndex"]], engine=o["engine"],
-                                  stop_after=o["stopAfter"], device=o["device"], progress=onProgress,
-                                  cancel=lambda: cancelled["flag"], start=start, end=end,
-                                  predictor=o.get("predictor"), segmenter=segmenter)
-        mask = np.array(result.mask, dtype=np.uint8)
-        k = o["sliceIndex"]
-        mask[k] = o["seed"][k]  # the user's annotated slice is kept exactly as drawn
-        low = result.low_confidence()
+        segmenter = self.segmenterFor(request.volume, device=o.device) if backends.refineCapability() else None
+        result = propagate_case(request.volume, request.mask, o, seed_slices=[request.sliceIndex], progress=progress,
+                                cancel=cancel, predictor=request.predictor, segmenter=segmenter)
         objects = result.describe_objects()
         provenance = {"Operation": "propagate", "Engine": f"{result.engine.name} ({result.engine.detail})",
-                      "Prompts": {"seedSlice": o["sliceIndex"], "stopAfter": o["stopAfter"]},
-                      "LowConfidenceSlices": low, "Objects": objects}
-        return Outcome(request, mask, o["segmentName"], provenance, message=objects)
+                      "Prompts": {"seedSlice": request.sliceIndex, "stopAfter": o.stop_after},
+                      "LowConfidenceSlices": result.low_confidence(), "Objects": objects}
+        return Outcome(request, np.asarray(result.mask, dtype=np.uint8), request.segmentName, provenance,
+                       message=objects)
 
-    def propagate(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int, *, engine: str = "auto",
-                  stopAfter: int | None = 3, device: str = "auto", newSegment: bool = False,
-                  overwriteOthers: bool = False, limits: tuple[int, int] | None = None, predictor=None,
-                  progress: Progress | None = None) -> str:
+    def propagate(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int, *, progress=None,
+                  cancel=None, **kwargs) -> str:
         """Carry the segment's mask on slice ``sliceIndex`` (the volume's IJK k) through the volume
         (SAM 2 when its weights are cached, else chained LiteMedSAM; ``engine`` picks) until the
         organ ends (``stopAfter`` empty slices in a row; None runs to the limits). ``limits``
         (first, last IJK k, inclusive) bound the run; ``predictor`` reuses a loaded SAM 2 video
-        predictor. Replaces the segment when complete unless ``newSegment``."""
-        request = self.preparePropagate(volumeNode, segmentationNode, segmentId, sliceIndex, engine=engine,
-                                        stopAfter=stopAfter, device=device, newSegment=newSegment,
-                                        overwriteOthers=overwriteOthers, limits=limits, predictor=predictor)
-        return self.applyOutcome(self.computePropagate(request, progress))
+        predictor. Replaces the segment when complete unless ``newSegment``. Other keywords: those
+        of :meth:`preparePropagate`."""
+        request = self.preparePropagate(volumeNode, segmentationNode, segmentId, sliceIndex, **kwargs)
+        return self.applyOutcome(self.computePropagate(request, progress, cancel))
 
     # ------------------------------------------------------------------ write results
     def applyOutcome(self, outcome: Outcome) -> str:
         """Write a finished result (GUI thread): undo state saved first; returns the segment ID."""
+        from polycl import __version__
         from polycl.errors import InputError
 
         request = outcome.request
@@ -449,15 +369,11 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
             segmentationNode = slicer.mrmlScene.GetNodeByID(request.segmentationNodeId)
             if segmentationNode is None:
                 raise InputError("the segmentation was removed from the scene while computing; nothing was written")
-        from polycl import __version__
-
-        provenance = {**outcome.provenance, "Version": f"polycl {__version__}"}
-        segmentId = segmentedit.applyMask(segmentationNode, volumeNode, outcome.mask, segmentId=request.segmentId,
-                                          segmentName=outcome.segmentName, color=outcome.color,
-                                          overwriteOthers=bool(request.options.get("overwriteOthers")),
-                                          provenance=provenance, history=self.history,
-                                          terminology=outcome.terminology)
-        return segmentId
+        return segmentedit.applyMask(segmentationNode, volumeNode, outcome.mask, segmentId=request.segmentId,
+                                     segmentName=outcome.segmentName, color=outcome.color,
+                                     overwriteOthers=request.overwriteOthers,
+                                     provenance={**outcome.provenance, "Version": f"polycl {__version__}"},
+                                     history=self.history, terminology=outcome.terminology)
 
     def undo(self, segmentationNode) -> bool:
         """Restore the segmentation as it was before this module's last change to it."""
@@ -469,10 +385,10 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ batch and fine-tuning
     def segmentFolder(self, inputDir, outputDir, *, model: str | None = None, device: str = "auto",
                       mode: str | None = None, overwrite: bool = False, inProcess: bool = True,
-                      log: Callable[[str], None] = print, cancel: Callable[[], bool] | None = None):
+                      progress=_printLine, cancel=None):
         """Segment every CT of ``inputDir`` into ``outputDir/<case>.nii.gz`` (input geometry; resumable:
         finished cases are skipped; ``report.csv`` lists outcomes, with the mode and engine that ran).
-        ``mode`` as in :meth:`segment`.
+        ``mode`` as in :meth:`segment`; ``progress(cases_done, cases, report_line)`` (default: print).
 
         ``inProcess`` (the console default) runs here and returns the list of outcomes; otherwise a
         ``polycl segment`` subprocess is started and its :class:`~PolyCLSegmentLib.processes.CoreProcess`
@@ -489,11 +405,8 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
         if not inProcess:
             from PolyCLSegmentLib.processes import CoreProcess, coreCommand
 
-            args = ["segment", str(inputDir), "-o", str(outputDir), "--device", device, "--mode", options.mode]
-            if model:
-                args += ["--model", str(model)]
-            if overwrite:
-                args.append("--overwrite")
+            args = ["segment", str(inputDir), "-o", str(outputDir), "--device", device, "--mode", options.mode,
+                    "--progress-json"] + (["--model", str(model)] if model else []) + (["--overwrite"] if overwrite else [])
             return CoreProcess(coreCommand(*args))
         from polycl.batch import run_batch
         from polycl.io import read_volume, write_mask_like
@@ -503,11 +416,11 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
 
         def process(case, out: Path) -> str:
             volume = read_volume(case.image)
-            result = segment_case(volume, loaded, options)
+            result = segment_case(volume, loaded, options, cancel=cancel)
             write_mask_like(result.mask, volume, out)
             return result.report_line(volume)
 
-        return run_batch(inputDir, outputDir, process, overwrite=overwrite, log=log, cancel=cancel)
+        return run_batch(inputDir, outputDir, process, overwrite=overwrite, progress=progress, cancel=cancel)
 
     def finetune(self, folder, name: str, *, target: str = "liver", epochs: int = 30, labelFraction: float = 1.0,
                  device: str = "auto", encoder: str | None = None, resume: bool = False, extraArgs=()):
@@ -530,29 +443,7 @@ class PolyCLSegmentLogic(ScriptedLoadableModuleLogic):
             args += ["--encoder", str(encoder)]
         if resume:
             args.append("--resume")
-        args += [str(a) for a in extraArgs]
-        return CoreProcess(coreCommand(*args))
-
-    # ------------------------------------------------------------------ helpers
-    @staticmethod
-    def _withOomFallback(run):
-        """Run ``run(batch_size)``; on GPU out-of-memory retry with smaller batches."""
-        batch = 16
-        while True:
-            try:
-                return run(batch)
-            except RuntimeError as exc:
-                if "out of memory" not in str(exc).lower() or batch <= 1:
-                    raise
-                try:
-                    import torch
-
-                    torch.cuda.empty_cache()
-                except Exception:  # noqa: BLE001
-                    pass
-                batch //= 4
-                logging.warning("PolyCL: GPU out of memory, retrying with batch size %d", max(batch, 1))
-                batch = max(batch, 1)
+        return CoreProcess(coreCommand(*args, *[str(a) for a in extraArgs]))
 
 
 def _pathSet(path) -> bool:
@@ -572,11 +463,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._worker = None
-        self._job = None
-        self._jobApply = None
-        self._process = None
-        self._processDone = None
+        self._runner = JobRunner()
         self._timer = None
 
     # -- setup ------------------------------------------------------------------------------------
@@ -588,20 +475,12 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = PolyCLSegmentLogic()
 
-        for value, label, tip in backends.deviceChoices():
-            self.ui.deviceComboBox.addItem(label, value)
-            self.ui.deviceComboBox.setItemData(self.ui.deviceComboBox.count - 1, tip, qt.Qt.ToolTipRole)
-        for value, label, tip in SEGMENT_MODES:
-            self.ui.segmentModeComboBox.addItem(label, value)
-            self.ui.segmentModeComboBox.setItemData(self.ui.segmentModeComboBox.count - 1, tip, qt.Qt.ToolTipRole)
-        engines = backends.propagationEngines() if backends.coreInstalled() else {}
-        for engine, tip in (("auto", "SAM 2 when its weights are downloaded, else chained LiteMedSAM"),
-                            ("sam2", "SAM 2 video propagation (official weights, downloaded by the user once)"),
-                            ("chain", "LiteMedSAM boxes chained slice to slice (offline)")):
-            cap = engines.get(engine, backends.Capability(True))
-            self.ui.engineComboBox.addItem(engine if cap else f"{engine} (unavailable)", engine)
-            self.ui.engineComboBox.setItemData(self.ui.engineComboBox.count - 1,
-                                               tip if cap else "Unavailable: " + cap.reason, qt.Qt.ToolTipRole)
+        for combo, choices in ((self.ui.deviceComboBox, backends.deviceChoices()),
+                               (self.ui.segmentModeComboBox, backends.SEGMENT_MODES),
+                               (self.ui.engineComboBox, backends.engineChoices())):
+            for value, label, tip in choices:  # item data: the parameter's value; hover: what it does
+                combo.addItem(label, value)
+                combo.setItemData(combo.count - 1, tip, qt.Qt.ToolTipRole)
 
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.refineButton.connect("clicked(bool)", self.onRefine)
@@ -634,10 +513,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self._timer is not None:
             self._timer.stop()
-        if self._process is not None:
-            self._process.cancel(grace=5)
-        if self._worker is not None:
-            self._worker.shutdown(timeout=2)
+        self._runner.shutdown()
 
     def enter(self):
         self.initializeParameterNode()
@@ -709,7 +585,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- enabling -----------------------------------------------------------------------------------
     def _setControl(self, button, capability, ready: bool, why_not_ready: str, normalTip: str):
-        busy = self._job is not None or self._process is not None
+        busy = self._runner.busy
         button.enabled = bool(capability) and ready and not busy
         if not capability:
             button.toolTip = _("Unavailable: ") + capability.reason
@@ -768,25 +644,27 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateButtons()
         return ok
 
-    # -- running interactive jobs --------------------------------------------------------------------
-    def _startJob(self, feature: str, prepare, compute):
+    # -- running jobs (PolyCLSegmentLib.jobs: worker thread or subprocess, polled by the timer) ------
+    def _start(self, feature: str, begin) -> None:
+        """Install what ``feature`` needs (asking first), then ``begin()``: bad input shows its message."""
         if not self._ensureDependencies(feature):
             return
         from polycl.errors import PolyCLError
 
         try:
-            request = prepare()
+            begin()
         except PolyCLError as exc:
             slicer.util.errorDisplay(str(exc))
             return
-        if self._worker is None:
-            from PolyCLSegmentLib.worker import Worker
-
-            self._worker = Worker()
-        self._job = self._worker.submit(lambda job: compute(request, job.progress), name=feature)
-        self._jobApply = self.logic.applyOutcome
         self._showBusy(True, feature)
         self._timer.start()
+
+    def _startJob(self, feature: str, prepare, compute):
+        def selectSegment(segmentId):
+            self.ui.segmentSelector.setCurrentSegmentID(segmentId)
+
+        self._start(feature, lambda: self._runner.start(feature, compute, prepare(), apply=self.logic.applyOutcome,
+                                                        onDone=selectSegment))
 
     def _showBusy(self, busy: bool, what: str = ""):
         self.ui.progressBar.setVisible(busy)
@@ -796,53 +674,25 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def onTimer(self):
-        if self._job is not None:
-            job = self._job
-            self.ui.progressBar.setValue(int(100 * job.fraction))
-            if job.message:
-                self.ui.statusLabel.text = job.message
-            if job.done.is_set():
-                self._job = None
-                self._timer.stop()
-                self._showBusy(False)
-                if job.cancelled:
-                    self.ui.statusLabel.text = _("Cancelled; nothing was changed")
-                elif job.error:
-                    self.ui.statusLabel.text = _("Failed")
-                    slicer.util.errorDisplay(job.error.splitlines()[0], detailedText=job.error)
-                else:
-                    try:
-                        segId = self._jobApply(job.result)
-                        self.ui.segmentSelector.setCurrentSegmentID(segId)
-                        self.ui.statusLabel.text = _("Done: ") + job.result.segmentName
-                        self.ui.statusLabel.toolTip = job.result.message
-                    except Exception as exc:  # noqa: BLE001
-                        slicer.util.errorDisplay(str(exc))
-                self.updateButtons()
-        if self._process is not None:
-            proc = self._process
-            for line in proc.poll():
-                logging.info("polycl: %s", line)
-            self.ui.progressBar.setValue(int(100 * proc.fraction))
-            if proc.message:
-                self.ui.statusLabel.text = proc.message
-            if not proc.running:
-                self._process = None
-                self._timer.stop()
-                self._showBusy(False)
-                done = self._processDone
-                self._processDone = None
-                if done:
-                    done(proc)
-                self.updateButtons()
+        update = self._runner.poll()
+        if update is None:
+            self._timer.stop()
+            return
+        self.ui.progressBar.setValue(int(100 * update.fraction))
+        if update.message:
+            self.ui.statusLabel.text = update.message
+            self.ui.statusLabel.toolTip = update.message
+        if update.finished:
+            self._timer.stop()
+            self._showBusy(False)
+            if update.error:
+                self.ui.statusLabel.text = _("Failed")
+                slicer.util.errorDisplay(update.error, detailedText=update.detail)
+            self.updateButtons()
 
     def onCancel(self):
-        if self._job is not None:
-            self._job.cancel()
-            self.ui.statusLabel.text = _("Cancelling...")
-        if self._process is not None:
-            self.ui.statusLabel.text = _("Stopping (fine-tuning saves a resumable state)...")
-            threading.Thread(target=self._process.cancel, daemon=True).start()
+        self.ui.statusLabel.text = _("Cancelling (fine-tuning keeps a resumable state)...")
+        self._runner.cancel()
 
     def onUndo(self):
         p = self._parameterNode
@@ -881,62 +731,32 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             engine=p.propagationEngine, stopAfter=p.stopAfter or None, device=p.device,
             overwriteOthers=p.overwriteOthers), self.logic.computePropagate)
 
-    def _startProcess(self, feature: str, start, done):
-        if not self._ensureDependencies(feature):
-            return
-        from polycl.errors import PolyCLError
-
-        try:
-            self._process = start()
-        except PolyCLError as exc:
-            slicer.util.errorDisplay(str(exc))
-            return
-        self._processDone = done
-        self._showBusy(True, feature)
-        self._timer.start()
-
     def onFinetune(self):
         p = self._parameterNode
 
         def done(proc):
-            if proc.returncode == 0:
-                dice = [e.get("best") for e in proc.events if e.get("event") == "epoch"]
-                text = _("Fine-tuning finished") + (f": best validation Dice {dice[-1]:.3f}" if dice else "")
-                self.ui.finetuneResultLabel.text = text
-                self.refreshModels()
-                self._selectCombo(self.ui.modelComboBox, p.finetuneName)
-            elif proc.cancelled:
-                self.ui.finetuneResultLabel.text = _("Stopped; resume by fine-tuning again with the same name")
-            else:
-                slicer.util.errorDisplay(_("Fine-tuning failed: ") + proc.lastError(), detailedText="\n".join(proc.lines[-40:]))
+            self.ui.finetuneResultLabel.text = proc.message  # "fine-tuning finished: best validation Dice ..."
+            self.refreshModels()
+            self._selectCombo(self.ui.modelComboBox, p.finetuneName)
 
-        self._startProcess("finetune", lambda: self.logic.finetune(
+        self._start("finetune", lambda: self._runner.startProcess("fine-tuning", self.logic.finetune(
             p.finetuneFolder, p.finetuneName, target=p.finetuneTarget, epochs=p.finetuneEpochs,
-            labelFraction=p.labelFraction, device=p.device), done)
+            labelFraction=p.labelFraction, device=p.device), onDone=done))
 
     def onBatch(self):
         p = self._parameterNode
-
-        def done(proc):
-            if proc.returncode not in (0, None) and not proc.cancelled:
-                slicer.util.errorDisplay(_("Batch finished with failures: ") + proc.lastError(),
-                                         detailedText="\n".join(proc.lines[-40:]))
-            else:
-                self.ui.statusLabel.text = proc.lines[-1] if proc.lines else _("Batch finished")
-
-        self._startProcess("batch", lambda: self.logic.segmentFolder(
+        self._start("batch", lambda: self._runner.startProcess("batch", self.logic.segmentFolder(
             p.batchInputFolder, p.batchOutputFolder, model=p.model, device=p.device, mode=p.segmentMode,
-            inProcess=False), done)
+            inProcess=False)))
 
 
 #
 # Test (runs inside a real Slicer: Developer mode > Reload and Test, or ctest)
 #
 class PolyCLSegmentTest(ScriptedLoadableModuleTest):
-    """Segments a synthetic CT with a small model whose output is "organ" everywhere, and checks that
-    the result is written except where a locked segment is, and that undo removes it.
-
-    Needs torch and polycl-core in Slicer's Python (installed by the module on first use)."""
+    """The module's self-test (PolyCLSegmentLib.selftest): Segment on a synthetic CT with a model
+    that finds "organ" everywhere writes everything except the locked segment, and Undo removes it.
+    Needs torch in Slicer's Python (installed by the module on first use)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear(0)
@@ -946,45 +766,8 @@ class PolyCLSegmentTest(ScriptedLoadableModuleTest):
         self.test_segment_undo_lock()
 
     def test_segment_undo_lock(self):
-        import tempfile
-
-        from polycl.checkpoint import save_checkpoint
-        from polycl.networks import build_segmentation_model
+        from PolyCLSegmentLib.selftest import segmentUndoLock
 
         self.delayDisplay("Starting PolyCLSegment test")
-        rng = np.random.default_rng(0)
-        hu = np.full((12, 64, 64), -1000, np.int16)
-        hu[:, 8:56, 8:56] = 40
-        hu[3:9, 20:44, 16:40] = 120
-        hu += rng.integers(-20, 20, hu.shape).astype(np.int16)
-        volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "synthetic CT")
-        slicer.util.updateVolumeFromArray(volumeNode, hu)
-        volumeNode.SetSpacing(0.8, 0.8, 2.5)
-        volumeNode.SetIJKToRASDirections([[-1, 0, 0], [0, -1, 0], [0, 0, 1]])
-        import torch
-
-        torch.manual_seed(3)
-        config = {"encoder": {"name": "unet", "features": [4, 8, 16]}, "out_channels": 1}
-        model = build_segmentation_model(config)
-        with torch.no_grad():  # an output layer that says "organ" everywhere: a known, non-empty mask
-            model.out.conv.conv.weight.zero_()
-            model.out.conv.conv.bias.fill_(20.0)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "tiny.pt"
-            save_checkpoint(path, model, config, meta={"target": "liver", "preprocess": {"size": 64}})
-            logic = PolyCLSegmentLogic()
-            segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-            locked = segmentationNode.GetSegmentation().AddEmptySegment("locked")
-            box = np.zeros(hu.shape, np.uint8)
-            box[4:8, 10:30, 10:30] = 1
-            segmentedit.applyMask(segmentationNode, volumeNode, box, segmentId=locked)
-            segmentedit.setSegmentLocked(segmentationNode.GetSegmentation().GetSegment(locked))
-            segId = logic.segment(volumeNode, segmentationNode, model=str(path), mode="unet", overwriteOthers=True)
-            written = conversions.maskFromSegment(segmentationNode, segId, volumeNode)
-            self.assertTrue(written.all() or written.sum() > 0.9 * written.size)  # "organ" everywhere ...
-            self.assertFalse(written[box > 0].any())  # ... except in the locked segment, untouched
-            self.assertTrue((conversions.maskFromSegment(segmentationNode, locked, volumeNode) == box).all())
-            self.assertEqual(segmentationNode.GetSegmentation().GetNumberOfSegments(), 2)
-            self.assertTrue(logic.undo(segmentationNode))
-            self.assertIsNone(segmentationNode.GetSegmentation().GetSegment(segId))
+        segmentUndoLock(self, PolyCLSegmentLogic())
         self.delayDisplay("Test passed")

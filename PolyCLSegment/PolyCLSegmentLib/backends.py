@@ -157,3 +157,25 @@ def deviceChoices() -> list[tuple[str, str, str]]:
         choices.append(("cuda", f"GPU ({gpus[0]})", "NVIDIA GPU via CUDA"))
     return choices
 
+
+
+#: Segment modes of the panel: (value, label, tooltip); values are polycl.pipeline.MODES.
+SEGMENT_MODES = (
+    ("pipeline", "U-Net + SAM pipeline (recommended)",
+     "U-Net coarse mask, a SAM-refined reference slice per organ component, propagation through the volume "
+     "(SAM 2 or chained LiteMedSAM), fused with the U-Net mask. Holds up best on new scans; slowest."),
+    ("refine", "U-Net + SAM refinement", "The U-Net's mask redrawn slice by slice with SAM box prompts."),
+    ("unet", "U-Net only", "The U-Net's mask alone: seconds, but weakest on scanners it was not trained on."),
+)
+
+
+def engineChoices() -> list[tuple[str, str, str]]:
+    """(value, label, tooltip) for the propagation engine box; an engine that cannot run says why."""
+    engines = propagationEngines() if coreInstalled() else {}
+    out = []
+    for engine, tip in (("auto", "SAM 2 when its weights are downloaded, else chained LiteMedSAM"),
+                        ("sam2", "SAM 2 video propagation (official weights, downloaded by the user once)"),
+                        ("chain", "LiteMedSAM boxes chained slice to slice (offline)")):
+        cap = engines.get(engine, Capability(True))
+        out.append((engine, engine if cap else f"{engine} (unavailable)", tip if cap else "Unavailable: " + cap.reason))
+    return out

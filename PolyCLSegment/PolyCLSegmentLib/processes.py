@@ -2,10 +2,11 @@
 
 The process is ``PythonSlicer -m polycl.cli.main ...`` inside Slicer (``sys.executable`` outside),
 so a crash, an out-of-memory kill or a hung CUDA driver cannot take Slicer down. Its stdout is
-read by a thread into a queue; the GUI calls :meth:`CoreProcess.poll` from a timer. Lines that
-are JSON objects (``polycl finetune --progress-json``) become progress events; batch lines like
-``[ 3/10] case: done`` update the fraction. Cancel sends SIGINT first (fine-tuning saves a
-resumable state on it), then terminates.
+read by a thread into a queue; the GUI calls :meth:`CoreProcess.poll` from a timer. The command
+runs with ``--progress-json``: its progress (:mod:`polycl.progress`, ``progress(done, total,
+message)``) arrives as JSON lines ``{"event": "progress", "done", "total", "message"}`` and sets
+``fraction`` and ``message``. Cancel sends SIGINT first (fine-tuning saves a resumable state on
+it), then terminates.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -21,8 +21,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-
-_BATCH_LINE = re.compile(r"^\[\s*(\d+)/(\d+)\]")
 
 
 def pythonExecutable() -> str:
@@ -91,29 +89,19 @@ class CoreProcess:
 
     def _digest(self, line: str) -> None:
         text = line.strip()
+        event = None
         if text.startswith("{") and text.endswith("}"):
             try:
                 event = json.loads(text)
             except json.JSONDecodeError:
                 event = None
-            if isinstance(event, dict):
-                self.events.append(event)
-                if event.get("event") == "epoch" and event.get("epochs"):
-                    self.fraction = float(event["epoch"]) / float(event["epochs"])
-                    dice = event.get("val_dice")
-                    self.message = f"epoch {event['epoch']}/{event['epochs']}" + (
-                        f", validation Dice {dice:.3f}" if isinstance(dice, (int, float)) else "")
-                elif event.get("event") == "step" and event.get("steps"):
-                    epochs = max((e.get("epochs", 0) for e in self.events if e.get("event") == "epoch"), default=0)
-                    self.message = f"epoch {event.get('epoch')} step {event['step']}/{event['steps']}"
-                    if epochs:
-                        self.fraction = (float(event.get("epoch", 1)) - 1 + event["step"] / event["steps"]) / epochs
-                return
-        m = _BATCH_LINE.match(text)
-        if m:
-            self.fraction = int(m.group(1)) / max(1, int(m.group(2)))
-        if text:
-            self.message = text[:200]
+        if isinstance(event, dict) and event.get("event") == "progress":
+            self.events.append(event)
+            total = float(event.get("total") or 0)
+            self.fraction = min(1.0, float(event.get("done", 0)) / total) if total > 0 else self.fraction
+            self.message = str(event.get("message", ""))[:200] or self.message
+        elif text and not self.events:  # plain output (warnings, the CLI's last words) is kept in
+            self.message = text[:200]    # ``lines``; once progress events come, they set the message
 
     @property
     def returncode(self) -> int | None:

@@ -123,6 +123,8 @@ def _setTags(segment, provenance: dict) -> None:
 #: Standard terminology (SNOMED CT codes, DICOM master list) of the organs polycl segments, as
 #: Slicer's terminology strings, the way SlicerTotalSegmentator and MONAIAuto3DSeg label their
 #: segments: the segment then says what it is in a code any DICOM SEG reader understands.
+#: Display colours (r, g, b in 0..1) of new segments by target, as Slicer's terminology shows them.
+ORGAN_COLORS = {"liver": (221 / 255, 130 / 255, 101 / 255), "kidney": (185 / 255, 102 / 255, 83 / 255)}
 _TERMINOLOGY_CODES = {"liver": ("10200004", "Liver"), "kidney": ("64033007", "Kidney"), "spleen": ("78961009", "Spleen")}
 
 

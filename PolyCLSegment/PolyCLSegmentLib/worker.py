@@ -20,36 +20,39 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
-class JobCancelled(Exception):
-    pass
-
-
 @dataclass
 class Job:
-    """A submitted computation. ``fn(job)`` calls :meth:`progress`, which raises when cancelled."""
+    """A submitted computation: ``fn(job)`` passes ``job.progress`` and ``job.token`` to polycl
+    (:mod:`polycl.progress`: ``progress(done, total, message)`` and a cancel token, which makes the
+    work raise ``Cancelled`` at its next check)."""
 
     fn: Callable[["Job"], Any]
     name: str = "job"
     done: threading.Event = field(default_factory=threading.Event)
-    cancelRequested: threading.Event = field(default_factory=threading.Event)
+    token: Any = field(default_factory=lambda: _cancelToken())
     result: Any = None
     error: str | None = None
     cancelled: bool = False
     fraction: float = 0.0
     message: str = ""
 
-    def progress(self, done: float, total: float = 1.0, message: str = "") -> bool:
-        """Record progress; returns False (and the job stops at its next check) when cancelled."""
-        self.fraction = float(done) / float(total) if total else 0.0
+    def progress(self, done: float, total: float = 1.0, message: str = "") -> None:
+        """Record progress (read by the GUI's timer)."""
+        self.fraction = min(max(float(done) / float(total), 0.0), 1.0) if total and total > 0 else 0.0
         if message:
             self.message = message
-        return not self.cancelRequested.is_set()
 
     def cancel(self) -> None:
-        self.cancelRequested.set()
+        self.token.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
+
+
+def _cancelToken():
+    from polycl.progress import CancelToken
+
+    return CancelToken()
 
 
 class Worker:
@@ -79,12 +82,13 @@ class Worker:
                 return
             self.current = job
             try:
-                if job.cancelRequested.is_set():
-                    raise JobCancelled()
+                job.token.check()  # cancelled before it started
                 job.result = job.fn(job)
             except BaseException as exc:  # noqa: BLE001 - report everything, never kill the thread
+                from polycl.errors import Cancelled
+
                 from_polycl = type(exc).__module__.startswith("polycl")
-                if isinstance(exc, JobCancelled) or type(exc).__name__ == "Cancelled":
+                if isinstance(exc, Cancelled):
                     job.cancelled = True
                     job.error = "cancelled"
                 elif isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():

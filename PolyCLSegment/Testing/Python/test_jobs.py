@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 import textwrap
 import time
 
@@ -26,12 +27,12 @@ def test_worker_runs_jobs_in_order_reports_errors_and_cancels():
         def boom(job):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-        def slow(job):
-            for i in range(200):
-                if not job.progress(i, 200):
-                    from polycl.errors import Cancelled
+        def slow(job):  # polycl's protocol: progress(done, total, message) and the job's cancel token
+            from polycl.progress import Reporter
 
-                    raise Cancelled("stopped")
+            report = Reporter(job.progress, job.token)
+            for i in range(200):
+                report(i, 200, "working")
                 time.sleep(0.01)
             return "finished"
 
@@ -56,16 +57,22 @@ def test_core_process_parses_progress_and_cancels(tmp_path):
         def stop(*a):
             print("saving state", flush=True); sys.exit(130)
         signal.signal(signal.SIGINT, stop)
+        sys.path.insert(0, sys.argv[1])
+        from polycl.progress import json_lines   # the transport the polycl CLI uses
+        progress = json_lines()
         for e in range(1, 1000):
-            print(json.dumps({"event": "epoch", "epoch": e, "epochs": 1000, "val_dice": 0.5}), flush=True)
+            print("a plain log line", flush=True)
+            progress(e, 1000, f"epoch {e}/1000: validation Dice 0.500")
             time.sleep(0.05)
     """))
-    proc = CoreProcess([sys.executable, str(script)])
+    import polycl
+
+    proc = CoreProcess([sys.executable, str(script), str(Path(polycl.__file__).parents[1])])
     deadline = time.monotonic() + 30
     while not proc.events and time.monotonic() < deadline:
         proc.poll()
         time.sleep(0.02)
-    assert proc.events and proc.events[0]["event"] == "epoch"
+    assert proc.events and proc.events[0]["event"] == "progress"
     assert 0 < proc.fraction < 0.1 and "validation Dice 0.500" in proc.message
     proc.cancel(grace=10)
     assert proc.wait(10) == 130 and proc.cancelled
@@ -129,8 +136,9 @@ def test_finetune_subprocess_adds_model_to_list(ts, tmp_path, monkeypatch, modul
     proc = logic.finetune(tmp_path / "data", "my-liver", target="1", epochs=1, device="cpu",
                           extraArgs=["--size", "32", "--no-augment"])
     assert proc.wait(300) == 0, "\n".join(proc.lines[-20:])
-    epochs = [e for e in proc.events if e.get("event") == "epoch"]
-    assert epochs and 0 <= epochs[-1]["val_dice"] <= 1 and proc.fraction == pytest.approx(1.0)
+    epochs = [e["message"] for e in proc.events if "validation Dice" in e["message"]]
+    assert epochs and epochs[0].startswith("epoch 1/1: loss") and proc.fraction == pytest.approx(1.0)
+    assert proc.message.startswith("fine-tuning finished: best validation Dice")
     models = {m["name"]: m for m in logic.listModels()}
     assert "my-liver" in models and models["my-liver"]["source"] == "user"
     assert "scores" in models["my-liver"]["tooltip"]
@@ -165,3 +173,75 @@ def test_installer_asks_for_missing_packages_with_polycls_bounds(monkeypatch):
     assert not any(dependencies.requirementName(r) in ("polycl", "polycl-core", "torch", "torchvision")
                    for g in ("core", "sam") for r in dependencies.requirements(g) if dependencies.requirementName(r)
                    in ("polycl", "polycl-core"))
+
+
+def _poll_until_finished(runner, timeout: float = 120.0):
+    updates = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        update = runner.poll()
+        updates.append(update)
+        if update is None or update.finished:
+            return updates
+        time.sleep(0.02)
+    raise TimeoutError("the job did not finish")
+
+
+def test_job_runner_writes_when_polled_and_a_cancel_changes_nothing(scene, ts, module, tiny_model):
+    """The panel's (and any front end's) job machinery on the real Logic and real MRML: the result
+    is written by poll() on this thread, never by the worker; a cancelled job writes nothing."""
+    import slicer
+
+    from conftest import load_volume_node
+    from PolyCLSegmentLib import conversions
+    from PolyCLSegmentLib.jobs import JobRunner
+
+    logic = module.PolyCLSegmentLogic()
+    ct = load_volume_node(ts / "example_ct_sm.nii.gz", name="ct")
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    runner = JobRunner()
+    done = []
+    try:
+        request = logic.prepareSegment(ct, seg, model=str(tiny_model), mode="unet", device="cpu")
+        runner.start("segment", logic.computeSegment, request, apply=logic.applyOutcome, onDone=done.append)
+        assert runner.busy
+        with pytest.raises(RuntimeError, match="still running"):
+            runner.start("segment", logic.computeSegment, request, apply=logic.applyOutcome)
+        updates = _poll_until_finished(runner)
+        last = updates[-1]
+        assert last.finished and last.error is None and not runner.busy and runner.poll() is None
+        assert done == [last.value] and conversions.maskFromSegment(seg, last.value, ct).any()
+        assert "mode unet" in last.message
+
+        def computeOnceCancelled(request, progress, cancel):  # the Cancel button is pressed first
+            while not cancel.cancelled:
+                time.sleep(0.01)
+            return logic.computeSegment(request, progress, cancel)
+
+        request = logic.prepareSegment(ct, seg, model=str(tiny_model), mode="unet", device="cpu")
+        runner.start("segment", computeOnceCancelled, request, apply=logic.applyOutcome, onDone=done.append)
+        runner.cancel()
+        last = _poll_until_finished(runner)[-1]
+        assert last.cancelled and "nothing was changed" in last.message
+        assert seg.GetSegmentation().GetNumberOfSegments() == 1 and len(done) == 1
+
+        request = logic.prepareSegment(ct, seg, model=str(tiny_model), mode="unet", device="cpu")
+        slicer.mrmlScene.RemoveNode(seg)  # removed while computing: a clear error, nothing written
+        runner.start("segment", logic.computeSegment, request, apply=logic.applyOutcome, onDone=done.append)
+        last = _poll_until_finished(runner)[-1]
+        assert last.finished and "removed" in last.error and len(done) <= 2
+    finally:
+        runner.shutdown()
+
+
+def test_job_runner_follows_a_core_process_to_its_error(tmp_path):
+    from PolyCLSegmentLib.jobs import JobRunner
+    from PolyCLSegmentLib.processes import CoreProcess
+
+    script = tmp_path / "fails.py"
+    script.write_text('import sys\nprint("polycl finetune: error: no labelled cases in /x", flush=True)\nsys.exit(2)\n')
+    runner = JobRunner()
+    runner.startProcess("fine-tuning", CoreProcess([sys.executable, str(script)]), onDone=lambda p: 1 / 0)
+    last = _poll_until_finished(runner, 30)[-1]
+    assert last.finished and last.error == "fine-tuning failed: polycl finetune: error: no labelled cases in /x"
+    assert last.value.returncode == 2  # onDone (which would raise) is not called on failure

@@ -213,8 +213,10 @@ def test_segment_folder_writes_masks_in_input_geometry(ts, tmp_path, logic, tiny
     flipped = sitk.Flip(sitk.ReadImage(str(ts / "example_ct_sm.nii.gz")), [True, False, False])
     sitk.WriteImage(flipped, str(inp / "case2.nii.gz"))
     lines = []
-    outcomes = logic.segmentFolder(inp, out, model=str(tiny_model), device="cpu", mode="unet", log=lines.append)
+    outcomes = logic.segmentFolder(inp, out, model=str(tiny_model), device="cpu", mode="unet",
+                                   progress=lambda done, total, line: lines.append(line))
     assert [o.status for o in outcomes] == ["done", "done"]
+    assert lines[0].startswith("[1/2] case1: done") and lines[-1].startswith("summary: 2 done, 0 skipped, 0 failed")
     for name in ("case1", "case2"):
         image = sitk.ReadImage(str(inp / f"{name}.nii.gz"))
         mask = sitk.ReadImage(str(out / f"{name}.nii.gz"))
@@ -226,8 +228,10 @@ def test_segment_folder_writes_masks_in_input_geometry(ts, tmp_path, logic, tiny
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case2.nii.gz")))
     assert a.any() and np.array_equal(a, b[:, :, ::-1])  # same physical result in both storage orders
     assert (out / "report.csv").is_file()
-    again = logic.segmentFolder(inp, out, model=str(tiny_model), device="cpu", mode="unet", log=lines.append)
+    again = logic.segmentFolder(inp, out, model=str(tiny_model), device="cpu", mode="unet",
+                                   progress=lambda done, total, line: lines.append(line))
     assert [o.status for o in again] == ["skipped", "skipped"]
+    assert lines[-1].startswith("summary: 0 done, 2 skipped, 0 failed")
 
 
 def test_default_segment_is_the_pipeline_with_progress_and_cancel(scene, ts, logic):
@@ -245,11 +249,16 @@ def test_default_segment_is_the_pipeline_with_progress_and_cancel(scene, ts, log
     truth = label_on_image_grid(read_label(ts / "example_seg_dicom.nii.gz"), volume).array == 5
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
 
+    from polycl.progress import CancelToken
+
+    token = CancelToken()
+
     def cancel_in_sam_stage(done, total, message):
-        return done / total < 0.3  # False (cancel) once the U-Net is done and SAM has started
+        if done / total >= 0.3:  # the U-Net is done and SAM has started: the Cancel button
+            token.cancel()
 
     with pytest.raises(Cancelled):
-        logic.segment(ct, seg, model="polycl-liver", device="cpu", progress=cancel_in_sam_stage)
+        logic.segment(ct, seg, model="polycl-liver", device="cpu", progress=cancel_in_sam_stage, cancel=token)
     assert seg.GetSegmentation().GetNumberOfSegments() == 0 and not logic.canUndo(seg)
 
     seen = []

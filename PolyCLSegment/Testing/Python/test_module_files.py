@@ -83,3 +83,15 @@ def test_module_imports_without_torch_and_lists_devices():
         "print('ok')\n" % (str(ROOT / "Testing"), str(MODULE)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+def test_panel_choices_are_what_polycl_accepts():
+    """The mode and engine boxes offer exactly the values polycl.pipeline and polycl.propagate take."""
+    from polycl.pipeline import MODES
+    from polycl.propagate import ENGINES
+
+    from PolyCLSegmentLib import backends
+
+    assert sorted(v for v, _, _ in backends.SEGMENT_MODES) == sorted(MODES)
+    assert sorted(v for v, _, _ in backends.engineChoices()) == sorted(ENGINES)
+    assert all(label and tip for _, label, tip in backends.SEGMENT_MODES + tuple(backends.engineChoices()))
