@@ -457,6 +457,10 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel. Computations run on one persistent worker thread (Segment/Refine/Propagate) or in
     a subprocess (Fine-tune, Batch); a timer polls them, so the GUI stays responsive."""
 
+    #: combo boxes whose item data (not their text) is a parameter's value: (widget, parameter)
+    DATA_COMBOS = (("modelComboBox", "model"), ("deviceComboBox", "device"),
+                   ("engineComboBox", "propagationEngine"), ("segmentModeComboBox", "segmentMode"))
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
@@ -491,10 +495,8 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.undoButton.connect("clicked(bool)", self.onUndo)
         self.ui.refreshModelsButton.connect("clicked(bool)", lambda checked: self.refreshModels())
         self.ui.roiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
-        # combo boxes whose item data (not their text) is the parameter's value
-        for combo, parameter in ((self.ui.modelComboBox, "model"), (self.ui.deviceComboBox, "device"),
-                                 (self.ui.engineComboBox, "propagationEngine"),
-                                 (self.ui.segmentModeComboBox, "segmentMode")):
+        for name, parameter in self.DATA_COMBOS:
+            combo = getattr(self.ui, name)
             combo.connect("currentIndexChanged(int)",
                           lambda index, combo=combo, parameter=parameter: self._storeComboData(combo, parameter, index))
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.updateButtons)
@@ -546,10 +548,8 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
-            self._selectCombo(self.ui.deviceComboBox, self._parameterNode.device)
-            self._selectCombo(self.ui.engineComboBox, self._parameterNode.propagationEngine)
-            self._selectCombo(self.ui.segmentModeComboBox, self._parameterNode.segmentMode)
-            self._selectCombo(self.ui.modelComboBox, self._parameterNode.model)
+            for name, parameter in self.DATA_COMBOS:
+                self._selectCombo(getattr(self.ui, name), getattr(self._parameterNode, parameter))
             self.ui.segmentSelector.setSegmentationNode(self._parameterNode.segmentation)
         self.updateButtons()
 

@@ -66,6 +66,8 @@ def test_ui_matches_parameter_node_and_widget_code():
     assert {"inputVolume", "segmentation", "finetuneFolder", "labelFraction"} <= set(bound.values())
     used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used <= names, f"widgets used in PolyCLSegment.py but missing from the .ui: {used - names}"
+    combos = dict(re.findall(r'\("(\w+ComboBox)", "(\w+)"\)', source))  # Widget.DATA_COMBOS, by name
+    assert len(combos) == 4 and set(combos) <= names and set(combos.values()) <= parameters, combos
 
 
 def test_module_imports_without_torch_and_lists_devices():
