@@ -23,7 +23,7 @@ from polycl.atomic import atomic_path
 from polycl.cases import Case, find_images
 from polycl.distributed import DistInfo, barrier, gather_objects, shard
 from polycl.errors import Cancelled, PolyCLError
-from polycl.progress import CancelToken, Progress, Reporter
+from polycl.progress import CancelToken, Progress
 
 #: process(case, output_path) -> short text for the report line (e.g. the segmented volume in ml).
 Processor = Callable[[Case, Path], str]
@@ -63,11 +63,9 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, process: Processor, *,
     prefix = f"[rank {dist.rank}] " if dist.enabled else ""
     outcomes: list[CaseOutcome] = []
     width = len(str(len(cases)))
-    report_progress = Reporter(progress, cancel)
     for i, case in enumerate(cases, 1):
-        report_progress.cancelled_message = (f"batch cancelled after {i - 1} of {len(cases)} cases; "
-                                             "finished outputs are kept")
-        report_progress.check()
+        if cancel is not None:
+            cancel.check(f"batch cancelled after {i - 1} of {len(cases)} cases; finished outputs are kept")
         target = output_path(out, case)
         t0 = time.perf_counter()
         if target.exists() and not overwrite:

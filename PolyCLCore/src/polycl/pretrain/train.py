@@ -245,9 +245,9 @@ def pretrain(data: SliceDataset, output: str | os.PathLike, config: PretrainConf
             triplets.set_epoch(epoch)
             dsampler.set_epoch(epoch)
             losses = []
+            report.cancelled_message = (f"pre-training cancelled in epoch {epoch + 1}; "
+                                        f"{'the last completed epoch is saved' if epoch else 'nothing was saved'}")
             for step, (a, p, n, _idx) in enumerate(loader):
-                report.cancelled_message = (f"pre-training cancelled in epoch {epoch + 1}; "
-                                            f"{'the last completed epoch is saved' if epoch else 'nothing was saved'}")
                 report.check()
                 x = torch.cat([a, p, n]).to(device, non_blocking=True)
                 with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
