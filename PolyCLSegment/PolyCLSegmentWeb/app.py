@@ -609,7 +609,6 @@ class PolyCLWebApp:
         """Make or move the ROI: the rectangle a-b in the red slice's plane, one voxel thick, centred on
         the volume's slice under the view (so that its box prompt lands on exactly that slice)."""
         import numpy as np
-        import slicer
 
         from PolyCLSegmentLib import conversions
 

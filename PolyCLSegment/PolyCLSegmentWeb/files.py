@@ -72,18 +72,19 @@ class DataFolder:
             raise FileNotFoundError(f"--data {root}: not a folder")
 
     def _walk(self):
-        """(folder, file names) under the root, MAX_DEPTH levels deep, hidden folders skipped."""
+        """(folder, its subfolder names, its file names) under the root, MAX_DEPTH levels deep, hidden
+        folders skipped; emptying the subfolder list (in place) skips what is below the folder."""
         rootDepth = len(self.root.parts)
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
             here = Path(dirpath)
             depth = len(here.parts) - rootDepth
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < MAX_DEPTH else []
-            yield here, filenames
+            yield here, dirnames, filenames
 
     def listImages(self) -> list[Entry]:
         """NIfTI/NRRD/MHA files and DICOM series folders under the root (sorted; outputs of this app excluded)."""
         entries: list[Entry] = []
-        for here, filenames in self._walk():
+        for here, _, filenames in self._walk():
             rel = here.relative_to(self.root).as_posix()
             dicom = False
             for name in sorted(filenames):
@@ -116,7 +117,7 @@ class DataFolder:
     def listLabelledFolders(self) -> list[str]:
         """Folders under the root (``.``: the root itself) laid out as labelled CT for Fine-tune."""
         found: list[str] = []
-        for here, _ in self._walk():
+        for here, dirnames, _ in self._walk():
             if isLabelledFolder(here):
                 found.append(here.relative_to(self.root).as_posix())
                 dirnames[:] = []  # its cases are not folders of their own

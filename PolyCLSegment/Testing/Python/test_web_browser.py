@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -289,6 +288,7 @@ def test_paint_then_propagate_then_undo(server, browser, reference, tmp_path):
     page = open_app(browser, server)
     try:
         k = load_ct_at_middle_liver_slice(page, reference)
+        ks = np.nonzero(reference.any(axis=(1, 2)))[0]  # the liver's slices
         page.click("#polycl-propagate")  # nothing annotated yet: the Logic's message, in the page
         page.wait_for_selector("#polycl-error")
         assert "annotated slice" in page.inner_text("#polycl-error")
