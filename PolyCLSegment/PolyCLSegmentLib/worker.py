@@ -29,7 +29,7 @@ class Job:
     fn: Callable[["Job"], Any]
     name: str = "job"
     done: threading.Event = field(default_factory=threading.Event)
-    token: Any = field(default_factory=lambda: _cancelToken())
+    token: Any = field(default_factory=lambda: _cancelToken())  # polycl imported on first job, not at import
     result: Any = None
     error: str | None = None
     cancelled: bool = False
