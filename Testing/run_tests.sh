@@ -11,4 +11,4 @@ cd "$root"
 export MPLBACKEND=Agg
 paths=()
 for d in PolyCLCore/tests PolyCLSegment/Testing/Python; do [ -d "$d" ] && paths+=("$d"); done
-exec .venv/bin/python -m pytest -q -ra "${paths[@]}" "$@"
+exec .venv/bin/python -m pytest -q -ra --durations=30 "${paths[@]}" "$@"
