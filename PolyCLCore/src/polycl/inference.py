@@ -16,7 +16,7 @@ from torch import nn
 from polycl.checkpoint import load_segmentation_model
 from polycl.device import resolve_device
 from polycl.models import ModelEntry, resolve_model
-from polycl.postprocess import largest_components
+from polycl.masks import largest_components
 from polycl.progress import CancelToken, Progress, Reporter
 from polycl.preprocess import (PreprocessConfig, canonical_spacing, from_canonical, from_model_grid, prepare_slices,
                                to_canonical)

@@ -250,7 +250,7 @@ def segment_case(volume: Volume, model, options: SegmentOptions | None = None, *
     ``progress`` sees the fraction of the whole run (the U-Net is the first tenth outside ``unet`` mode).
     """
     from polycl.inference import LoadedModel, load_model, predict_probabilities
-    from polycl.postprocess import largest_components
+    from polycl.masks import largest_components
     from polycl.preprocess import canonical_spacing, from_canonical, to_canonical
     from polycl.validate import require_ct
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from polycl.orientation import CANONICAL, orientation
 from polycl.volume import Volume
 
-CANONICAL = "LPS"
+__all__ = ["CANONICAL", "CT_WINDOW", "PreprocessConfig", "canonical_spacing", "from_canonical", "from_model_grid",
+           "middle_slices", "prepare_slices", "resize_slices", "to_canonical", "to_model_grid", "window"]
 
 #: The CT window (level, width) in HU that every model here sees: -160..240 HU, the soft-tissue
 #: window of the paper and of MedSAM/LiteMedSAM's CT training data (liver, kidneys, lesions). The
@@ -56,24 +57,14 @@ def window(hu: np.ndarray, level: float = CT_WINDOW[0], width: float = CT_WINDOW
 
 def to_canonical(volume: Volume) -> np.ndarray:
     """The volume's array reoriented to LPS index order: axis 0 inferior->superior, axis 1
-    anterior->posterior, axis 2 right->left (the usual radiological axial view)."""
-    if volume.geometry.orientation_code() == CANONICAL:
-        return volume.array
-    return sitk.GetArrayFromImage(sitk.DICOMOrient(volume.to_sitk(), CANONICAL))
+    anterior->posterior, axis 2 right->left (the usual radiological axial view). A permutation and
+    flips of the axes (:class:`polycl.orientation.Orientation`); an LPS volume's own array is returned."""
+    return orientation(volume).to_canonical(volume.array)
 
 
 def from_canonical(array: np.ndarray, volume: Volume) -> np.ndarray:
     """Inverse of :func:`to_canonical`: put a canonical-order array back on ``volume``'s grid."""
-    code = volume.geometry.orientation_code()
-    if code == CANONICAL:
-        return array
-    size_xyz = [int(s) for s in volume.shape[::-1]]
-    canon = sitk.DICOMOrient(volume.geometry.apply_to(sitk.Image(size_xyz, sitk.sitkUInt8)), CANONICAL)
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(canon)
-    back = sitk.GetArrayFromImage(sitk.DICOMOrient(image, code))
-    assert back.shape == volume.shape, (back.shape, volume.shape)
-    return back
+    return orientation(volume).from_canonical(array)
 
 
 def resize_slices(slices: torch.Tensor, size: int | tuple[int, int], *, mode: str = "bilinear") -> torch.Tensor:
@@ -88,11 +79,7 @@ def resize_slices(slices: torch.Tensor, size: int | tuple[int, int], *, mode: st
 
 def canonical_spacing(volume: Volume) -> tuple[float, float, float]:
     """(sx, sy, sz) in mm of :func:`to_canonical`'s array (x = axis 2, y = axis 1, z = axis 0)."""
-    if volume.geometry.orientation_code() == CANONICAL:
-        return volume.geometry.spacing
-    size_xyz = [int(v) for v in volume.shape[::-1]]
-    ref = volume.geometry.apply_to(sitk.Image(size_xyz, sitk.sitkUInt8))
-    return tuple(float(v) for v in sitk.DICOMOrient(ref, CANONICAL).GetSpacing())
+    return orientation(volume).spacing_xyz
 
 
 def _resampled_shape(shape_yx: tuple[int, int], spacing_yx: tuple[float, float], pixel_mm: float) -> tuple[int, int]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from polycl.errors import InputError
+from polycl.masks import boxes_overlap, components_by_size, label_by_size, mask_box, nonempty_slices
+from polycl.orientation import orientation
 from polycl.preprocess import to_canonical
 from polycl.volume import Volume
 
@@ -68,23 +70,15 @@ class Seed:
         if self.box is not None:
             return tuple(float(v) for v in self.box)
         if self.mask is not None:
-            return box_from_mask(self.mask, margin)
+            return mask_box(self.mask, margin)
         xs, ys = self.points[:, 0], self.points[:, 1]
         return float(xs.min() - margin), float(ys.min() - margin), float(xs.max() + margin), float(ys.max() + margin)
 
 
-def box_from_mask(mask: np.ndarray, margin: float = 0.0) -> tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) pixel box around a 2D mask, widened by ``margin`` px and clipped to the slice."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        raise InputError("cannot make a box from an empty mask")
-    h, w = mask.shape
-    return (float(max(0, xs.min() - margin)), float(max(0, ys.min() - margin)),
-            float(min(w - 1, xs.max() + margin)), float(min(h - 1, ys.max() + margin)))
-
-
-def nonempty_slices(mask_zyx: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(mask_zyx.reshape(mask_zyx.shape[0], -1).any(axis=1))
+#: (x0, y0, x1, y1) pixel box around a 2D mask, widened by ``margin`` px and clipped to the slice.
+box_from_mask = mask_box
+__all__ = ["Seed", "box_from_mask", "canonical_mask", "canonical_slice_index", "input_slice_index", "nonempty_slices",
+           "reference_slice", "seeds_from_mask", "slice_objects"]
 
 
 def reference_slice(mask_zyx: np.ndarray) -> int:
@@ -131,10 +125,7 @@ def slice_objects(mask2d: np.ndarray, min_px: int = MIN_OBJECT_PX,
     least ``min_fraction`` of the largest piece's area. A smaller piece (a liver lobe's tip, a
     stray stroke of paint) joins the object whose centroid is nearest; pieces under ``min_px``
     pixels are dropped unless there is nothing larger."""
-    from skimage.measure import label, regionprops
-
-    lab = label(mask2d > 0, connectivity=2)
-    regions = sorted(regionprops(lab), key=lambda r: r.area, reverse=True)
+    lab, regions = label_by_size(mask2d, 2)
     kept = [r for r in regions if r.area >= min_px] or regions[:1]
     big = [r for r in kept if r.area >= min_fraction * kept[0].area]
     objects = [lab == r.label for r in big]
@@ -145,12 +136,6 @@ def slice_objects(mask2d: np.ndarray, min_px: int = MIN_OBJECT_PX,
     return objects
 
 
-def _boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
-    ya, xa = np.nonzero(a)
-    yb, xb = np.nonzero(b)
-    return not (xa.max() < xb.min() or xb.max() < xa.min() or ya.max() < yb.min() or yb.max() < ya.min())
-
-
 def _slice_seeds(mask: np.ndarray, chosen: list[int], origin: str, split: bool) -> list[Seed]:
     """Seeds on the given slices; pieces on different slices whose boxes overlap are one object."""
     if not split:
@@ -159,7 +144,7 @@ def _slice_seeds(mask: np.ndarray, chosen: list[int], origin: str, split: bool) 
     n_obj = 0
     for k in chosen:
         for piece in slice_objects(mask[k]):
-            same = [s.obj for s in seeds if s.index != k and _boxes_overlap(s.mask, piece)]
+            same = [s.obj for s in seeds if s.index != k and boxes_overlap(s.mask, piece)]
             obj = same[0] if same else n_obj
             n_obj += not same
             seeds.append(Seed(k, piece, meta={"from": origin}, obj=obj))
@@ -168,18 +153,13 @@ def _slice_seeds(mask: np.ndarray, chosen: list[int], origin: str, split: bool) 
 
 def _component_seeds(mask: np.ndarray) -> list[Seed]:
     """The reference slice of each 3D component (26-connectivity) of a coarse volume."""
-    from skimage.measure import label
-
-    lab, n = label(mask, connectivity=3, return_num=True)
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    order = [i for i in np.argsort(sizes)[::-1] if sizes[i] >= MIN_COMPONENT_FRACTION * sizes.max()]
+    comps = components_by_size(mask, min_fraction=MIN_COMPONENT_FRACTION)
     seeds = []
-    for obj, i in enumerate(order):
-        comp = lab == i + 1
+    for obj, comp in enumerate(comps):
         k = reference_slice(comp)
         seeds.append(Seed(k, comp[k], obj=obj,
                           meta={"from": f"middle of the {len(nonempty_slices(comp))} non-empty slices of component "
-                                        f"{obj + 1} of {len(order)}"}))
+                                        f"{obj + 1} of {len(comps)}"}))
     return seeds
 
 
@@ -189,33 +169,12 @@ def canonical_slice_index(volume: Volume, k: int) -> int:
     Raises :class:`InputError` when axis 0 of the input is not its axial axis (e.g. a sagittal
     acquisition), since a 'slice k' of such a file is not an axial slice.
     """
-    z = volume.shape[0]
-    if not 0 <= k < z:
-        raise InputError(f"slice {k} is outside the volume (0..{z - 1})")
-    return int(_axis0_map(volume)[k])
+    return orientation(volume).canonical_slice(k)
 
 
 def input_slice_index(volume: Volume, canonical: int) -> int:
     """Inverse of :func:`canonical_slice_index`."""
-    m = _axis0_map(volume)
-    return int(np.flatnonzero(m == canonical)[0])
-
-
-def _axis0_map(volume: Volume) -> np.ndarray:
-    """map[k] = canonical axis-0 index of input slice k (axis 0 must stay axis 0)."""
-    z = volume.shape[0]
-    probe = np.zeros((z, 2, 3), np.int32)
-    probe += np.arange(z, dtype=np.int32)[:, None, None] * 16
-    probe += np.arange(2, dtype=np.int32)[None, :, None] * 4
-    probe += np.arange(3, dtype=np.int32)[None, None, :]
-    canon = to_canonical(Volume(probe, volume.geometry))
-    k_of = canon // 16
-    if canon.shape[0] != z or not np.all(k_of == k_of[:, :1, :1]) or len(np.unique(k_of[:, 0, 0])) != z:
-        raise InputError(f"{volume.source or 'image'}: its slices (array axis 0) are not axial "
-                         f"(orientation {volume.geometry.orientation_code()}); give the seed as a mask volume")
-    out = np.empty(z, np.int64)
-    out[k_of[:, 0, 0]] = np.arange(z)
-    return out
+    return orientation(volume).input_slice(canonical)
 
 
 def canonical_mask(volume: Volume, seed: Volume | np.ndarray) -> np.ndarray:
