@@ -23,21 +23,20 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def ijkToRasArray(volumeNode) -> np.ndarray:
     """The node's 4x4 IJK-to-RAS matrix as a numpy array (mm)."""
+    import slicer
     import vtk
 
     m = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASMatrix(m)
-    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)], dtype=float)
+    return slicer.util.arrayFromVTKMatrix(m)
 
 
-def vtkMatrixFromArray(array: np.ndarray):
-    import vtk
-
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, float(array[r, c]))
-    return m
+def rasToIjk(volumeNode, ras) -> np.ndarray:
+    """Continuous IJK (i, j, k) of RAS points ``ras`` (3,) or (n, 3) on the volume's grid."""
+    ras = np.atleast_2d(np.asarray(ras, dtype=float))
+    homogeneous = np.c_[ras, np.ones(len(ras))]
+    ijk = (np.linalg.inv(ijkToRasArray(volumeNode)) @ homogeneous.T).T[:, :3]
+    return ijk[0] if np.ndim(ras) == 1 else ijk
 
 
 def geometryFromIjkToRas(ijkToRas: np.ndarray):
@@ -82,27 +81,9 @@ def volumeFromNode(volumeNode):
     return Volume(array, geometryFromIjkToRas(ijkToRasArray(volumeNode)), source=volumeNode.GetName())
 
 
-def updateVolumeNodeFromVolume(volumeNode, volume) -> None:
-    """Set a volume node's voxels and IJK-to-RAS matrix from a polycl Volume."""
-    import slicer
-
-    slicer.util.updateVolumeFromArray(volumeNode, np.ascontiguousarray(volume.array))
-    volumeNode.SetIJKToRASMatrix(vtkMatrixFromArray(ijkToRasFromGeometry(volume.geometry)))
-
-
-def addVolumeNode(volume, name: str = "", labelmap: bool = False):
-    """A new scalar (or label map) volume node holding ``volume``."""
-    import slicer
-
-    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode",
-                                              name or volume.source or "volume")
-    updateVolumeNodeFromVolume(node, volume)
-    node.CreateDefaultDisplayNodes()
-    return node
-
-
-def orientedImageFromMask(mask: np.ndarray, ijkToRas: np.ndarray):
-    """A ``vtkOrientedImageData`` (uint8 0/1) holding a (z, y, x) mask on the grid ``ijkToRas``."""
+def orientedImageFromMask(mask: np.ndarray, ijkToRas: np.ndarray, firstSlice: int = 0):
+    """A ``vtkOrientedImageData`` (uint8 0/1) holding a (z, y, x) mask on the grid ``ijkToRas``;
+    ``firstSlice``: the IJK k of the mask's first slice (a slab of the grid: its extent starts there)."""
     import slicer
     import vtk
     from vtk.util import numpy_support
@@ -110,56 +91,23 @@ def orientedImageFromMask(mask: np.ndarray, ijkToRas: np.ndarray):
     mask = np.ascontiguousarray(np.asarray(mask) > 0, dtype=np.uint8)
     z, y, x = mask.shape
     image = slicer.vtkOrientedImageData()
-    image.SetDimensions(x, y, z)
+    image.SetExtent(0, x - 1, 0, y - 1, int(firstSlice), int(firstSlice) + z - 1)
     image.SetOrigin(0.0, 0.0, 0.0)
     image.SetSpacing(1.0, 1.0, 1.0)
     scalars = numpy_support.numpy_to_vtk(mask.ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
     image.GetPointData().SetScalars(scalars)
-    image.SetImageToWorldMatrix(vtkMatrixFromArray(ijkToRas))
+    image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(np.asarray(ijkToRas, float)))
     return image
 
 
-def referenceImageForVolume(volumeNode):
-    """An empty ``vtkOrientedImageData`` with the volume's grid (extent and IJK-to-RAS), no voxels."""
+def segmentArray(segmentationNode, segmentId: str, volumeNode) -> np.ndarray:
+    """The segment as a uint8 (z, y, x) 0/1 mask on ``volumeNode``'s grid
+    (``slicer.util.arrayFromSegmentBinaryLabelmap``; reads only)."""
     import slicer
-
-    ref = slicer.vtkOrientedImageData()
-    dims = volumeNode.GetImageData().GetDimensions()
-    ref.SetExtent(0, dims[0] - 1, 0, dims[1] - 1, 0, dims[2] - 1)
-    ref.SetImageToWorldMatrix(vtkMatrixFromArray(ijkToRasArray(volumeNode)))
-    return ref
-
-
-def maskFromSegment(segmentationNode, segmentId: str, volumeNode) -> np.ndarray:
-    """The segment as a uint8 (z, y, x) 0/1 mask on ``volumeNode``'s grid (nearest resampling when
-    the segmentation's geometry differs). Reads only: the segmentation is not modified."""
-    import slicer
-    import vtk
-    from vtk.util import numpy_support
 
     from polycl.errors import InputError
 
-    segmentation = segmentationNode.GetSegmentation()
-    if segmentation.GetSegment(segmentId) is None:
-        raise InputError(f"segmentation '{segmentationNode.GetName()}' has no segment '{segmentId}'")
-    if not segmentationNode.GetSegmentation().ContainsRepresentation(
-            slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()):
-        segmentationNode.CreateBinaryLabelmapRepresentation()
-    labelmap = slicer.vtkOrientedImageData()
-    if not segmentationNode.GetBinaryLabelmapRepresentation(segmentId, labelmap):
-        raise InputError(f"segment '{segmentId}' has no binary labelmap representation")
-    ref = referenceImageForVolume(volumeNode)
-    dims = volumeNode.GetImageData().GetDimensions()
-    extent = labelmap.GetExtent()
-    if extent[0] > extent[1] or extent[2] > extent[3] or extent[4] > extent[5]:
-        return np.zeros(dims[::-1], dtype=np.uint8)
-    out = slicer.vtkOrientedImageData()
-    slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(labelmap, ref, out, False, True)
-    # Pad/crop to exactly the reference extent.
-    pad = vtk.vtkImageConstantPad()
-    pad.SetInputData(out)
-    pad.SetOutputWholeExtent(ref.GetExtent())
-    pad.SetConstant(0)
-    pad.Update()
-    array = numpy_support.vtk_to_numpy(pad.GetOutput().GetPointData().GetScalars()).reshape(dims[::-1])
-    return (array > 0).astype(np.uint8)
+    if segmentationNode is None or segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        name = segmentationNode.GetName() if segmentationNode is not None else "(none)"
+        raise InputError(f"segmentation '{name}' has no segment '{segmentId}'")
+    return (slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode) > 0).astype(np.uint8)

@@ -32,7 +32,7 @@ def requirementName(requirement: str) -> str:
 
 def requirements(group: str) -> list[str]:
     """The requirement lines of polycl's ``requirements/<group>.txt`` (comments dropped)."""
-    from PolyCLSegmentLib.backends import polyclPackageDir
+    from PolyCLSegmentLib.capabilities import polyclPackageDir
 
     root = polyclPackageDir()
     if root is None:

@@ -1,6 +1,6 @@
 """One long operation at a time for a front end (the Slicer panel, a web page), without Qt.
 
-A :class:`Request` (inputs read from MRML on the GUI thread) goes to a computation that returns an
+A :class:`JobInput` (inputs read from MRML on the GUI thread) goes to a computation that returns an
 :class:`Outcome` (the finished mask and its provenance), which the Logic writes on the GUI thread.
 
 Interactive computations (Segment, Refine, Propagate) run on the persistent worker thread
@@ -26,7 +26,7 @@ import numpy as np
 
 
 @dataclass
-class Request:
+class JobInput:
     """Everything a computation needs, read from MRML on the GUI thread (no MRML inside).
 
     ``options``: the operation's typed polycl options (SegmentOptions, RefineOptions or
@@ -53,7 +53,7 @@ class Request:
 class Outcome:
     """A finished computation, ready to be written on the GUI thread by ``applyOutcome``."""
 
-    request: Request
+    request: JobInput
     mask: np.ndarray
     segmentName: str
     provenance: dict
@@ -96,12 +96,17 @@ class JobRunner:
         """Run ``compute(request, progress, cancel)`` on the worker thread; when it has finished,
         :meth:`poll` calls ``apply(outcome)`` then ``onDone(value)`` on the caller's thread."""
         self._claim(name, onDone)
+        self._apply = apply
+        self._job = self.background(lambda job: compute(request, job.progress, job.token), name=name)
+
+    def background(self, fn: Callable, name: str = "background"):
+        """Queue ``fn(job)`` on the worker thread without claiming the runner (prefetching embeddings):
+        returns its :class:`~PolyCLSegmentLib.worker.Job` (``cancel()``); nothing is applied to MRML."""
         if self._worker is None:
             from PolyCLSegmentLib.worker import Worker
 
             self._worker = Worker()
-        self._apply = apply
-        self._job = self._worker.submit(lambda job: compute(request, job.progress, job.token), name=name)
+        return self._worker.submit(fn, name=name)
 
     def startProcess(self, name: str, process, *, onDone: Callable | None = None) -> None:
         """Follow a started :class:`~PolyCLSegmentLib.processes.CoreProcess` (fine-tuning, batch)."""

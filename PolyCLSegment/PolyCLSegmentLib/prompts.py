@@ -1,8 +1,8 @@
 """User prompts drawn in Slicer turned into arrays on a volume's grid.
 
 * ROI markups (``vtkMRMLMarkupsROINode``, possibly rotated) -> per axial slice, the bounding box of
-  the voxels whose centres lie inside the ROI (SAM's box prompts), or a (z, y, x) mask of those
-  voxels; both computed one slice at a time within the ROI's index bounding box.
+  the voxels whose centres lie inside the ROI (SAM's box prompts), computed one slice at a time
+  within the ROI's index bounding box.
 * A slice view's position -> the volume's IJK slice index k under it.
 """
 
@@ -15,6 +15,8 @@ from PolyCLSegmentLib import conversions
 
 def _roiGeometry(roiNode, volumeNode):
     """(ijkToObject 4x4, half sizes (3,), dims (i, j, k), IJK bounding box [(lo, hi)] per axis) of an ROI."""
+    import slicer
+
     from polycl.errors import InputError
 
     if roiNode is None or not roiNode.IsA("vtkMRMLMarkupsROINode"):
@@ -23,7 +25,7 @@ def _roiGeometry(roiNode, volumeNode):
     if size.min() <= 0:
         raise InputError(f"ROI '{roiNode.GetName()}' has zero size; draw a box around the organ")
     objectToWorld = roiNode.GetObjectToWorldMatrix()  # ROI axes -> RAS (rotation, translation)
-    o2w = np.array([[objectToWorld.GetElement(r, c) for c in range(4)] for r in range(4)])
+    o2w = slicer.util.arrayFromVTKMatrix(objectToWorld)
     ijkToRas = conversions.ijkToRasArray(volumeNode)
     ijkToObject = np.linalg.inv(o2w) @ ijkToRas
     dims = volumeNode.GetImageData().GetDimensions()  # (i, j, k) sizes
@@ -55,21 +57,6 @@ def _roiSlices(roiNode, volumeNode):
             yield k, j0, i0, inside
 
 
-def roiMask(roiNode, volumeNode) -> np.ndarray:
-    """uint8 (z, y, x) mask of the volume's voxels whose centres lie inside ``roiNode`` (RAS, any
-    rotation). Computed slice by slice within the ROI's index bounding box: beside the mask itself
-    it needs a few arrays of one slice's size (512 x 512 x 300: the 79 MB mask + ~10 MB)."""
-    from polycl.errors import InputError
-
-    dims = volumeNode.GetImageData().GetDimensions()
-    mask = np.zeros((dims[2], dims[1], dims[0]), np.uint8)
-    for k, j0, i0, inside in _roiSlices(roiNode, volumeNode):
-        mask[k, j0:j0 + inside.shape[0], i0:i0 + inside.shape[1]] = inside
-    if not mask.any():
-        raise InputError(f"ROI '{roiNode.GetName()}' does not cover any voxel of '{volumeNode.GetName()}'")
-    return mask
-
-
 def roiSliceBoxes(roiNode, volumeNode) -> dict[int, tuple[int, int, int, int]]:
     """Per slice k the ROI crosses: the bounding box (x0, y0, x1, y1) of its voxels on that slice,
     without building a volume-sized mask (what SAM's box prompts need)."""
@@ -84,18 +71,8 @@ def roiSliceBoxes(roiNode, volumeNode) -> dict[int, tuple[int, int, int, int]]:
     return boxes
 
 
-def sliceBoxes(mask_zyx: np.ndarray) -> dict[int, tuple[int, int, int, int]]:
-    """Per slice k with any voxel: its bounding box (x0, y0, x1, y1), inclusive pixel indices."""
-    boxes = {}
-    for k in np.flatnonzero(mask_zyx.reshape(mask_zyx.shape[0], -1).any(axis=1)):
-        ys, xs = np.nonzero(mask_zyx[k])
-        boxes[int(k)] = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
-    return boxes
-
-
 def sliceIndexAtRas(volumeNode, ras) -> int:
     """The volume's IJK k of the slice containing the RAS point (rounded, clipped to the volume)."""
-    rasToIjk = np.linalg.inv(conversions.ijkToRasArray(volumeNode))
-    ijk = rasToIjk @ np.array([ras[0], ras[1], ras[2], 1.0])
+    ijk = conversions.rasToIjk(volumeNode, ras[:3])
     dims = volumeNode.GetImageData().GetDimensions()
     return int(np.clip(np.round(ijk[2]), 0, dims[2] - 1))

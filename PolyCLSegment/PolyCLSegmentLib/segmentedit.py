@@ -30,8 +30,11 @@ from PolyCLSegmentLib import conversions
 LOCK_TAG = "PolyCL.Locked"
 TAG_PREFIX = "PolyCL."
 #: Provenance tags written by :func:`applyMask` (each ``PolyCL.<key>``).
-PROVENANCE_KEYS = ("Operation", "Model", "ModelSHA256", "Target", "Mode", "Engine", "Refiner", "Prompts", "Device",
-                   "LowConfidenceSlices", "Objects", "Stats", "Time", "Version")
+#: ``Method``: what ran (e.g. "polycl U-Net + SAM refinement (litemedsam)"); ``PropagationEngine``:
+#: the propagation engine that carried the mask (chain or sam2, with its detail); ``SamModel``: the SAM
+#: model that answered boxes or prompts.
+PROVENANCE_KEYS = ("Operation", "Model", "ModelSHA256", "Target", "Mode", "Method", "PropagationEngine", "SamModel",
+                   "Prompts", "Device", "LowConfidenceSlices", "Objects", "Stats", "Time", "Version")
 
 
 def segmentTag(segment, name: str) -> str | None:
@@ -65,18 +68,11 @@ def lockedSegmentIds(segmentationNode) -> list[str]:
     return [sid for sid in segmentIds(segmentationNode) if isSegmentLocked(s.GetSegment(sid))]
 
 
-def provenanceTags(segment) -> dict[str, str]:
-    """All ``PolyCL.*`` tags of a segment (as written by :func:`applyMask`)."""
-    out = {}
-    for key in PROVENANCE_KEYS:
-        value = segmentTag(segment, TAG_PREFIX + key)
-        if value is not None:
-            out[TAG_PREFIX + key] = value
-    return out
-
-
 class UndoHistory:
-    """Undo states of segmentations, one ``vtkSegmentationHistory`` per segmentation node."""
+    """Undo states of segmentations, one ``vtkSegmentationHistory`` per segmentation node: the
+    Segment Editor's own mechanism, and the only one of this module (Segment, Refine, Propagate and
+    every prompt save one state each). :meth:`useHistory` adopts a history a front end already has
+    (the editor's), so that one undo stack serves both."""
 
     def __init__(self, maximumStates: int = 10):
         self.maximumStates = maximumStates
@@ -93,6 +89,11 @@ class UndoHistory:
             history.SetSegmentation(segmentationNode.GetSegmentation())
             self._histories[key] = history
         return history
+
+    def useHistory(self, segmentationNode, history) -> None:
+        """Use ``history`` (a ``vtkSegmentationHistory`` on this node's segmentation) for this node."""
+        history.SetSegmentation(segmentationNode.GetSegmentation())
+        self._histories[segmentationNode.GetID()] = history
 
     def saveState(self, segmentationNode) -> None:
         self._history(segmentationNode).SaveState()
@@ -120,35 +121,6 @@ def _setTags(segment, provenance: dict) -> None:
         segment.SetTag(key if key.startswith(TAG_PREFIX) else TAG_PREFIX + key, text)
 
 
-#: Standard terminology (SNOMED CT codes, DICOM master list) of the organs polycl segments, as
-#: Slicer's terminology strings, the way SlicerTotalSegmentator and MONAIAuto3DSeg label their
-#: segments: the segment then says what it is in a code any DICOM SEG reader understands.
-#: Display colours (r, g, b in 0..1) of new segments by target, as Slicer's terminology shows them.
-ORGAN_COLORS = {"liver": (221 / 255, 130 / 255, 101 / 255), "kidney": (185 / 255, 102 / 255, 83 / 255)}
-_TERMINOLOGY_CODES = {"liver": ("10200004", "Liver"), "kidney": ("64033007", "Kidney"), "spleen": ("78961009", "Spleen")}
-
-
-def terminologyFor(target: str | None) -> str | None:
-    """Slicer terminology string for a model's target ("liver", "kidney", "spleen" or the label
-    value(s) of one, such as "5"), or None when polycl knows no code for it."""
-    if not target:
-        return None
-    name = str(target).strip().lower()
-    if name not in _TERMINOLOGY_CODES:
-        from polycl.io import TARGET_LABELS, parse_label_spec
-
-        try:
-            values = parse_label_spec(name)
-        except Exception:  # noqa: BLE001  not a label spec either: no code
-            return None
-        name = next((n for n, v in TARGET_LABELS.items() if tuple(v) == tuple(values)), "")
-        if name not in _TERMINOLOGY_CODES:
-            return None
-    code, meaning = _TERMINOLOGY_CODES[name]
-    return ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
-            f"~SCT^{code}^{meaning}~^^~Anatomic codes - DICOM master list~^^~^^")
-
-
 def applyMask(segmentationNode, volumeNode, mask: np.ndarray, *, segmentId: str | None = None,
               segmentName: str = "PolyCL", color: tuple[float, float, float] | None = None,
               overwriteOthers: bool = False, provenance: dict | None = None,
@@ -158,7 +130,7 @@ def applyMask(segmentationNode, volumeNode, mask: np.ndarray, *, segmentId: str 
     ``segmentId`` None adds a new segment named ``segmentName``; otherwise that segment's content
     is replaced. Returns the segment's ID. Raises (changing nothing) when the target is locked or
     the mask does not fit the volume. ``terminology`` (a Slicer terminology string, see
-    :func:`terminologyFor`) is set on a new segment; a replaced segment keeps its own.
+    :func:`PolyCLSegmentLib.terminology.termFor`) is set on a new segment; a replaced segment keeps its own.
     """
     import slicer
 
@@ -181,7 +153,7 @@ def applyMask(segmentationNode, volumeNode, mask: np.ndarray, *, segmentId: str 
     overwrite: list[str] = []
     if overwriteOthers:
         for sid in locked:  # keep locked segments' voxels out of the new mask
-            mask[conversions.maskFromSegment(segmentationNode, sid, volumeNode) > 0] = 0
+            mask[conversions.segmentArray(segmentationNode, sid, volumeNode) > 0] = 0
         overwrite = [sid for sid in segmentIds(segmentationNode) if sid != segmentId and sid not in locked]
 
     if history is not None:
@@ -211,3 +183,37 @@ def applyMask(segmentationNode, volumeNode, mask: np.ndarray, *, segmentId: str 
     if segmentationNode.GetDisplayNode() is None:
         segmentationNode.CreateDefaultDisplayNodes()
     return segmentId
+
+
+def writeSlices(segmentationNode, volumeNode, segmentId: str, slab: np.ndarray, firstSlice: int, *,
+                provenance: dict | None = None, history: UndoHistory | None = None) -> None:
+    """Replace slices ``firstSlice .. firstSlice + len(slab) - 1`` of one segment with ``slab``
+    ((n, y, x) on ``volumeNode``'s grid); the rest of the segment and every other segment stay as
+    they are. Raises (changing nothing) when the segment is missing or locked. Used for prompt
+    answers: one undo state per call."""
+    import slicer
+
+    from polycl.errors import InputError
+
+    slab = np.asarray(slab)
+    dims = volumeNode.GetImageData().GetDimensions()
+    if slab.ndim != 3 or slab.shape[1:] != (dims[1], dims[0]) or not 0 <= firstSlice <= dims[2] - len(slab):
+        raise InputError(f"slices {firstSlice}..{firstSlice + len(slab) - 1} of shape {slab.shape[1:]} do not fit "
+                         f"the volume's (z, y, x) {tuple(dims[::-1])}")
+    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+    if segment is None:
+        raise InputError(f"segmentation '{segmentationNode.GetName()}' has no segment '{segmentId}'")
+    if isSegmentLocked(segment):
+        raise InputError(f"segment '{segment.GetName()}' is locked; unlock it to edit it with prompts")
+    if history is not None:
+        history.saveState(segmentationNode)
+    image = conversions.orientedImageFromMask(slab, conversions.ijkToRasArray(volumeNode), firstSlice=firstSlice)
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    wasModifying = segmentationNode.StartModify()
+    try:
+        if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_REPLACE,
+                                                image.GetExtent(), False, []):
+            raise RuntimeError(f"Slicer could not write slices into segment '{segmentId}'")
+        _setTags(segment, provenance or {})
+    finally:
+        segmentationNode.EndModify(wasModifying)

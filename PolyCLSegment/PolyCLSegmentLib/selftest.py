@@ -48,10 +48,10 @@ def segmentUndoLock(test, logic) -> None:
         segmentedit.applyMask(segmentationNode, volumeNode, box, segmentId=locked)
         segmentedit.setSegmentLocked(segmentationNode.GetSegmentation().GetSegment(locked))
         segId = logic.segment(volumeNode, segmentationNode, model=str(path), mode="unet", overwriteOthers=True)
-        written = conversions.maskFromSegment(segmentationNode, segId, volumeNode)
+        written = conversions.segmentArray(segmentationNode, segId, volumeNode)
         test.assertTrue(written.all() or written.sum() > 0.9 * written.size)  # "organ" everywhere ...
         test.assertFalse(written[box > 0].any())  # ... except in the locked segment, untouched
-        test.assertTrue((conversions.maskFromSegment(segmentationNode, locked, volumeNode) == box).all())
+        test.assertTrue((conversions.segmentArray(segmentationNode, locked, volumeNode) == box).all())
         test.assertEqual(segmentationNode.GetSegmentation().GetNumberOfSegments(), 2)
         test.assertTrue(logic.undo(segmentationNode))
         test.assertIsNone(segmentationNode.GetSegmentation().GetSegment(segId))

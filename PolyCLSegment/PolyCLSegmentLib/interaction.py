@@ -1,0 +1,475 @@
+"""Prompts on the slice views: include/exclude points, boxes and corrections, answered on one slice.
+
+One :class:`polycl.interact.InteractiveSession` per (segmentation, segment) holds the prompts, the
+fixed (corrected) slices and the mask; it shares the Logic's SAM segmenter, so Segment, Refine and
+prompts embed each slice once. Prompts are markups the user sees and can move or delete: points in
+two ``vtkMRMLMarkupsFiducialNode`` per segment ("include", green; "exclude", red), boxes as
+``vtkMRMLMarkupsROINode``. Observers on those nodes turn a point placed, dragged or deleted in a
+slice view into :meth:`Interaction.addPoint` / :meth:`movePrompt` / :meth:`removePrompt`, so the
+panel and the web page only put the view in place mode.
+
+Each answer is a job on the worker thread (the slice answer is short; filling the volume has
+progress and cancel) and is written on the GUI thread into the selected segment only, on the
+answered slices only, with one undo state (the Logic's :class:`~PolyCLSegmentLib.segmentedit.UndoHistory`,
+the same one Segment and Refine use). Locked segments raise before anything changes; other
+segments are never touched. RAS -> voxel conversion is :meth:`Controller.voxelAtRas` (one place).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from PolyCLSegmentLib import conversions, segmentedit
+
+INCLUDE_COLOR = (0.2, 0.85, 0.3)
+EXCLUDE_COLOR = (0.95, 0.25, 0.2)
+BOX_COLOR = (1.0, 0.85, 0.1)
+
+
+@dataclass
+class Prompt:
+    """One prompt: ``kind`` "include", "exclude" or "box"; the markup node and control point
+    (points) that show it; ``sessionId``: the InteractiveSession's id of the prompt."""
+
+    id: str
+    kind: str
+    key: tuple[str, str]
+    nodeId: str
+    pointId: str | None = None
+    sessionId: Any = None
+
+
+@dataclass
+class Target:
+    """The segment being prompted and its session (None until the first answer)."""
+
+    volumeNodeId: str
+    segmentationNodeId: str
+    segmentId: str
+    session: Any = None
+    filled: bool = False  # the volume was filled from clicks: corrections re-propagate
+    nodeIds: dict = field(default_factory=dict)  # "include"/"exclude" -> fiducial node ID
+
+
+class Interaction:
+    """The prompt operations of :class:`~PolyCLSegmentLib.controller.Controller` (see the module docstring)."""
+
+    def __init__(self, controller):
+        self.controller = controller
+        self.targets: dict[tuple[str, str], Target] = {}
+        self.prompts: dict[str, Prompt] = {}
+        self._count = 0
+        self._quiet = False  # set while this class edits markups (its own changes are no user actions)
+        self._observed: list[tuple[Any, int]] = []
+        self._prefetch: list = []
+        #: per segmentation node: what each undo state of the shared history was ("prompt" entries
+        #: carry the prompt, so undo also steps the session back and removes its markup)
+        self.log: dict[str, list] = {}
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def logic(self):
+        return self.controller.logic
+
+    @property
+    def settings(self):
+        return self.controller.settings
+
+    def record(self, segmentationNodeId: str, entry) -> None:
+        """Note what the undo state just saved on this segmentation was (None: an operation)."""
+        entries = self.log.setdefault(segmentationNodeId, [])
+        entries.append(entry)
+        del entries[:-self.logic.history.maximumStates]
+        if entry is None:  # Segment/Refine/Propagate rewrote the segment: sessions start again from it
+            for key in [k for k in self.targets if k[0] == segmentationNodeId]:
+                self.targets[key].session = None
+                self.targets[key].filled = False
+
+    def _target(self, volumeNode, segmentationNode, segmentId) -> Target:
+        conversions.requireScalarVolume(volumeNode)
+        self.logic.requireSegment(segmentationNode, segmentId, writable=True)
+        key = (segmentationNode.GetID(), segmentId)
+        target = self.targets.get(key)
+        if target is None or target.volumeNodeId != volumeNode.GetID():
+            target = self.targets[key] = Target(volumeNode.GetID(), key[0], segmentId)
+        return target
+
+    @staticmethod
+    def _nodes(target: Target):
+        import slicer
+
+        return (slicer.mrmlScene.GetNodeByID(target.volumeNodeId),
+                slicer.mrmlScene.GetNodeByID(target.segmentationNodeId))
+
+    def _newPromptId(self) -> str:
+        self._count += 1
+        return f"prompt-{self._count}"
+
+    # ------------------------------------------------------------------ markups
+    def pointNode(self, segmentationNode, segmentId: str, include: bool):
+        """The fiducial node holding the include (or exclude) points of a segment (made on first use);
+        a front end makes it the active place list for its include/exclude place mode."""
+        import slicer
+
+        key = (segmentationNode.GetID(), segmentId)
+        target = self.targets.get(key)
+        kind = "include" if include else "exclude"
+        node = slicer.mrmlScene.GetNodeByID(target.nodeIds.get(kind, "")) if target else None
+        if node is not None:
+            return node
+        name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{name} {kind}")
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        if display is not None:
+            display.SetSelectedColor(*(INCLUDE_COLOR if include else EXCLUDE_COLOR))
+            display.SetColor(*(INCLUDE_COLOR if include else EXCLUDE_COLOR))
+        node.SetAttribute("PolyCL.PromptKind", kind)
+        node.SetAttribute("PolyCL.Segment", f"{key[0]}|{segmentId}")
+        if target is not None:
+            target.nodeIds[kind] = node.GetID()
+        self._observe(node)
+        return node
+
+    def _observe(self, node) -> None:
+        events = (node.PointPositionDefinedEvent, node.PointEndInteractionEvent, node.PointAboutToBeRemovedEvent)
+        for event in events:
+            self._observed.append((node, node.AddObserver(event, self._onMarkupEvent)))
+
+    def _onMarkupEvent(self, node, event) -> None:
+        """A point placed, dragged or deleted in a slice view becomes a prompt operation."""
+        if self._quiet:
+            return
+        # (the event's call data, the control point index, is not passed to Python observers: find the point)
+        known = {p.pointId: p for p in self.prompts.values() if p.nodeId == node.GetID()}
+        for i in range(node.GetNumberOfControlPoints()):
+            pid = node.GetNthControlPointID(i)
+            ras = node.GetNthControlPointPositionWorld(i)
+            if pid not in known and event == "PointPositionDefinedEvent":
+                segNodeId, segmentId = node.GetAttribute("PolyCL.Segment").split("|", 1)
+                target = self.targets[(segNodeId, segmentId)]
+                volumeNode, segmentationNode = self._nodes(target)
+                self.addPoint(volumeNode, segmentationNode, segmentId, ras,
+                              node.GetAttribute("PolyCL.PromptKind") == "include", pointId=pid)
+            elif pid in known and event == "PointEndInteractionEvent":
+                self.movePrompt(known[pid].id, ras)
+        if event == "PointAboutToBeRemovedEvent":
+            present = {node.GetNthControlPointID(i) for i in range(node.GetNumberOfControlPoints())}
+            for pid, prompt in known.items():
+                if pid not in present:
+                    self.removePrompt(prompt.id)
+
+    def _removeMarkup(self, prompt: Prompt) -> None:
+        import slicer
+
+        node = slicer.mrmlScene.GetNodeByID(prompt.nodeId)
+        if node is None:
+            return
+        self._quiet = True
+        try:
+            if prompt.kind == "box":
+                slicer.mrmlScene.RemoveNode(node)
+            else:
+                index = node.GetNthControlPointIndexByID(prompt.pointId)
+                if index >= 0:
+                    node.RemoveNthControlPoint(index)
+        finally:
+            self._quiet = False
+
+    # ------------------------------------------------------------------ prompts
+    def addPoint(self, volumeNode, segmentationNode, segmentId, ras, include=True, *, pointId=None,
+                 onDone: Callable | None = None) -> str:
+        zyx = self.controller.voxelAtRas(volumeNode, ras)
+        target = self._target(volumeNode, segmentationNode, segmentId)
+        node = self.pointNode(segmentationNode, segmentId, include)
+        if pointId is None:
+            self._quiet = True
+            try:
+                index = node.AddControlPointWorld(*[float(v) for v in ras[:3]])
+                pointId = node.GetNthControlPointID(index)
+            finally:
+                self._quiet = False
+        prompt = Prompt(self._newPromptId(), "include" if include else "exclude", (target.segmentationNodeId, segmentId),
+                        node.GetID(), pointId)
+        wasEmpty = target.session is None and not self.controller.segmentArray(segmentationNode, segmentId,
+                                                                               volumeNode)[zyx[0]].any()
+        self._answer(target, prompt, lambda s: s.add_point(zyx, include=include), onDone,
+                     fill=include and wasEmpty)
+        return prompt.id
+
+    def addBox(self, volumeNode, segmentationNode, segmentId, ras0, ras1, onDone: Callable | None = None) -> str:
+        import slicer
+
+        (z0, y0, x0), (z1, y1, x1) = (self.controller.voxelAtRas(volumeNode, r) for r in (ras0, ras1))
+        target = self._target(volumeNode, segmentationNode, segmentId)
+        self._quiet = True
+        try:
+            roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "PolyCL box")
+            roi.CreateDefaultDisplayNodes()
+            lo, hi = np.minimum(ras0[:3], ras1[:3]), np.maximum(ras0[:3], ras1[:3])
+            roi.SetCenter(*((lo + hi) / 2))
+            roi.SetSize(*np.maximum(hi - lo, 1.0))
+            if roi.GetDisplayNode() is not None:
+                roi.GetDisplayNode().SetSelectedColor(*BOX_COLOR)
+        finally:
+            self._quiet = False
+        prompt = Prompt(self._newPromptId(), "box", (target.segmentationNodeId, segmentId), roi.GetID())
+        z = z0
+        box = ((z, min(y0, y1), min(x0, x1)), (z, max(y0, y1), max(x0, x1)))
+        self._answer(target, prompt, lambda s: s.add_box(*box), onDone)
+        return prompt.id
+
+    def movePrompt(self, promptId: str, ras, ras1=None, onDone: Callable | None = None) -> None:
+        prompt = self._prompt(promptId)
+        target = self.targets[prompt.key]
+        volumeNode, _ = self._nodes(target)
+        zyx = self.controller.voxelAtRas(volumeNode, ras)
+        self._setMarkup(prompt, ras, ras1)
+        if prompt.kind == "box" and ras1 is not None:
+            z, y0, x0 = zyx
+            _, y1, x1 = self.controller.voxelAtRas(volumeNode, ras1)
+            self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, ((z, min(y0, y1), min(x0, x1)),
+                                                                                    (z, max(y0, y1), max(x0, x1)))),
+                         onDone, new=False)
+        else:
+            self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, zyx), onDone, new=False)
+
+    def removePrompt(self, promptId: str, onDone: Callable | None = None) -> None:
+        prompt = self._prompt(promptId)
+        target = self.targets[prompt.key]
+        self._removeMarkup(prompt)
+        self._answer(target, prompt, lambda s: s.remove_prompt(prompt.sessionId), onDone, new=False, removed=True)
+
+    def _prompt(self, promptId: str) -> Prompt:
+        from polycl.errors import InputError
+
+        if promptId not in self.prompts:
+            raise InputError(f"no prompt '{promptId}' (it was removed or undone)")
+        return self.prompts[promptId]
+
+    def _setMarkup(self, prompt: Prompt, ras, ras1=None) -> None:
+        import slicer
+
+        node = slicer.mrmlScene.GetNodeByID(prompt.nodeId)
+        if node is None:
+            return
+        self._quiet = True
+        try:
+            if prompt.kind == "box" and ras1 is not None:
+                lo, hi = np.minimum(ras[:3], ras1[:3]), np.maximum(ras[:3], ras1[:3])
+                node.SetCenter(*((lo + hi) / 2))
+                node.SetSize(*np.maximum(hi - lo, 1.0))
+            elif prompt.kind != "box":
+                index = node.GetNthControlPointIndexByID(prompt.pointId)
+                node.SetNthControlPointPositionWorld(index, *[float(v) for v in ras[:3]])
+        finally:
+            self._quiet = False
+
+    def correctSlice(self, volumeNode, segmentationNode, segmentId, sliceIndex: int,
+                     onDone: Callable | None = None) -> None:
+        """Slice ``sliceIndex`` as it is in the segment now (painted/erased) becomes a fixed seed;
+        a volume filled from clicks is re-propagated locally from it."""
+        from polycl.errors import InputError
+
+        target = self._target(volumeNode, segmentationNode, segmentId)
+        dims = volumeNode.GetImageData().GetDimensions()
+        if not 0 <= int(sliceIndex) < dims[2]:
+            raise InputError(f"slice {sliceIndex} is outside the volume (0..{dims[2] - 1})")
+        drawn = self.controller.segmentArray(segmentationNode, segmentId, volumeNode)[int(sliceIndex)]
+
+        def compute(s):
+            s.correct_slice(int(sliceIndex), drawn)
+            return None
+
+        self._run(target, "correction", compute, lambda answer: None,
+                  then=(lambda: self.propagate(volumeNode, segmentationNode, segmentId, onDone=onDone))
+                  if target.filled else onDone)
+
+    def propagate(self, volumeNode, segmentationNode, segmentId, onDone: Callable | None = None) -> None:
+        """Fill (or locally re-propagate) the volume from the session's prompted and fixed slices."""
+        target = self._target(volumeNode, segmentationNode, segmentId)
+
+        def apply(result):
+            lo, hi = _changedRange(result)
+            if hi >= lo:
+                volumeNode, segmentationNode = self._nodes(target)
+                segmentedit.writeSlices(segmentationNode, volumeNode, target.segmentId,
+                                        np.asarray(result.mask[lo:hi + 1], np.uint8), lo,
+                                        provenance={"Operation": "propagate from prompts",
+                                                    "PropagationEngine": self.settings.engine},
+                                        history=self.logic.history)
+                self.record(target.segmentationNodeId, ("propagate", target))
+            target.filled = True
+            return target.segmentId
+
+        self._run(target, "propagate from prompts", lambda s, progress, cancel: s.propagate(progress=progress,
+                                                                                           cancel=cancel),
+                  apply, then=onDone, withProgress=True)
+
+    # ------------------------------------------------------------------ running answers
+    def _answer(self, target: Target, prompt: Prompt, ask: Callable, onDone, *, new: bool = True,
+                removed: bool = False, fill: bool = False) -> None:
+        """Run ``ask(session)`` (a SliceAnswer) on the worker; write the answered slice when done."""
+
+        def compute(s):
+            answer = ask(s)
+            if new:
+                prompt.sessionId = _lastPromptId(s)
+            return answer
+
+        def apply(answer):
+            if new:
+                self.prompts[prompt.id] = prompt
+            elif removed:
+                self.prompts.pop(prompt.id, None)
+            if getattr(answer, "changed", True):
+                volumeNode, segmentationNode = self._nodes(target)
+                segmentedit.writeSlices(segmentationNode, volumeNode, target.segmentId,
+                                        np.asarray(answer.mask2d, np.uint8)[None], int(answer.slice),
+                                        provenance={"Operation": "prompt", "SamModel": self.settings.samModel,
+                                                    "Prompts": f"{prompt.kind} on slice {int(answer.slice)}"},
+                                        history=self.logic.history)
+                self.record(target.segmentationNodeId, ("prompt", prompt, removed))
+            return target.segmentId
+
+        def failed():
+            if new:
+                self._removeMarkup(prompt)
+
+        then = onDone
+        if fill and self.settings.propagateFromClicks:
+            volumeNode, segmentationNode = self._nodes(target)
+            then = lambda segmentId: self.propagate(volumeNode, segmentationNode, target.segmentId,  # noqa: E731
+                                                    onDone=onDone)
+        self._run(target, f"{prompt.kind} prompt", compute, apply, then=then, onFail=failed)
+
+    def _run(self, target: Target, name: str, compute: Callable, apply: Callable, *, then=None, onFail=None,
+             withProgress: bool = False) -> None:
+        """One job: the session is made (from the segment as it is now) on the GUI thread's copy of the
+        voxels, used on the worker thread; ``apply`` runs on the GUI thread in poll()."""
+        for job in self._prefetch:  # the user acts here now: stop embedding elsewhere
+            job.cancel()
+        self._prefetch.clear()
+        volumeNode, segmentationNode = self._nodes(target)
+        seed = None
+        if target.session is None:
+            volume = self.logic.readCT(volumeNode)
+            mask = self.controller.segmentArray(segmentationNode, target.segmentId, volumeNode)
+            seed = (volume, mask)
+        s = self.settings
+
+        def work(_request, progress, cancel):
+            if target.session is None:
+                from polycl.interact import InteractiveSession
+
+                volume, mask = seed
+                target.session = InteractiveSession(
+                    volume, mask if mask.any() else None, backend=s.samModel, device=s.device, engine=s.engine,
+                    segmenter=self.logic.segmenterFor(volume, s.samModel, s.device))
+            return compute(target.session, progress, cancel) if withProgress else compute(target.session)
+
+        def applied(answer):
+            self._onFail = None
+            return apply(answer)
+
+        try:
+            self.controller.startJob(name, lambda: None, work, apply=applied, onDone=then, record=False)
+        except Exception:
+            if onFail is not None:
+                onFail()
+            raise
+        self._onFail = onFail
+
+    def onJobFailed(self) -> None:
+        """The last prompt's job failed or was cancelled: its markup goes (nothing was written)."""
+        onFail, self._onFail = getattr(self, "_onFail", None), None
+        if onFail is not None:
+            onFail()
+
+    # ------------------------------------------------------------------ undo, clear, finish, prefetch
+    def onUndone(self, segmentationNode) -> None:
+        """The shared history stepped back on this segmentation: step the session back with it."""
+        entries = self.log.get(segmentationNode.GetID())
+        entry = entries.pop() if entries else None
+        if entry is None:
+            return
+        kind, what = entry[0], entry[1]
+        if kind == "prompt":
+            prompt, removed = what, entry[2]
+            target = self.targets.get(prompt.key)
+            if target is not None and target.session is not None:
+                target.session.undo()
+            if not removed:
+                self._removeMarkup(prompt)
+                self.prompts.pop(prompt.id, None)
+        elif kind == "propagate":
+            if what.session is not None:
+                what.session.undo()
+            what.filled = False
+
+    def clearPrompts(self, segmentationNode=None, segmentId=None) -> None:
+        for prompt in [p for p in self.prompts.values() if _matches(p.key, segmentationNode, segmentId)]:
+            self._removeMarkup(prompt)
+            self.prompts.pop(prompt.id)
+        for key, target in self.targets.items():
+            if _matches(key, segmentationNode, segmentId) and target.session is not None:
+                target.session.clear_prompts()
+
+    def finishSegment(self, segmentationNode=None, segmentId=None) -> None:
+        import slicer
+
+        self.clearPrompts(segmentationNode, segmentId)
+        for key in [k for k in self.targets if _matches(k, segmentationNode, segmentId)]:
+            target = self.targets.pop(key)
+            for nodeId in target.nodeIds.values():
+                node = slicer.mrmlScene.GetNodeByID(nodeId)
+                if node is not None:
+                    self._quiet = True
+                    slicer.mrmlScene.RemoveNode(node)
+                    self._quiet = False
+
+    def prefetchAround(self, volumeNode, sliceIndex: int, radius: int = 1) -> None:
+        """Embed the slices around ``sliceIndex`` on the worker thread (cancelled by the next prompt
+        or the next call), so the first click on a slice rarely waits."""
+        for job in self._prefetch:
+            job.cancel()
+        s = self.settings
+        volume = self.logic.readCT(volumeNode)
+        zs = [z for z in range(sliceIndex - radius, sliceIndex + radius + 1) if 0 <= z < volume.shape[0]]
+
+        def work(job):
+            from polycl.interact import InteractiveSession
+
+            session = InteractiveSession(volume, None, backend=s.samModel, device=s.device, engine=s.engine,
+                                         segmenter=self.logic.segmenterFor(volume, s.samModel, s.device))
+            session.prefetch(zs, cancel=job.token)
+
+        self._prefetch = [self.controller.runner.background(work, name="prefetch")]
+
+    def shutdown(self) -> None:
+        for node, tag in self._observed:
+            node.RemoveObserver(tag)
+        self._observed.clear()
+        for job in self._prefetch:
+            job.cancel()
+
+
+def _matches(key, segmentationNode, segmentId) -> bool:
+    return (segmentationNode is None or key[0] == segmentationNode.GetID()) and (segmentId is None or key[1] == segmentId)
+
+
+def _lastPromptId(session):
+    prompts = list(session.prompts)
+    last = prompts[-1] if prompts else None
+    return getattr(last, "id", last)
+
+
+def _changedRange(result) -> tuple[int, int]:
+    changed = getattr(result, "changed", None)
+    if changed is None:
+        return 0, len(result.mask) - 1
+    lo, hi = changed
+    return int(lo), int(hi)
