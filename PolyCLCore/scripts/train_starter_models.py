@@ -51,15 +51,10 @@ def main() -> int:
             (root / "dicom" / "image").symlink_to(ts / "example_ct_dicom", target_is_directory=True)
             (root / "dicom" / "label.nii.gz").symlink_to(ts / "example_seg_dicom.nii.gz")
             held_out = [] if args.train_on_dicom else ["dicom"]
-
-        def split(cases, val_fraction, seed):  # fixed split: train on example_ct (+ DICOM), score the held-out case
-            train = [c for c in cases if c.name not in held_out]
-            val = [c for c in cases if c.name in held_out] or train
-            return train, val
-
-        ft.split_cases = split
+        # fixed split: train on example_ct (+ DICOM), score the held-out case (none held out: score the training case)
         cfg = ft.FinetuneConfig(target=args.target, epochs=args.epochs, size=args.size, loss="dice+bce",
-                                encoder=args.encoder, keep=args.keep, seed=0)
+                                encoder=args.encoder, keep=args.keep, seed=0, val_cases=tuple(held_out),
+                                val_fraction=0.0)
         with terminal("fine-tune", unit="step") as bar:
             result = ft.finetune(root, args.output, cfg, progress=bar)
     print(json.dumps({"kept_epoch": result.best_epoch, "val_dice": result.best_val_dice,

@@ -17,6 +17,7 @@ import torch
 from polycl.checkpoint import read_checkpoint
 from polycl.networks import ProjectionHead, build_encoder
 from polycl.distributed import weights_digest
+from polycl.pretrain.train import load_pretrained_head
 
 
 def test_torchrun_two_cpu_processes_end_with_identical_weights(ts, tmp_path):
@@ -41,15 +42,13 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(ts, tmp_path):
 
     # the digests are of the weights that were saved (encoder + head from the training state)
     state = read_checkpoint(tmp_path / "enc.state.pt", kind="training-state")
+    assert state["world_size"] == 2 and state["epoch"] == 2
     net = torch.nn.Module()
-    net.encoder = build_encoder(state["config"])
-    net.encoder.load_state_dict(state["state_dict"])
-    net.head = ProjectionHead(**state["head_config"])
-    net.head.load_state_dict(state["head_state_dict"])
+    net.encoder, net.head = load_pretrained_head(tmp_path / "enc.state.pt")
     assert weights_digest(net) == digests[0]
     # and training moved them away from the shared initialisation
     torch.manual_seed(0)
     init = torch.nn.Module()
-    init.encoder = build_encoder(state["config"])
-    init.head = ProjectionHead(**state["head_config"])
+    init.encoder = build_encoder(state["extra"]["encoder_config"])
+    init.head = ProjectionHead(**state["extra"]["head_config"])
     assert weights_digest(init) != digests[0]

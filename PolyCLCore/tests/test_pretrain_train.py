@@ -74,7 +74,8 @@ def test_loss_falls_on_real_ct_and_checkpoints_fit_finetuning(two_scans, tmp_pat
     assert [r["case"] for r in meta["data"]["scans"]] == ["example_ct", "example_ct_dicom"]
     assert meta["head"] == {"in_channels": 64, "out_dim": 256} and meta["state_file"] == "enc.state.pt"
     state = read_checkpoint(result.state_path, kind="training-state")
-    assert set(state["head_state_dict"]) == {"linear.weight", "linear.bias"}
+    assert state["job"] == "pre-training" and state["epoch"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    assert {k for k in state["model"] if k.startswith("head.")} == {"head.linear.weight", "head.linear.bias"}
     assert result.curve_path.stat().st_size > 1000 and result.curve_path.read_bytes()[:4] == b"\x89PNG"
     # ... and it is what the fine-tuning code (polycl.finetune) builds its U-Net from
     from polycl.finetune import FinetuneConfig, build_model

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -88,10 +90,27 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, *, wait: bool = True) -> None:
+    """Leave the process group (after a barrier when ``wait``: every rank got this far)."""
     if info.enabled and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+@contextmanager
+def session(device: torch.device, backend: str | None = None) -> Iterator[DistInfo]:
+    """:func:`setup` on entry, :func:`teardown` on exit, also when the body raises or is cancelled.
+
+    On an error there is no final barrier (the other ranks may never reach it): the group is
+    destroyed at once, so a failed or cancelled rank never hangs and never leaks its group."""
+    info = setup(device, backend)
+    ok = False
+    try:
+        yield info
+        ok = True
+    finally:
+        teardown(info, wait=ok)
 
 
 def weights_digest(module: torch.nn.Module) -> str:

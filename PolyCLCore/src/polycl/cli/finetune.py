@@ -66,7 +66,7 @@ def run(args) -> int:
     if args.progress_json:
         result = finetune(args.data_dir, out, cfg, resume=args.resume, progress=json_lines())
     else:
-        with terminal("fine-tune", unit="step") as bar:
+        with terminal("fine-tune", unit="epoch") as bar:
             result = finetune(args.data_dir, out, cfg, resume=args.resume, progress=bar)
     from polycl.distributed import from_env
 

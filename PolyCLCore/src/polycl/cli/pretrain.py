@@ -74,7 +74,7 @@ def run(args) -> int:
     cfg = PretrainConfig(strategy=args.strategy, encoder=encoder, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, tau=args.tau, in_batch_negatives=args.in_batch_negatives, seed=args.seed,
                          device=args.device, amp=not args.no_amp, skip_unusable=args.skip_unusable, half=args.half)
-    with terminal(f"pretrain {cfg.strategy.upper()}", unit="step", disable=not main) as bar:
+    with terminal(f"pretrain {cfg.strategy.upper()}", unit="epoch", disable=not main) as bar:
         result = pretrain(data, args.output, cfg, resume=args.resume, progress=bar)
     if main:
         last = result.history[-1]["loss"] if result.history else float("nan")
