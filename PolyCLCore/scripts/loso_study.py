@@ -126,7 +126,7 @@ def evaluate(args) -> None:
     from polycl.evaluate import mask_scores
     from polycl.inference import load_model
     from polycl.io import label_on_image_grid, read_label, read_volume, select_labels
-    from polycl.pipeline import SegmentOptions, segment_case
+    from polycl import segment
 
     torch.set_num_threads(args.threads)
     rows = []
@@ -145,7 +145,7 @@ def evaluate(args) -> None:
                     rows.append(json.loads(cached.read_text()))
                     continue
                 t0 = time.perf_counter()
-                result = segment_case(volume, model, SegmentOptions(mode=mode, engine="chain"))
+                result = segment.run(volume, model, segment.SegmentOptions(mode=mode, engine="chain"))
                 seconds = time.perf_counter() - t0
                 s = mask_scores(result.mask, ref, volume.spacing_zyx)
                 rows.append({"target": args.target, "recipe": recipe, "scan": scan.name, "mode": mode,

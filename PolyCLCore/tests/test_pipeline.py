@@ -1,4 +1,4 @@
-"""polycl.pipeline's contract around the SAM work: bad input is refused before anything runs, the
+"""polycl.segment's contract around the SAM work: bad input is refused before anything runs, the
 modes are what the CLI, batch and the Slicer Logic call, and the reference-slice candidates."""
 
 import numpy as np
@@ -6,7 +6,9 @@ import pytest
 
 from polycl.cli.main import main
 from polycl.errors import InputError, NotCTError
-from polycl.pipeline import MODES, SegmentOptions, _candidate_slices, segment_case
+from polycl.pipeline import _candidate_slices
+from polycl.segment import MODES, SegmentOptions
+from polycl.segment import run as segment_case
 
 
 def test_options_are_checked_before_any_work(example_ct):

@@ -47,8 +47,8 @@ def test_json_lines_and_terminal_bar(capsys):
 #: every long operation of polycl and the keyword arguments of the one protocol
 LONG_OPERATIONS = [
     ("polycl.inference", "predict_probabilities"), ("polycl.inference", "segment_volume"),
-    ("polycl.pipeline", "segment_case"), ("polycl.pipeline", "refine_case"), ("polycl.pipeline", "propagate_case"),
-    ("polycl.sam.refine", "refine_volume"), ("polycl.propagate.api", "propagate_volume"),
+    ("polycl.segment", "run"), ("polycl.refine", "run"), ("polycl.pipeline", "propagate_case"),
+    ("polycl.propagate.api", "propagate_volume"),
     ("polycl.finetune", "finetune"), ("polycl.pretrain.train", "pretrain"), ("polycl.batch", "run_batch"),
     ("polycl.download", "download"), ("polycl.sam.weights", "checkpoint_path"),
     ("polycl.propagate.checkpoints", "ensure_sam2"),
@@ -69,7 +69,8 @@ def test_every_long_operation_takes_progress_and_cancel(module, name):
 def test_segment_case_cancelled_in_the_unet_stage_returns_nothing(ts):
     """Real CT, bundled model: a Cancel pressed after the first U-Net batch stops the run."""
     from polycl.io import read_volume
-    from polycl.pipeline import SegmentOptions, segment_case
+    from polycl.segment import SegmentOptions
+    from polycl.segment import run as segment_case
 
     volume = read_volume(ts / "example_ct_sm.nii.gz")
     token = CancelToken()
@@ -112,7 +113,9 @@ def test_retry_on_oom_shrinks_the_batch_and_keeps_other_errors():
 
 def test_typed_options_refuse_bad_settings_before_any_work(ts):
     from polycl.io import read_volume
-    from polycl.pipeline import PropagateOptions, RefineOptions, propagate_case, refine_case
+    from polycl.pipeline import PropagateOptions, propagate_case
+    from polycl.refine import RefineOptions
+    from polycl.refine import run as refine_case
 
     volume = read_volume(ts / "example_ct_sm.nii.gz")
     seed = np.zeros(volume.shape, np.uint8)
@@ -121,6 +124,6 @@ def test_typed_options_refuse_bad_settings_before_any_work(ts):
     with pytest.raises(InputError, match="stop_after"):
         propagate_case(volume, seed, PropagateOptions(stop_after=0))
     with pytest.raises(InputError, match="unknown SAM backend"):
-        refine_case(volume, seed, RefineOptions(sam="sam_vit_z"))
+        refine_case(volume, seed, RefineOptions(sam_model="sam_vit_z"))
     with pytest.raises(InputError, match="margin"):
         refine_case(volume, seed, RefineOptions(margin=-1))

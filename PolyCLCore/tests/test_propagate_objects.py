@@ -75,7 +75,8 @@ def test_default_pipeline_segments_both_kidneys_component_by_component(example_c
     """polycl-kidney's default Segment: one reference slice and one propagation per kidney. On its
     training scan the U-Net alone gave 0.853 and the pipeline 0.940 (2 CPU cores). The segmenter
     already holds this volume's embeddings, so nothing is embedded twice."""
-    from polycl.pipeline import SegmentOptions, segment_case
+    from polycl.segment import SegmentOptions
+    from polycl.segment import run as segment_case
 
     right, left = kidneys
     before = segmenter.embeddings_computed

@@ -27,11 +27,11 @@ def lesion(data):
 
 def test_lesion_label_boxes(lesion):
     from polycl.sam import SliceSegmenter
-    from polycl.sam.refine import refine_volume
+    from polycl.refine import RefineOptions, run
 
     vol, gt = lesion
     seg = SliceSegmenter(vol, window=None, device="cpu")  # pre-windowed 0..255 slices
-    result = refine_volume(vol, gt, segmenter=seg, check_ct=False, window=None)
+    result = run(vol, gt, RefineOptions(check_ct=False, window=None), segmenter=seg)
     assert dice(result.mask, gt) >= 0.85
     assert result.stats.components == 3
     # damaged (eroded 3 px, shifted 3 px): the refined mask is not worse than the damaged one
@@ -40,5 +40,5 @@ def test_lesion_label_boxes(lesion):
     damaged = np.zeros_like(gt)
     for k in (4, 6, 8):
         damaged[k] = np.roll(ndi.binary_erosion(gt[k], iterations=3), 3, axis=0)
-    refined = refine_volume(vol, damaged, segmenter=seg, check_ct=False, window=None).mask
+    refined = run(vol, damaged, RefineOptions(check_ct=False, window=None), segmenter=seg).mask
     assert dice(refined, gt) >= dice(damaged, gt)

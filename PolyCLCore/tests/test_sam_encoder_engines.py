@@ -128,7 +128,7 @@ def test_engine_that_changes_the_embedding_is_refused(engines_cache, monkeypatch
 def test_refinement_dice_equal_with_eager_and_fast_engine(dicom_ct, dicom_liver, engines_cache):
     """3D: the safe refiner on label-derived boxes gives the same masks with OpenVINO as with eager."""
     from polycl.sam import SliceSegmenter
-    from polycl.sam.refine import refine_volume
+    from polycl.refine import run as refine_volume
 
     label = np.zeros_like(dicom_liver.array)
     label[list(SLICES)] = dicom_liver.array[list(SLICES)]
@@ -170,7 +170,7 @@ torch.set_num_threads(1)
 from polycl.io import label_on_image_grid, read_label, read_volume, select_labels
 from polycl.datasets import data_dir
 from polycl.sam import SliceSegmenter, load_sam
-from polycl.sam.refine import refine_volume
+from polycl.refine import run as refine_volume
 ts = data_dir(required=True) / 'totalsegmentator'
 vol = read_volume(ts / 'example_ct_dicom')
 liver = select_labels(label_on_image_grid(read_label(ts / 'example_seg_dicom.nii.gz'), vol).array, 5)

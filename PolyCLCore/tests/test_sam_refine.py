@@ -1,4 +1,4 @@
-"""Whole-volume SAM refinement (polycl.sam.refine) with the real LiteMedSAM on real CT.
+"""Whole-volume SAM refinement (polycl.refine.run) with the real LiteMedSAM on real CT.
 
 To stay within the test budget the masks cover 3 of the 20 slices of example_ct_dicom (slices 4,
 10, 16: top, middle and bottom of the liver in this series); one shared SliceSegmenter caches their
@@ -14,6 +14,8 @@ from scipy import ndimage as ndi
 
 from conftest import dice
 from polycl.errors import Cancelled, GeometryError, InputError, NotCTError
+from polycl.refine import RefineOptions
+from polycl.refine import run as refine
 from polycl.progress import CancelToken
 
 SLICES = (4, 10, 16)
@@ -53,10 +55,9 @@ def liver(dicom_liver):
 
 
 def test_label_boxes_reach_dice(dicom_ct, liver, seg):
-    from polycl.sam.refine import refine_volume
 
     seen = []
-    result = refine_volume(dicom_ct, liver, segmenter=seg, progress=lambda d, t, m: seen.append((d, t)))
+    result = refine(dicom_ct, liver, segmenter=seg, progress=lambda d, t, m: seen.append((d, t)))
     assert result.mask.shape == dicom_ct.shape and result.mask.dtype == np.uint8
     # docs/refinement.md: 0.976 over all 20 slices with the plain refiner; 0.90 is the issue's bar
     assert dice(result.mask, liver) >= 0.90
@@ -71,86 +72,80 @@ def test_label_boxes_reach_dice(dicom_ct, liver, seg):
     (dict(erode=12, shift=10), 0.78, 0.85),      # under-segmented and shifted: the plain refiner made this worse
 ])
 def test_damaged_masks_improve(dicom_ct, liver, seg, kind, before_max, after_min):
-    from polycl.sam.refine import refine_volume
 
     coarse = only(damage(liver, **kind))
     before = dice(coarse, liver)
-    after = dice(refine_volume(dicom_ct, coarse, segmenter=seg).mask, liver)
+    after = dice(refine(dicom_ct, coarse, segmenter=seg).mask, liver)
     assert before <= before_max
     assert after >= after_min and after - before >= 0.07
 
 
 def test_plain_refiner_worse_on_small_boxes_safe_one_not(dicom_ct, liver, seg):
     """The reason for the guards: with the coarse box only, SAM segments inside a box that cuts the organ."""
-    from polycl.sam.refine import refine_volume
 
     coarse = only(damage(liver, erode=12, shift=10))
-    plain = refine_volume(dicom_ct, coarse, segmenter=seg, expand_mm=(), min_quality=0, min_agreement=0).mask
-    safe = refine_volume(dicom_ct, coarse, segmenter=seg).mask
+    plain = refine(dicom_ct, coarse, RefineOptions(expand_mm=(), min_quality=0, min_agreement=0), segmenter=seg).mask
+    safe = refine(dicom_ct, coarse, segmenter=seg).mask
     assert dice(safe, liver) > dice(plain, liver) + 0.05
     assert dice(safe, liver) > dice(coarse, liver)
 
 
 def test_user_boxes(dicom_ct, dicom_liver, seg):
-    from polycl.sam.refine import refine_volume
 
     k = 10
     ys, xs = np.nonzero(dicom_liver.array[k])
     box = (k, xs.min() - 3, ys.min() - 3, xs.max() + 3, ys.max() + 3)
-    result = refine_volume(dicom_ct, None, boxes=[box], segmenter=seg)
+    result = refine(dicom_ct, None, boxes=[box], segmenter=seg)
     assert result.stats.user_boxes == 1
     assert dice(result.mask[k], dicom_liver.array[k]) >= 0.9
     assert result.mask.sum() == result.mask[k].sum()
     with pytest.raises(InputError, match="outside"):
-        refine_volume(dicom_ct, None, boxes=[(k, 600, 600, 700, 700)], segmenter=seg)
+        refine(dicom_ct, None, boxes=[(k, 600, 600, 700, 700)], segmenter=seg)
     with pytest.raises(InputError, match="slice"):
-        refine_volume(dicom_ct, None, boxes=[(25, 1, 1, 50, 50)], segmenter=seg)
+        refine(dicom_ct, None, boxes=[(25, 1, 1, 50, 50)], segmenter=seg)
 
 
 def test_small_components_and_border(dicom_ct, liver, seg):
-    from polycl.sam.refine import refine_volume
 
     coarse = liver.copy()
     coarse[10, 5, 5] = 1  # a one-pixel speck: skipped, counted, left as it was
     coarse[16, 200:260, 0:30] = 1  # a block touching the image border: its box is clipped
-    result = refine_volume(dicom_ct, coarse, segmenter=seg)
+    result = refine(dicom_ct, coarse, segmenter=seg)
     assert result.stats.skipped_small == 1 and result.mask[10, 5, 5] == 1
     assert result.stats.touching_border >= 1
     with pytest.raises(InputError, match="min_component_px"):
         only_speck = np.zeros_like(liver)
         only_speck[10, 5, 5] = 1
-        refine_volume(dicom_ct, only_speck, segmenter=seg)
+        refine(dicom_ct, only_speck, segmenter=seg)
 
 
 def test_bad_input(dicom_ct, liver, seg, ts):
     from polycl.io import read_volume
-    from polycl.sam.refine import refine_volume
 
     with pytest.raises(InputError, match="empty"):
-        refine_volume(dicom_ct, np.zeros_like(liver), segmenter=seg)
+        refine(dicom_ct, np.zeros_like(liver), segmenter=seg)
     with pytest.raises(GeometryError, match="grid"):
-        refine_volume(dicom_ct, liver[:, :256], segmenter=seg)
+        refine(dicom_ct, liver[:, :256], segmenter=seg)
     mr = read_volume(ts / "example_mr_sm.nii.gz")
     with pytest.raises(NotCTError):
-        refine_volume(mr, (mr.array > np.percentile(mr.array, 90)).astype(np.uint8), segmenter=seg)
+        refine(mr, (mr.array > np.percentile(mr.array, 90)).astype(np.uint8), segmenter=seg)
     with pytest.raises(Cancelled):
         token = CancelToken()
         token.cancel()
-        refine_volume(dicom_ct, liver, segmenter=seg, cancel=token)
+        refine(dicom_ct, liver, segmenter=seg, cancel=token)
 
 
 def test_non_canonical_orientation(dicom_ct, liver, seg):
     """A volume stored RAS-flipped gives the same result, on its own grid."""
     import SimpleITK as sitk
 
-    from polycl.sam.refine import refine_volume
     from polycl.volume import Volume
 
     flipped = Volume.from_sitk(sitk.DICOMOrient(dicom_ct.to_sitk(), "RAS"))
     flipped_mask = sitk.GetArrayFromImage(sitk.DICOMOrient(dicom_ct.with_array(liver).to_sitk(), "RAS"))
     assert not np.array_equal(flipped.array, dicom_ct.array)
-    ref = refine_volume(dicom_ct, liver, segmenter=seg).mask
-    out = refine_volume(flipped, flipped_mask, segmenter=seg).mask  # same canonical image: same embeddings
+    ref = refine(dicom_ct, liver, segmenter=seg).mask
+    out = refine(flipped, flipped_mask, segmenter=seg).mask  # same canonical image: same embeddings
     back = sitk.GetArrayFromImage(sitk.DICOMOrient(flipped.with_array(out).to_sitk(), "LPS"))
     assert np.array_equal(back, ref)
 
@@ -181,15 +176,16 @@ def test_cli_refine(tmp_path, ts, dicom_ct, dicom_liver):
 def test_segment_then_refine_on_held_out_scan(data):
     """The bundled liver model on the dcmqi 3-slice CT (no mask of it was used in training):
     refinement must improve its Dice. Measured: 0.762 -> 0.852 (plain refiner 0.795)."""
-    from polycl.inference import load_model, segment_volume
+    from polycl.inference import load_model
     from polycl.io import label_on_image_grid, read_label, read_volume
     from polycl.models import list_models
-    from polycl.sam.refine import refine_volume
+    from polycl.segment import SegmentOptions
+    from polycl.segment import run as segment
 
     if not any(m.name == "polycl-liver" for m in list_models()):
         pytest.fail("the bundled polycl-liver model is missing")
     ct = read_volume(data / "dcmqi" / "ct-3slice")
     ref = (label_on_image_grid(read_label(data / "dcmqi" / "liver_seg.nrrd"), ct).array > 0).astype(np.uint8)
-    coarse = segment_volume(ct, load_model(None, "cpu"))
-    refined = refine_volume(ct, coarse, device="cpu").mask
+    coarse = segment(ct, load_model(None, "cpu"), SegmentOptions(mode="unet")).mask
+    refined = refine(ct, coarse, RefineOptions(device="cpu")).mask
     assert dice(refined, ref) >= dice(coarse, ref) + 0.03

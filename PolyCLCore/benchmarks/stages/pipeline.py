@@ -33,14 +33,14 @@ def clinical_size_ct(path) -> Volume:
 
 def run(ctx):
     from polycl.inference import load_model
-    from polycl.pipeline import SegmentOptions, segment_case
+    from polycl import segment
 
     vol = clinical_size_ct(ctx.data / "totalsegmentator" / "example_ct.nii.gz")
     model = load_model("polycl-liver", ctx.device)
     rows = []
     for mode in ("unet", "refine", "pipeline"):
-        opts = SegmentOptions(mode=mode, engine="chain", device=ctx.device)
-        result, seconds, gpu = ctx.timed(lambda: segment_case(vol, model, opts))
+        opts = segment.SegmentOptions(mode=mode, engine="chain", device=ctx.device)
+        result, seconds, gpu = ctx.timed(lambda: segment.run(vol, model, opts))
         rows.append(Row("pipeline", f"{mode} 512x512x120", ctx.device, seconds, n_slices=vol.shape[0],
                         peak_gpu_mb=gpu, extra={"embeddings": result.embeddings, "engine": result.engine,
                                                 "mask_slices": int(result.mask.any(axis=(1, 2)).sum()),

@@ -5,7 +5,7 @@ liver is on all 20 slices, one component each). Rows:
 
 * ``embedding``: one slice's image embedding (mean over 5 slices, cache cleared) -> per-slice time;
 * ``box``: one box prompt on an embedded slice (mean of 10) -> per-box decoder time;
-* ``refine``: whole-volume ``refine_volume`` (fresh embeddings; model loading excluded), both the
+* ``refine``: whole-volume ``polycl.refine.run`` (fresh embeddings; model loading excluded), both the
   safe refiner (4 candidate boxes per component + guards, the default) and the plain one.
 
 On CUDA, embeddings are computed 8 slices per batch with bf16 autocast of the image encoder
@@ -45,7 +45,7 @@ def run(ctx):
 
 def _run(ctx, tag):
     from polycl.sam import SliceSegmenter, load_sam
-    from polycl.sam.refine import refine_volume
+    from polycl import refine
 
     ts = ctx.data / "totalsegmentator"
     vol = read_volume(ts / "example_ct_dicom")
@@ -82,10 +82,10 @@ def _run(ctx, tag):
     rows.append(Row("refine", case + " box", ctx.device, float(np.mean(times)), n_slices=1, unit="box",
                     extra={"min_s": round(min(times), 4)}))
 
-    for name, kwargs in (("safe", {}), ("plain", dict(expand_mm=(), min_quality=0.0, min_agreement=0.0))):
+    for name, plain in (("safe", False), ("plain", True)):
         def whole():
             s = SliceSegmenter(vol, model=model, cache_size=32)
-            return refine_volume(vol, liver, segmenter=s, **kwargs)
+            return refine.run(vol, liver, refine.RefineOptions(plain=plain), segmenter=s)
 
         result, seconds, gpu = ctx.timed(whole)
         rows.append(Row("refine", f"{case} volume ({name})", ctx.device, seconds, n_slices=vol.shape[0],

@@ -4,7 +4,7 @@ Input: ``example_ct`` resampled to 512 x 512 x 120 (as in the 'pipeline' stage) 
 (TotalSegmentator, label 5) resampled onto that grid (nearest neighbour). Rows, each with eager
 torch and with the default CPU encoder engine (``auto``: OpenVINO where installed):
 
-* ``refine``: ``refine_volume`` of the liver label (the safe refiner: guards and widened boxes), so
+* ``refine``: ``polycl.refine.run`` on the liver label (the safe refiner: guards and widened boxes), so
   every liver slice is embedded once;
 * ``propagate``: chain propagation (LiteMedSAM) from the liver's middle slice both ways with the
   default stop rule.
@@ -29,7 +29,7 @@ def run(ctx):
     from polycl.propagate import input_slice_index, propagate_volume, reference_slice
     from polycl.propagate.seeds import canonical_mask
     from polycl.sam import SliceSegmenter, load_sam
-    from polycl.sam.refine import refine_volume
+    from polycl import refine as refine_op
 
     ts = ctx.data / "totalsegmentator"
     vol = clinical_size_ct(ts / "example_ct.nii.gz")
@@ -42,7 +42,7 @@ def run(ctx):
 
         def refine():
             seg = SliceSegmenter(vol, model=sam, cache_size=32)
-            return refine_volume(vol, liver, segmenter=seg), seg.embeddings_computed
+            return refine_op.run(vol, liver, segmenter=seg), seg.embeddings_computed
 
         (res, n), seconds, gpu = ctx.timed(refine)
         rows.append(Row("sam_volume", f"refine 512x512x120 [{name}]", ctx.device, seconds, n_slices=vol.shape[0],

@@ -2,7 +2,8 @@
 
 from benchmark import Row
 
-from polycl.inference import load_model, segment_volume
+from polycl import segment
+from polycl.inference import load_model
 from polycl.io import read_volume
 from stages.load import CASES
 
@@ -12,6 +13,6 @@ def run(ctx):
     rows = []
     for case, rel in CASES.items():
         vol = read_volume(ctx.data / rel)
-        _, seconds, gpu = ctx.timed(segment_volume, vol, model)
+        _, seconds, gpu = ctx.timed(segment.run, vol, model, segment.SegmentOptions(mode="unet"))
         rows.append(Row("segment", case, ctx.device, seconds, n_slices=vol.shape[0], peak_gpu_mb=gpu))
     return rows

@@ -45,10 +45,11 @@ def demo_inputs(base_url: str | None = None) -> tuple[Path, Path]:
 
 def run_demo(out_dir: str | Path = "demo-output", model: str | None = None, device: str = "auto",
              mode: str | None = None) -> float:
-    """Segment the example CT in ``mode`` (default: :data:`polycl.pipeline.DEFAULT_MODE`); returns the Dice."""
+    """Segment the example CT in ``mode`` (default: :data:`polycl.segment.DEFAULT_MODE`); returns the Dice."""
     from polycl.evaluate import mask_scores
     from polycl.inference import load_model
-    from polycl.pipeline import DEFAULT_MODE, SegmentOptions, segment_case
+    from polycl.segment import DEFAULT_MODE, SegmentOptions
+    from polycl.segment import run as segment
     from polycl.io import read_label, read_volume, select_labels, write_mask_like
     from polycl.overlay import save_overlay
     from polycl.progress import terminal
@@ -61,7 +62,7 @@ def run_demo(out_dir: str | Path = "demo-output", model: str | None = None, devi
     t1 = time.perf_counter()
     options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device)
     with terminal(f"segment ({options.mode})", percent=True) as bar:
-        result = segment_case(volume, loaded, options, progress=bar)
+        result = segment(volume, loaded, options, progress=bar)
     mask = result.mask
     t2 = time.perf_counter()
     mask_path = write_mask_like(mask, volume, out / "example_ct_liver.nii.gz")

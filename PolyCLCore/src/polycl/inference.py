@@ -1,8 +1,9 @@
 """Slice-wise inference of a segmentation U-Net on a CT volume, in the volume's own geometry.
 
-Pipeline: reorient to LPS (:func:`polycl.preprocess.to_canonical`) -> window/scale/resize slices to
-the model's size -> batched forward passes -> sigmoid probabilities resized back to native slice
-size (bilinear) -> threshold -> optional largest-component clean-up -> original orientation.
+:func:`predict_probabilities`: a canonical (LPS, :mod:`polycl.orientation`) HU array -> window/scale/resize
+slices to the model's size -> batched forward passes -> sigmoid probabilities resized back to native
+slice size (bilinear). Thresholding, the largest-component clean-up and the way back to the input
+grid are Segment's (:func:`polycl.segment.run`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ from torch import nn
 from polycl.checkpoint import load_segmentation_model
 from polycl.device import resolve_device
 from polycl.models import ModelEntry, resolve_model
-from polycl.masks import largest_components
 from polycl.progress import CancelToken, Progress, Reporter
-from polycl.preprocess import (PreprocessConfig, canonical_spacing, from_canonical, from_model_grid, prepare_slices,
-                               to_canonical)
-from polycl.validate import require_ct
+from polycl.preprocess import PreprocessConfig, from_model_grid, prepare_slices
 from polycl.volume import Volume
 
 
@@ -76,16 +74,11 @@ def predict_probabilities(model: LoadedModel, hu_zyx: np.ndarray, *, batch_size:
 def segment_volume(volume: Volume, model: LoadedModel | str | None = None, *, threshold: float = 0.5,
                    largest_cc: bool = True, batch_size: int = 16, check_ct: bool = True,
                    progress: Progress | None = None, cancel: CancelToken | None = None) -> np.ndarray:
-    """Segment ``volume`` (HU) and return a uint8 (z, y, x) mask on the volume's own grid."""
-    if check_ct:
-        require_ct(volume)
-    if not isinstance(model, LoadedModel):
-        model = load_model(model)
-    canonical = to_canonical(volume)
-    sx, sy, _ = canonical_spacing(volume)
-    prob = predict_probabilities(model, canonical, batch_size=batch_size, progress=progress, cancel=cancel,
-                                 spacing_yx=(sy, sx))
-    mask = (prob >= threshold).astype(np.uint8)
-    if largest_cc and mask.any():
-        mask = largest_components(mask, keep=model.components, min_fraction=0.2)
-    return from_canonical(mask, volume)
+    """The U-Net's uint8 (z, y, x) mask on the volume's own grid: the old name of
+    ``polycl.segment.run(volume, model, SegmentOptions(mode="unet", ...)).mask``, kept for the Slicer
+    module's tests until they call :func:`polycl.segment.run`."""
+    from polycl.segment import SegmentOptions, run
+
+    options = SegmentOptions(mode="unet", threshold=threshold, largest_cc=largest_cc, batch_size=batch_size,
+                             check_ct=check_ct)
+    return run(volume, model, options, progress=progress, cancel=cancel).mask

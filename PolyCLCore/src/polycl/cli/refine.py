@@ -10,12 +10,12 @@ def register(sub) -> None:
     p.add_argument("--series", default=None, metavar="UID",
                    help="a DICOM folder with several series: the SeriesInstanceUID to read (listed when omitted)")
     p.add_argument("-o", "--output", required=True, help="refined mask file (.nii.gz, .nrrd, ...)")
-    p.add_argument("--sam", default="litemedsam",
-                   help="SAM backend: litemedsam (bundled, default), sam_vit_b, sam_vit_l, sam_vit_h (downloaded on "
+    p.add_argument("--sam-model", "--sam", dest="sam_model", default="litemedsam",
+                   help="SAM model: litemedsam (bundled, default), sam_vit_b, sam_vit_l, sam_vit_h (downloaded on "
                         "first use with --download), medsam_vit_b (give --sam-checkpoint)")
     p.add_argument("--sam-checkpoint", default=None, help="path of a SAM checkpoint file you downloaded yourself")
     p.add_argument("--download", action="store_true",
-                   help="allow downloading the --sam checkpoint into the cache ($POLYCL_CACHE or ~/.polycl/cache)")
+                   help="allow downloading the --sam-model checkpoint into the cache ($POLYCL_CACHE or ~/.polycl/cache)")
     p.add_argument("--margin", type=int, default=3, help="pixels added around each component's box (default 3)")
     p.add_argument("--min-component", type=int, default=10,
                    help="components with fewer pixels (per slice) are left as they are (default 10)")
@@ -38,16 +38,16 @@ def run(args) -> int:
 
     from polycl.errors import InputError
     from polycl.io import has_image_suffix, label_on_image_grid, read_label, read_volume, write_mask_like
-    from polycl.pipeline import RefineOptions, refine_case
+    from polycl import refine
     from polycl.progress import terminal
     from polycl.sam.weights import checkpoint_path
 
     out = Path(args.output)
     if not has_image_suffix(out):
         raise InputError(f"{out}: the output must be an image file such as refined.nii.gz")
-    options = RefineOptions(sam=args.sam, checkpoint=args.sam_checkpoint, margin=args.margin,
+    options = refine.RefineOptions(sam_model=args.sam_model, checkpoint=args.sam_checkpoint, margin=args.margin,
                             min_component_px=args.min_component, plain=args.plain, device=args.device)
-    options.validate()  # unknown backend: refuse before reading anything
+    options.validate()  # unknown model: refuse before reading anything
     volume = read_volume(args.image, args.series)
     label = read_label(args.mask)
     label = label_on_image_grid(label, volume, require_same_grid=not args.resample_mask)
@@ -55,14 +55,14 @@ def run(args) -> int:
     if args.label is not None and not mask.any():
         raise InputError(f"{args.mask}: label value {args.label} does not occur in the mask")
     # fetch (or locate) the weights before the long run, so a missing file fails early
-    with terminal(f"download {args.sam}", unit="B") as bar:
-        checkpoint_path(args.sam, path=args.sam_checkpoint, download=args.download, progress=bar)
+    with terminal(f"download {args.sam_model}", unit="B") as bar:
+        checkpoint_path(args.sam_model, path=args.sam_checkpoint, download=args.download, progress=bar)
     if args.threads:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
     with terminal("refine", unit="slice") as bar:
-        result = refine_case(volume, mask.astype(np.uint8), options, progress=bar)
+        result = refine.run(volume, mask.astype(np.uint8), options, progress=bar)
     write_mask_like(result.mask, volume, out)
     print(f"{args.image} -> {out}: {result.stats.summary()}")
     return 0

@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--no-largest-cc", dest="largest_cc", action="store_false",
                    help="keep every connected component instead of the largest one(s)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
-    from polycl.pipeline import MODES
+    from polycl.segment import MODES
 
     p.add_argument("--mode", choices=MODES, default=None,
                    help="unet: the U-Net alone; refine: + SAM box refinement; pipeline (default): U-Net, SAM-refined "
@@ -24,7 +24,11 @@ def register(sub) -> None:
     p.add_argument("--engine", choices=["auto", "sam2", "chain"], default="auto",
                    help="pipeline: propagation engine (auto: SAM 2 if its weights are cached, else chain)")
     p.add_argument("--sam2", default=None, metavar="NAME|PATH", help="pipeline: SAM 2.1 checkpoint for --engine sam2")
-    p.add_argument("--sam", default="litemedsam", help="SAM backend for refinement and chaining (default litemedsam)")
+    p.add_argument("--sam-model", "--sam", dest="sam_model", default="litemedsam",
+                   help="SAM model of refinement and chaining (default litemedsam; see polycl refine --help)")
+    p.add_argument("--margin", type=int, default=3, help="refine/pipeline: pixels around each SAM box (default 3)")
+    p.add_argument("--min-component", type=int, default=10,
+                   help="refine/pipeline: 2D components with fewer pixels are left as the U-Net drew them (default 10)")
     p.add_argument("--overwrite", action="store_true", help="batch: redo cases whose output exists")
     p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     p.add_argument("--progress-json", action="store_true",
@@ -42,15 +46,16 @@ def _is_batch(path) -> bool:
 
 
 def options_from_args(args):
-    """The :class:`polycl.pipeline.SegmentOptions` of a ``segment`` command line."""
+    """The :class:`polycl.segment.SegmentOptions` of a ``segment`` command line."""
     from polycl.errors import InputError
-    from polycl.pipeline import DEFAULT_MODE, SegmentOptions
+    from polycl.segment import DEFAULT_MODE, SegmentOptions
 
     if args.refine and args.mode not in (None, "refine"):
         raise InputError(f"--refine contradicts --mode {args.mode}")
     mode = "refine" if args.refine else (args.mode or DEFAULT_MODE)
     return SegmentOptions(mode=mode, threshold=args.threshold, largest_cc=args.largest_cc, batch_size=args.batch_size,
-                          sam=args.sam, engine=args.engine, sam2=args.sam2, device=args.device)
+                          sam_model=args.sam_model, margin=args.margin, min_component_px=args.min_component,
+                          engine=args.engine, sam2=args.sam2, device=args.device)
 
 
 def run(args) -> int:
@@ -62,7 +67,7 @@ def run(args) -> int:
     from polycl.errors import InputError
     from polycl.inference import load_model
     from polycl.io import has_image_suffix, read_volume, write_mask_like
-    from polycl.pipeline import segment_case
+    from polycl.segment import run as segment
     from polycl.progress import json_lines, terminal
 
     options = options_from_args(args)
@@ -83,7 +88,7 @@ def run(args) -> int:
     def segment_one(path, out: Path, show_bar: bool, series: str | None = None) -> str:
         volume = read_volume(path, series)
         with terminal(f"segment ({options.mode})", percent=True, disable=not show_bar) as bar:
-            result = segment_case(volume, model, options, progress=bar)
+            result = segment(volume, model, options, progress=bar)
         write_mask_like(result.mask, volume, out)
         return result.report_line(volume)
 

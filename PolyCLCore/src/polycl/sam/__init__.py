@@ -1,13 +1,12 @@
 """SAM box/point prompts on CT: bundled LiteMedSAM, user-downloaded SAM/MedSAM, interactive API,
-whole-volume refinement of coarse masks (:func:`polycl.sam.refine.refine_volume`).
+per-slice box refinement (:mod:`polycl.sam.refine`; the whole-volume operation is :func:`polycl.refine.run`).
 
 Heavy imports (segment_anything, the TinyViT encoder) happen when a model is first loaded.
 """
 
 from polycl.sam.interactive import SAM_WINDOW, SegmenterCache, SliceSegmenter, window_to_uint8
 from polycl.sam.predictor import LoadedSam, load_sam
-from polycl.sam.refine import RefineResult, RefineStats, refine_volume
 from polycl.sam.weights import BACKENDS, SAM_CHECKPOINTS, SamCheckpoint, checkpoint_path
 
-__all__ = ["BACKENDS", "SAM_CHECKPOINTS", "SAM_WINDOW", "LoadedSam", "RefineResult", "RefineStats", "SamCheckpoint",
-           "SegmenterCache", "SliceSegmenter", "checkpoint_path", "load_sam", "refine_volume", "window_to_uint8"]
+__all__ = ["BACKENDS", "SAM_CHECKPOINTS", "SAM_WINDOW", "LoadedSam", "SamCheckpoint", "SegmenterCache", "SliceSegmenter",
+           "checkpoint_path", "load_sam", "window_to_uint8"]

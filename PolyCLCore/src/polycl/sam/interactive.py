@@ -207,17 +207,10 @@ class SliceSegmenter:
             raise InputError("no slice set: call set_slice(k) before predict()")
 
     def check_box(self, box) -> np.ndarray:
-        """Validate a (x0, y0, x1, y1) box in pixel indices and clip it to the slice."""
-        b = np.asarray(box, dtype=np.float32).reshape(-1)
-        if b.size != 4 or not np.all(np.isfinite(b)):
-            raise InputError(f"a box is (x0, y0, x1, y1); got {box!r}")
-        h, w = self.slice_shape
-        x0, y0, x1, y1 = b
-        if x1 < x0 or y1 < y0:
-            raise InputError(f"box {tuple(b)} has x1 < x0 or y1 < y0")
-        if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
-            raise InputError(f"box {tuple(b)} lies outside the {w}x{h} slice")
-        return np.array([max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)], dtype=np.float32)
+        """Validate a (x0, y0, x1, y1) box in pixel indices and clip it to the slice (:func:`polycl.masks.check_box`)."""
+        from polycl.masks import check_box
+
+        return check_box(box, self.slice_shape)
 
     @torch.inference_mode()
     def predict(self, box=None, points=None, labels=None, *, mask_input: np.ndarray | None = None,

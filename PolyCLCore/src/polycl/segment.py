@@ -1,0 +1,199 @@
+"""Segment: a CT volume in, an organ mask out; one entry point, :func:`run`, under every front end
+(``polycl segment``, batch runs, the demo and the Slicer module), configured by
+:class:`SegmentOptions`, returning a :class:`SegmentResult`.
+
+Modes (:data:`MODES`; the default is :data:`DEFAULT_MODE`, chosen by the leave-one-scan-out study in
+``docs/evaluation.md``):
+
+* ``unet``: the U-Net's mask (probability >= threshold, largest 3D component(s) kept).
+* ``refine``: that mask redrawn slice by slice with SAM box prompts (:func:`polycl.refine.run`).
+* ``pipeline``: the paper's whole pipeline per connected 3D component of the U-Net's mask:
+  reference slice, propagation, fusion and guard (:mod:`polycl.pipeline`).
+
+The volume is put in canonical (LPS) order once per call (or not at all when a
+:class:`~polycl.sam.SliceSegmenter` on its canonical array is given); every step works on that
+array and reuses one segmenter, so no slice is embedded twice. The returned mask is on the input
+volume's grid.
+
+Progress and cancel follow :mod:`polycl.progress`: ``progress(done, total, message)`` sees the
+fraction of the whole run (the U-Net is the first tenth outside ``unet`` mode); a cancelled run
+raises :class:`~polycl.errors.Cancelled` and returns nothing. A GPU that runs out of memory is
+retried with smaller batches (:func:`polycl.device.retry_on_oom`, here and inside refine).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import InitVar, asdict, dataclass, field
+
+import numpy as np
+
+from polycl.errors import InputError
+from polycl.progress import CancelToken, Progress, Reporter
+from polycl.refine import sam_model_alias
+from polycl.volume import Volume
+
+MODES = ("unet", "refine", "pipeline")
+#: The mode of ``polycl segment``, batch runs and the Slicer module's Segment button.
+DEFAULT_MODE = "pipeline"
+
+
+@sam_model_alias
+@dataclass
+class SegmentOptions:
+    """How to segment.
+
+    ``threshold``: U-Net probability threshold; ``largest_cc``: keep the model's number of largest
+    3D components; ``batch_size``: U-Net slices per forward pass; ``sam_model``: the SAM checkpoint
+    of refinement and chaining; ``margin`` (px) and ``min_component_px``: SAM boxes around 2D
+    components, smaller components are left as the U-Net drew them; ``engine``: propagation engine
+    (auto, sam2, chain), ``sam2`` its checkpoint; ``candidates``: reference-slice candidates per
+    component; ``z_margin_mm``: how far (mm) propagation may run beyond the U-Net component's
+    first/last slice; ``min_confidence``: propagated slices below this fall back to the refined
+    U-Net slice; ``min_slice_agreement``/``min_agreement``: 2D/3D Dice with the U-Net below which
+    propagation is not trusted (see :mod:`polycl.pipeline`)."""
+
+    mode: str = DEFAULT_MODE
+    threshold: float = 0.5
+    largest_cc: bool = True
+    batch_size: int = 16
+    sam_model: str = "litemedsam"
+    margin: int = 3
+    min_component_px: int = 10
+    engine: str = "auto"
+    sam2: str | None = None
+    candidates: int = 5
+    z_margin_mm: float = 10.0
+    min_confidence: float = 0.5
+    min_agreement: float = 0.3
+    min_slice_agreement: float = 0.2
+    device: str = "auto"
+    check_ct: bool = True
+    sam: InitVar[str | None] = None  # old name of sam_model (the Slicer module's); give sam_model
+
+    def __post_init__(self, sam: str | None) -> None:
+        if sam is not None:
+            self.sam_model = sam
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode '{self.mode}'; use one of {', '.join(MODES)}")
+        if not 0 < self.threshold < 1:
+            raise InputError(f"threshold must be between 0 and 1, got {self.threshold}")
+        if self.batch_size < 1 or self.margin < 0 or self.min_component_px < 1:
+            raise InputError("batch_size must be >= 1, margin >= 0 and min_component_px >= 1")
+        if (self.candidates < 1 or self.z_margin_mm < 0 or not 0 <= self.min_confidence <= 1
+                or not 0 <= self.min_agreement <= 1 or not 0 <= self.min_slice_agreement <= 1):
+            raise InputError("candidates must be >= 1, z_margin_mm >= 0 and min_confidence, min_agreement, "
+                             "min_slice_agreement in 0..1")
+        if self.mode != "unet":
+            from polycl.sam.weights import get_checkpoint
+
+            get_checkpoint(self.sam_model)  # an unknown SAM model is refused before any work
+
+
+@dataclass
+class SegmentResult:
+    """``mask``: uint8 (z, y, x) on the input grid. ``mode`` and ``engine`` say what ran;
+    ``components``: :class:`polycl.pipeline.ComponentReport` per 3D component (pipeline mode)."""
+
+    mask: np.ndarray
+    mode: str
+    target: str
+    engine: str = ""
+    components: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)
+    embeddings: int = 0  # SAM image embeddings computed
+    encoder: str = ""    # the engine that ran SAM's image encoder (polycl.sam.encoder_engines)
+    note: str = ""
+
+    def summary(self) -> str:
+        text = f"mode {self.mode}"
+        if self.engine:
+            text += f", engine {self.engine}"
+        if self.components:
+            text += f"; {len(self.components)} component(s): " + "; ".join(c.text() for c in self.components)
+        if self.embeddings:
+            text += f"; {self.embeddings} SAM embeddings" + (f" ({self.encoder})" if self.encoder else "")
+        if self.note:
+            text += f"; {self.note}"
+        return text
+
+    def report_line(self, volume: Volume) -> str:
+        """What a batch report or the CLI says of a case: '<target> <ml> ml; <summary>'."""
+        ml = float(np.count_nonzero(self.mask)) * float(np.prod(volume.geometry.spacing)) / 1000.0
+        return f"{self.target} {ml:.1f} ml; {self.summary()}"
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "engine": self.engine, "target": self.target, "note": self.note,
+                "embeddings": self.embeddings, "encoder": self.encoder, "seconds": self.seconds,
+                "components": [asdict(c) for c in self.components]}
+
+
+def run(volume: Volume, model, options: SegmentOptions | None = None, *, progress: Progress | None = None,
+        cancel: CancelToken | None = None, segmenter=None, predictor=None) -> SegmentResult:
+    """Segment ``volume`` (CT in HU) with ``model`` (a name, path or :class:`~polycl.inference.LoadedModel`).
+
+    ``segmenter``: a :class:`~polycl.sam.SliceSegmenter` on the volume's canonical array to reuse
+    (its array is then the U-Net's input too, and its embeddings are kept for later prompts);
+    ``predictor``: a loaded SAM 2 video predictor. Bad input raises before any work; an empty
+    U-Net mask returns an empty mask with a note.
+    """
+    from polycl.device import retry_on_oom
+    from polycl.inference import LoadedModel, load_model, predict_probabilities
+    from polycl.masks import largest_components
+    from polycl.orientation import orientation
+    from polycl.validate import require_ct
+
+    opts = options or SegmentOptions()
+    opts.validate()
+    if opts.check_ct:
+        require_ct(volume)
+    o = orientation(volume)
+    if segmenter is not None and segmenter.array.shape != o.canonical_shape:
+        raise InputError("the segmenter was made for another volume or orientation")
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, opts.device)
+    report = Reporter(progress, cancel, cancelled_message="segmentation cancelled; nothing was changed")
+    unet_report = report.span(0.0, 1.0 if opts.mode == "unet" else 0.1)
+    sam_report = report.span(0.1, 1.0)
+    t0 = time.perf_counter()
+    hu = segmenter.array if segmenter is not None else o.to_canonical(volume.array)  # the one reorientation
+    sx, sy, sz = o.spacing_xyz
+    prob = retry_on_oom(lambda bs: predict_probabilities(model, hu, batch_size=bs, spacing_yx=(sy, sx),
+                                                         progress=unet_report), opts.batch_size)
+    coarse = (prob >= opts.threshold).astype(np.uint8)
+    if opts.largest_cc and coarse.any():
+        coarse = largest_components(coarse, keep=model.components, min_fraction=0.2)
+    result = SegmentResult(coarse, opts.mode, model.target, seconds={"unet": time.perf_counter() - t0})
+    if opts.mode == "unet" or not coarse.any():
+        if not coarse.any():
+            result.note = f"the U-Net found no {model.target or 'organ'}"
+        result.mask = o.from_canonical(coarse)
+        return result
+
+    if segmenter is None:
+        from polycl.propagate.chain_engine import MAX_CACHED_SLICES
+        from polycl.sam import SliceSegmenter
+
+        segmenter = SliceSegmenter(hu, backend=opts.sam_model, device=opts.device,
+                                   cache_size=min(hu.shape[0], MAX_CACHED_SLICES))
+    before = segmenter.embeddings_computed
+    t1 = time.perf_counter()
+    if opts.mode == "refine":
+        from polycl import refine
+
+        refined = refine.run(volume, o.from_canonical(coarse), refine.RefineOptions(
+            sam_model=opts.sam_model, margin=opts.margin, min_component_px=opts.min_component_px, device=opts.device,
+            check_ct=False), segmenter=segmenter, progress=sam_report)
+        result.mask, result.note = refined.mask, refined.stats.summary()
+    else:
+        from polycl.pipeline import run_pipeline
+
+        out, reports, engine = run_pipeline(hu, coarse, (sx, sy, sz), segmenter, opts, sam_report, predictor)
+        result.mask, result.components, result.engine = o.from_canonical(out), reports, engine
+    result.seconds["sam"] = time.perf_counter() - t1
+    result.embeddings = segmenter.embeddings_computed - before
+    result.encoder = segmenter.loaded.encoder.name if result.embeddings else ""
+    sam_report(1, 1, "done")
+    return result
