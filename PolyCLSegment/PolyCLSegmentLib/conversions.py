@@ -33,8 +33,8 @@ def ijkToRasArray(volumeNode) -> np.ndarray:
 
 def rasToIjk(volumeNode, ras) -> np.ndarray:
     """Continuous IJK (i, j, k) of RAS points ``ras`` (3,) or (n, 3) on the volume's grid."""
-    ras = np.atleast_2d(np.asarray(ras, dtype=float))
-    homogeneous = np.c_[ras, np.ones(len(ras))]
+    points = np.atleast_2d(np.asarray(ras, dtype=float))[:, :3]
+    homogeneous = np.c_[points, np.ones(len(points))]
     ijk = (np.linalg.inv(ijkToRasArray(volumeNode)) @ homogeneous.T).T[:, :3]
     return ijk[0] if np.ndim(ras) == 1 else ijk
 

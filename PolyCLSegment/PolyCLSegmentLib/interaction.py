@@ -50,7 +50,7 @@ class Target:
     segmentationNodeId: str
     segmentId: str
     session: Any = None
-    filled: bool = False  # the volume was filled from clicks: corrections re-propagate
+    filled: bool = False  # the volume is filled: corrections re-propagate locally
     nodeIds: dict = field(default_factory=dict)  # "include"/"exclude" -> fiducial node ID
 
 
@@ -231,9 +231,8 @@ class Interaction:
         if prompt.kind == "box" and ras1 is not None:
             z, y0, x0 = zyx
             _, y1, x1 = self.controller.voxelAtRas(volumeNode, ras1)
-            self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, ((z, min(y0, y1), min(x0, x1)),
-                                                                                    (z, max(y0, y1), max(x0, x1)))),
-                         onDone, new=False)
+            self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, (z, min(y0, y1), min(x0, x1)),
+                                                                 (z, max(y0, y1), max(x0, x1))), onDone, new=False)
         else:
             self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, zyx), onDone, new=False)
 
@@ -280,28 +279,26 @@ class Interaction:
             raise InputError(f"slice {sliceIndex} is outside the volume (0..{dims[2] - 1})")
         drawn = self.controller.segmentArray(segmentationNode, segmentId, volumeNode)[int(sliceIndex)]
 
-        def compute(s):
-            s.correct_slice(int(sliceIndex), drawn)
-            return None
+        def apply(answer):  # the segment already shows the painted slice: one undo state for the session step
+            self._write(target, None, None, {})
+            return target.segmentId
 
-        self._run(target, "correction", compute, lambda answer: None,
-                  then=(lambda: self.propagate(volumeNode, segmentationNode, segmentId, onDone=onDone))
-                  if target.filled else onDone)
+        def then(segmentId):
+            if target.session is not None and target.session.filled:
+                self.propagate(volumeNode, segmentationNode, segmentId, onDone=onDone)
+            elif onDone is not None:
+                onDone(segmentId)
+
+        self._run(target, "correction", lambda s: s.correct_slice(int(sliceIndex), drawn), apply, then=then)
 
     def propagate(self, volumeNode, segmentationNode, segmentId, onDone: Callable | None = None) -> None:
         """Fill (or locally re-propagate) the volume from the session's prompted and fixed slices."""
         target = self._target(volumeNode, segmentationNode, segmentId)
 
         def apply(result):
-            lo, hi = _changedRange(result)
-            if hi >= lo:
-                volumeNode, segmentationNode = self._nodes(target)
-                segmentedit.writeSlices(segmentationNode, volumeNode, target.segmentId,
-                                        np.asarray(result.mask[lo:hi + 1], np.uint8), lo,
-                                        provenance={"Operation": "propagate from prompts",
-                                                    "PropagationEngine": self.settings.engine},
-                                        history=self.logic.history)
-                self.record(target.segmentationNodeId, ("propagate", target))
+            lo, hi = result.changed if result.changed else (0, -1)
+            self._write(target, result.mask[lo:hi + 1] if hi >= lo else None, lo, {"Operation": "propagate from prompts",
+                                                      "PropagationEngine": result.engine, "Stats": result.mode})
             target.filled = True
             return target.segmentId
 
@@ -312,27 +309,20 @@ class Interaction:
     # ------------------------------------------------------------------ running answers
     def _answer(self, target: Target, prompt: Prompt, ask: Callable, onDone, *, new: bool = True,
                 removed: bool = False, fill: bool = False) -> None:
-        """Run ``ask(session)`` (a SliceAnswer) on the worker; write the answered slice when done."""
-
-        def compute(s):
-            answer = ask(s)
-            if new:
-                prompt.sessionId = _lastPromptId(s)
-            return answer
+        """Run ``ask(session)`` (a SliceAnswer) on the worker; write the answered slices when done."""
 
         def apply(answer):
             if new:
+                prompt.sessionId = answer.prompt_id
                 self.prompts[prompt.id] = prompt
             elif removed:
                 self.prompts.pop(prompt.id, None)
-            if getattr(answer, "changed", True):
-                volumeNode, segmentationNode = self._nodes(target)
-                segmentedit.writeSlices(segmentationNode, volumeNode, target.segmentId,
-                                        np.asarray(answer.mask2d, np.uint8)[None], int(answer.slice),
-                                        provenance={"Operation": "prompt", "SamModel": self.settings.samModel,
-                                                    "Prompts": f"{prompt.kind} on slice {int(answer.slice)}"},
-                                        history=self.logic.history)
-                self.record(target.segmentationNodeId, ("prompt", prompt, removed))
+            zs = sorted(set(answer.changed) | {int(answer.slice)})
+            # usually only the answered slice changed: write its (y, x) mask, not the whole volume's
+            slab = answer.mask2d[None] if zs == [int(answer.slice)] else answer.mask[zs[0]:zs[-1] + 1]
+            self._write(target, slab, zs[0], {
+                "Operation": "prompt", "SamModel": self.settings.samModel,
+                "Prompts": f"{prompt.kind} on slice {int(answer.slice)}"}, (prompt if new else None))
             return target.segmentId
 
         def failed():
@@ -344,7 +334,19 @@ class Interaction:
             volumeNode, segmentationNode = self._nodes(target)
             then = lambda segmentId: self.propagate(volumeNode, segmentationNode, target.segmentId,  # noqa: E731
                                                     onDone=onDone)
-        self._run(target, f"{prompt.kind} prompt", compute, apply, then=then, onFail=failed)
+        self._run(target, f"{prompt.kind} prompt", ask, apply, then=then, onFail=failed)
+
+    def _write(self, target: Target, slab, first: int | None, provenance: dict, prompt=None) -> None:
+        """Write ``slab`` ((n, y, x)) as slices ``first``.. of the segment with one undo state (also
+        when there is nothing to write, ``slab`` None: every session step is one undo step); log it."""
+        volumeNode, segmentationNode = self._nodes(target)
+        if slab is None:
+            self.logic.requireSegment(segmentationNode, target.segmentId, writable=True)
+            self.logic.history.saveState(segmentationNode)
+        else:
+            segmentedit.writeSlices(segmentationNode, volumeNode, target.segmentId, np.asarray(slab, np.uint8),
+                                    int(first), provenance=provenance, history=self.logic.history)
+        self.record(target.segmentationNodeId, ("session", target, target.session, prompt))
 
     def _run(self, target: Target, name: str, compute: Callable, apply: Callable, *, then=None, onFail=None,
              withProgress: bool = False) -> None:
@@ -391,24 +393,19 @@ class Interaction:
 
     # ------------------------------------------------------------------ undo, clear, finish, prefetch
     def onUndone(self, segmentationNode) -> None:
-        """The shared history stepped back on this segmentation: step the session back with it."""
+        """The shared history stepped back on this segmentation: step its session back with it, and
+        remove the markup of a prompt that the step added."""
         entries = self.log.get(segmentationNode.GetID())
         entry = entries.pop() if entries else None
         if entry is None:
             return
-        kind, what = entry[0], entry[1]
-        if kind == "prompt":
-            prompt, removed = what, entry[2]
-            target = self.targets.get(prompt.key)
-            if target is not None and target.session is not None:
-                target.session.undo()
-            if not removed:
-                self._removeMarkup(prompt)
-                self.prompts.pop(prompt.id, None)
-        elif kind == "propagate":
-            if what.session is not None:
-                what.session.undo()
-            what.filled = False
+        _, target, session, prompt = entry
+        if session is not None and target.session is session:
+            session.undo()
+            target.filled = session.filled
+        if prompt is not None:
+            self._removeMarkup(prompt)
+            self.prompts.pop(prompt.id, None)
 
     def clearPrompts(self, segmentationNode=None, segmentId=None) -> None:
         for prompt in [p for p in self.prompts.values() if _matches(p.key, segmentationNode, segmentId)]:
@@ -417,6 +414,7 @@ class Interaction:
         for key, target in self.targets.items():
             if _matches(key, segmentationNode, segmentId) and target.session is not None:
                 target.session.clear_prompts()
+                self._write(target, None, None, {})
 
     def finishSegment(self, segmentationNode=None, segmentId=None) -> None:
         import slicer
@@ -459,17 +457,3 @@ class Interaction:
 
 def _matches(key, segmentationNode, segmentId) -> bool:
     return (segmentationNode is None or key[0] == segmentationNode.GetID()) and (segmentId is None or key[1] == segmentId)
-
-
-def _lastPromptId(session):
-    prompts = list(session.prompts)
-    last = prompts[-1] if prompts else None
-    return getattr(last, "id", last)
-
-
-def _changedRange(result) -> tuple[int, int]:
-    changed = getattr(result, "changed", None)
-    if changed is None:
-        return 0, len(result.mask) - 1
-    lo, hi = changed
-    return int(lo), int(hi)

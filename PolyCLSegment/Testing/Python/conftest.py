@@ -98,3 +98,29 @@ def liver_case(scene, ts):
     liver = (slicer.util.arrayFromVolume(label) > 0).astype(np.uint8)
     k = int(np.argmax(liver.sum(axis=(1, 2))))
     return ct, liver, k
+
+
+def add_volume_node(volume, name: str = "", labelmap: bool = False):
+    """A new scalar (or label map) volume node holding a polycl Volume (voxels and geometry)."""
+    import slicer
+
+    from PolyCLSegmentLib import conversions
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode",
+                                              name or volume.source or "volume")
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array))
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(conversions.ijkToRasFromGeometry(volume.geometry)))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def provenance(segment) -> dict[str, str]:
+    """The ``PolyCL.*`` provenance tags of a segment."""
+    from PolyCLSegmentLib import segmentedit
+
+    found = {}
+    for key in segmentedit.PROVENANCE_KEYS:
+        value = segmentedit.segmentTag(segment, segmentedit.TAG_PREFIX + key)
+        if value is not None:
+            found[segmentedit.TAG_PREFIX + key] = value
+    return found

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import load_volume_node
+from conftest import add_volume_node, load_volume_node
 
 
 def _oblique_geometry():
@@ -24,7 +24,7 @@ def test_volume_round_trip_oblique_is_exact(scene):
 
     g = _oblique_geometry()
     arr = np.arange(5 * 6 * 7, dtype=np.int16).reshape(5, 6, 7) - 1000
-    node = conversions.addVolumeNode(Volume(arr, g, "obl"))
+    node = add_volume_node(Volume(arr, g, "obl"))
     back = conversions.volumeFromNode(node)
     assert np.array_equal(back.array, arr)
     assert np.allclose(back.geometry.index_to_lps(), g.index_to_lps(), atol=1e-9)
@@ -42,12 +42,12 @@ def test_mask_segment_round_trip_oblique_is_exact(scene):
 
     g = _oblique_geometry()
     arr = np.zeros((8, 20, 24), np.int16)
-    node = conversions.addVolumeNode(Volume(arr, g, "obl"))
+    node = add_volume_node(Volume(arr, g, "obl"))
     rng = np.random.default_rng(1)
     mask = (rng.random(arr.shape) > 0.6).astype(np.uint8)
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     sid = segmentedit.applyMask(seg, node, mask, segmentName="random")
-    assert np.array_equal(conversions.maskFromSegment(seg, sid, node), mask)
+    assert np.array_equal(conversions.segmentArray(seg, sid, node), mask)
 
 
 @pytest.mark.parametrize("flip", [False, True], ids=["file-as-is", "flipped-LPS-copy"])
@@ -76,26 +76,33 @@ def test_label_lands_on_slicers_own_reading_of_the_label(scene, ts, tmp_path, fl
         assert not np.array_equal(on_ct, label.array)  # the grids really differ
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     sid = segmentedit.applyMask(seg, ct_node, on_ct, segmentName="liver")
-    on_label_grid = conversions.maskFromSegment(seg, sid, label_node)
+    on_label_grid = conversions.segmentArray(seg, sid, label_node)
     assert np.array_equal(on_label_grid, slicer.util.arrayFromVolume(label_node) > 0)
 
 
-def test_roi_mask_and_slice_index(scene):
+def _slice_boxes(mask_zyx):
+    """Per slice k with any voxel: its bounding box (x0, y0, x1, y1), inclusive."""
+    boxes = {}
+    for k in np.flatnonzero(mask_zyx.any(axis=(1, 2))):
+        ys, xs = np.nonzero(mask_zyx[k])
+        boxes[int(k)] = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+    return boxes
+
+
+def test_roi_boxes_and_slice_index(scene):
     import slicer
 
     from PolyCLSegmentLib import conversions, prompts
     from polycl.volume import Geometry, Volume
 
     g = Geometry((2.0, 2.0, 5.0), (0.0, 0.0, 0.0))
-    node = conversions.addVolumeNode(Volume(np.zeros((10, 30, 40), np.int16), g, "v"))
+    node = add_volume_node(Volume(np.zeros((10, 30, 40), np.int16), g, "v"))
     roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     # RAS centre of voxels i 10..19, j 5..14, k 2..5: RAS x = -2i, y = -2j, z = 5k
     roi.SetCenter(-29.0, -19.0, 17.5)
     roi.SetSize(19.0, 19.0, 19.0)
-    mask = prompts.roiMask(roi, node)
-    ks, js, is_ = np.nonzero(mask)
-    assert (ks.min(), ks.max(), js.min(), js.max(), is_.min(), is_.max()) == (2, 5, 5, 14, 10, 19)
-    assert prompts.sliceBoxes(mask)[3] == (10, 5, 19, 14)
+    boxes = prompts.roiSliceBoxes(roi, node)
+    assert sorted(boxes) == [2, 3, 4, 5] and set(boxes.values()) == {(10, 5, 19, 14)}
     assert prompts.sliceIndexAtRas(node, (0, 0, 21.0)) == 4
 
 
@@ -108,7 +115,7 @@ def test_roi_boxes_of_a_rotated_roi_match_the_full_mask(scene):
     from polycl.volume import Geometry, Volume
 
     g = Geometry((1.5, 1.5, 4.0), (3.0, -2.0, 10.0))
-    node = conversions.addVolumeNode(Volume(np.zeros((12, 40, 50), np.int16), g, "v"))
+    node = add_volume_node(Volume(np.zeros((12, 40, 50), np.int16), g, "v"))
     roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
     roi.SetSize(30.0, 18.0, 20.0)
     t = vtk.vtkTransform()
@@ -125,14 +132,12 @@ def test_roi_boxes_of_a_rotated_roi_match_the_full_mask(scene):
     obj = (w2o @ conversions.ijkToRasArray(node) @ pts)[:3]
     expected = np.all(np.abs(obj) <= size[:, None] / 2 + 1e-6, axis=0).reshape(12, 40, 50)
     assert expected.sum() > 100
-    assert np.array_equal(prompts.roiMask(roi, node), expected.astype(np.uint8))
-    assert prompts.roiSliceBoxes(roi, node) == prompts.sliceBoxes(expected)
+    assert prompts.roiSliceBoxes(roi, node) == _slice_boxes(expected)
 
 
-def test_roi_mask_of_a_clinical_size_volume_stays_under_100_mb(scene):
-    """512 x 512 x 300 (issue 10: the old every-voxel float64 coordinates needed ~6 GB). The mask
-    itself is 79 MB; everything else must fit in the remaining ~20 MB. Box prompts need no mask:
-    roiSliceBoxes' peak is a few MB."""
+def test_roi_boxes_of_a_clinical_size_volume_stay_under_20_mb(scene):
+    """512 x 512 x 300 (issue 10: the old every-voxel float64 coordinates needed ~6 GB): box prompts
+    are found one slice at a time, so the peak is a few MB."""
     import tracemalloc
 
     import slicer
@@ -150,14 +155,9 @@ def test_roi_mask_of_a_clinical_size_volume_stays_under_100_mb(scene):
     roi.SetSize(200.0, 150.0, 250.0)
     tracemalloc.start()
     try:
-        mask = prompts.roiMask(roi, node)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
         boxes = prompts.roiSliceBoxes(roi, node)
-        _, peak_boxes = tracemalloc.get_traced_memory()
+        _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert mask.shape == (300, 512, 512) and mask.sum() > 1_000_000
-    assert peak < 100 * 2**20, peak / 2**20
-    assert peak_boxes - mask.nbytes < 20 * 2**20, (peak_boxes - mask.nbytes) / 2**20
-    assert len(boxes) == int(mask.any(axis=(1, 2)).sum())
+    assert len(boxes) == 251 and boxes[150] == (115, 150, 400, 364), (len(boxes), boxes.get(150))
+    assert peak < 20 * 2**20, peak / 2**20

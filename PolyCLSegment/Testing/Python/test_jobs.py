@@ -170,9 +170,13 @@ def test_installer_asks_for_missing_packages_with_polycls_bounds(monkeypatch):
     needTorch, reqs = dependencies.missing("refine")
     assert not needTorch
     assert reqs == ["scikit-image>=0.22,<0.27", "openvino>=2025.1,<2027"]
-    assert not any(dependencies.requirementName(r) in ("polycl", "polycl-core", "torch", "torchvision")
-                   for g in ("core", "sam") for r in dependencies.requirements(g) if dependencies.requirementName(r)
-                   in ("polycl", "polycl-core"))
+    names = {dependencies.requirementName(r) for g in ("core", "sam") for r in dependencies.requirements(g)}
+    assert "torch" in names and not names & {"polycl", "polycl-core"}  # torch is required, polycl never pip-installed
+    # torch missing: it is flagged for the PyTorch extension, and never in the pip list
+    installed = dependencies._installed
+    monkeypatch.setattr(dependencies, "_installed", lambda name: name not in ("torch", "torchvision") and installed(name))
+    needTorch, reqs = dependencies.missing("refine")
+    assert needTorch and not {dependencies.requirementName(r) for r in reqs} & {"torch", "torchvision"}
 
 
 def _poll_until_finished(runner, timeout: float = 120.0):
@@ -210,7 +214,7 @@ def test_job_runner_writes_when_polled_and_a_cancel_changes_nothing(scene, ts, m
         updates = _poll_until_finished(runner)
         last = updates[-1]
         assert last.finished and last.error is None and not runner.busy and runner.poll() is None
-        assert done == [last.value] and conversions.maskFromSegment(seg, last.value, ct).any()
+        assert done == [last.value] and conversions.segmentArray(seg, last.value, ct).any()
         assert "mode unet" in last.message
 
         def computeOnceCancelled(request, progress, cancel):  # the Cancel button is pressed first
@@ -229,7 +233,7 @@ def test_job_runner_writes_when_polled_and_a_cancel_changes_nothing(scene, ts, m
         slicer.mrmlScene.RemoveNode(seg)  # removed while computing: a clear error, nothing written
         runner.start("segment", logic.computeSegment, request, apply=logic.applyOutcome, onDone=done.append)
         last = _poll_until_finished(runner)[-1]
-        assert last.finished and "removed" in last.error and len(done) <= 2
+        assert last.finished and "removed" in last.error and len(done) == 1
     finally:
         runner.shutdown()
 

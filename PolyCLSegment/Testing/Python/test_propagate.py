@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import dice
+from conftest import dice, provenance
 
 
 @pytest.fixture()
@@ -40,28 +40,28 @@ def test_propagation_writes_one_segment_from_one_slice(liver_seed, module):
     out = logic.propagate(ct, seg, sid, k, engine="sam2", stopAfter=None, limits=(k - 1, k + 1),
                           predictor=predictor, device="cpu", progress=lambda d, t, m: seen.append((d, t)))
     assert out == sid and seg.GetSegmentation().GetNumberOfSegments() == 1
-    result = conversions.maskFromSegment(seg, sid, ct)
+    result = conversions.segmentArray(seg, sid, ct)
     assert np.array_equal(result[k], seed[k])  # the annotated slice is kept as drawn
     outside = np.ones(result.shape[0], bool)
     outside[k - 1:k + 2] = False
     assert not result[outside].any()  # nothing beyond the limits
     assert seen and seen[-1][0] == 3  # three slices visited
-    tags = segmentedit.provenanceTags(seg.GetSegmentation().GetSegment(sid))
-    assert tags["PolyCL.Operation"] == "propagate" and tags["PolyCL.Engine"].startswith("sam2")
+    tags = provenance(seg.GetSegmentation().GetSegment(sid))
+    assert tags["PolyCL.Operation"] == "propagate" and tags["PolyCL.PropagationEngine"].startswith("sam2")
     assert '"seedSlice": %d' % k in tags["PolyCL.Prompts"]
     assert tags["PolyCL.Objects"].startswith("1 object on the seed slice(s)")
-    assert logic.undo(seg) and np.array_equal(conversions.maskFromSegment(seg, sid, ct), seed)
+    assert logic.undo(seg) and np.array_equal(conversions.segmentArray(seg, sid, ct), seed)
 
 
 def test_propagation_with_offline_engine_follows_the_liver(liver_seed, module):
-    from PolyCLSegmentLib import backends, conversions
+    from PolyCLSegmentLib import capabilities, conversions
 
-    assert backends.propagationEngines()["chain"], backends.propagationEngines()["chain"].reason
+    assert capabilities.propagationEngines()["chain"], capabilities.propagationEngines()["chain"].reason
     ct, seg, sid, k, seed, liver = liver_seed
     logic = module.PolyCLSegmentLogic()
     window = slice(k - 1, k + 2)  # 3 slices keep this test short (LiteMedSAM: ~1 s per slice on 2 cores)
     logic.propagate(ct, seg, sid, k, engine="chain", device="cpu", limits=(k - 1, k + 1))
-    result = conversions.maskFromSegment(seg, sid, ct)
+    result = conversions.segmentArray(seg, sid, ct)
     assert not result[: k - 1].any() and not result[k + 2:].any()
     # 0.8 on slices next to the seed: docs/refinement.md and docs/propagation.md record 0.976 with label boxes and 0.705 for a whole
     # unstopped chain; near the seed the chain has not drifted yet.
@@ -97,7 +97,7 @@ def test_segment_refine_propagate_embed_each_slice_once(liver_case, module, load
         return set(np.flatnonzero(segmenter.mask_from_volume(m).any(axis=(1, 2))))
 
     ct_shape = liver.shape
-    segment_slices = np.flatnonzero(conversions.maskFromSegment(seg, sid, ct).any(axis=(1, 2)))
+    segment_slices = np.flatnonzero(conversions.segmentArray(seg, sid, ct).any(axis=(1, 2)))
     expected = new_slices(canonical(segment_slices))
     logic.refine(twin, seg, sid, device="cpu")
     assert segmenter.embeddings_computed == first + expected

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import dice
+from conftest import dice, provenance
 
 
 def test_refine_replaces_segment_when_complete_and_undo(liver_case, module):
     import slicer
 
-    from PolyCLSegmentLib import backends, conversions, segmentedit
+    from PolyCLSegmentLib import capabilities, conversions, segmentedit
 
-    if not backends.refineCapability():
-        pytest.fail("refinement should be available in this environment: " + backends.refineCapability().reason)
+    if not capabilities.refineCapability():
+        pytest.fail("refinement should be available in this environment: " + capabilities.refineCapability().reason)
     ct, liver, k = liver_case
     coarse = np.zeros_like(liver)
     window = slice(k, k + 1)
@@ -29,16 +29,16 @@ def test_refine_replaces_segment_when_complete_and_undo(liver_case, module):
     logic = module.PolyCLSegmentLogic()
     out = logic.refine(ct, seg, sid, device="cpu")
     assert out == sid and seg.GetSegmentation().GetNumberOfSegments() == 1
-    refined = conversions.maskFromSegment(seg, sid, ct)
+    refined = conversions.segmentArray(seg, sid, ct)
     before, after = dice(coarse[window], liver[window]), dice(refined[window], liver[window])
     # the refiner must not make the mask worse, and LiteMedSAM fixes a 9 mm dilation well
     # (PolyCLCore/docs/refinement.md: dilated 8 px + shifted 0.869 -> 0.976 on the DICOM series)
     assert after >= before and after > 0.85, (before, after)
     assert not refined[:k].any() and not refined[k + 1:].any()
-    tags = segmentedit.provenanceTags(seg.GetSegmentation().GetSegment(sid))
-    assert tags["PolyCL.Operation"] == "refine" and "litemedsam" in tags["PolyCL.Engine"]
+    tags = provenance(seg.GetSegmentation().GetSegment(sid))
+    assert tags["PolyCL.Operation"] == "refine" and tags["PolyCL.SamModel"] == "litemedsam"
     assert "components refined" in tags["PolyCL.Stats"]
-    assert logic.undo(seg) and np.array_equal(conversions.maskFromSegment(seg, sid, ct), coarse)
+    assert logic.undo(seg) and np.array_equal(conversions.segmentArray(seg, sid, ct), coarse)
 
 
 def test_refine_from_roi_box_makes_new_segment(liver_case, module):
@@ -57,7 +57,7 @@ def test_refine_from_roi_box_makes_new_segment(liver_case, module):
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     logic = module.PolyCLSegmentLogic()
     sid = logic.refine(ct, seg, None, roiNodes=[roi], device="cpu")
-    result = conversions.maskFromSegment(seg, sid, ct)
+    result = conversions.segmentArray(seg, sid, ct)
     assert result[k].any() and result.sum() == result[k].sum()
     # LiteMedSAM from a box around the liver on its largest slice (PolyCLCore/docs/refinement.md: 0.976 with label boxes)
     assert dice(result[k], liver[k]) > 0.85

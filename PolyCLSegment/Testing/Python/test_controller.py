@@ -1,0 +1,125 @@
+"""Every operation through the Controller (the functions both front ends call), on real MRML.
+
+The operations that need no SAM run with the small fixed-random U-Net (``tiny_model``); the
+front ends' source is read with ``ast`` to check they call the controller and wire no operation
+themselves.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import load_volume_node
+
+MODULE = Path(__file__).resolve().parents[2]
+
+
+def _controller_calls(path: Path, owner: str) -> set[str]:
+    """Names X of every ``<...>.<owner>.X(...)`` call in a file (ast, not regexes)."""
+    calls = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+            if name == owner:
+                calls.add(node.func.attr)
+    return calls
+
+
+def _logic_pipeline_calls(path: Path) -> set[str]:
+    """Names of Logic steps (prepare*/compute*/applyOutcome) a front end calls itself."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and (node.attr.startswith(("prepare", "compute")) or
+                                                node.attr == "applyOutcome"):
+            found.add(node.attr)
+    return found
+
+
+def test_front_ends_call_the_controller_operations():
+    from PolyCLSegmentLib.controller import Controller
+
+    assert all(callable(getattr(Controller, name)) for name in Controller.OPERATIONS)
+    panel = MODULE / "PolyCLSegment.py"
+    used = _controller_calls(panel, "controller")
+    assert {"segment", "refine", "propagate", "finetune", "batch", "undo", "cancel", "addBox", "correctSlice",
+            "clearPrompts", "finishSegment"} <= used, used
+    assert not _logic_pipeline_calls(panel)
+    web = MODULE / "PolyCLSegmentWeb" / "app.py"
+    if "Controller" not in web.read_text():
+        pytest.skip("the web app is not on the Controller yet (PolyCLSegmentWeb is switched separately)")
+    web_used = _controller_calls(web, "controller")
+    assert {"segment", "refine", "propagate", "finetune", "undo", "cancel"} <= web_used, web_used
+    assert not _logic_pipeline_calls(web)
+
+
+def test_settings_map_parameter_node_and_web_state():
+    from PolyCLSegmentLib.settings import Settings
+
+    from polycl.errors import InputError
+
+    web = Settings.read({"polycl_model": "m", "polycl_mode": "unet", "polycl_stopAfter": "0",
+                         "polycl_propagateFromClicks": "false"}, prefix="polycl_", rename={"segmentMode": "mode"})
+    assert (web.model, web.segmentMode, web.stopAfter, web.propagateFromClicks) == ("m", "unet", 0, False)
+    assert web.engine == "auto" and web.validate() is web
+    with pytest.raises(InputError, match="segment mode"):
+        Settings(segmentMode="magic").validate()
+    with pytest.raises(InputError, match="label fraction"):
+        Settings(labelFraction=0).validate()
+
+
+def test_operations_through_the_controller(scene, ts, tmp_path, module, tiny_model):
+    """Segment, undo, cancel and the bad-input paths of refine, propagate, fine-tune and batch:
+    each raises before anything changes."""
+    import slicer
+
+    from PolyCLSegmentLib.controller import (BatchRequest, Controller, FinetuneRequest, PropagateRequest,
+                                             RefineRequest, SegmentRequest)
+    from PolyCLSegmentLib import segmentedit
+    from PolyCLSegmentLib.settings import Settings
+
+    from polycl.errors import InputError
+
+    ct = load_volume_node(ts / "example_ct_sm.nii.gz", name="ct")
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    c = Controller(module.PolyCLSegmentLogic(), Settings(model=str(tiny_model), segmentMode="unet", device="cpu"))
+    try:
+        done = []
+        c.segment(SegmentRequest(ct, seg), onDone=done.append)
+        with pytest.raises(InputError, match="another operation"):
+            c.segment(SegmentRequest(ct, seg))
+        last = c.wait(120)
+        assert last.error is None and done == [last.value]
+        sid = last.value
+        assert c.segmentArray(seg, sid, ct).any() and c.canUndo(seg)
+        segment = seg.GetSegmentation().GetSegment(sid)  # the tiny model's target: liver, coded from the .term.json
+        assert "SCT^10200004^Liver" in segmentedit.segmentTag(segment, segment.GetTerminologyEntryTagName())
+        empty = seg.GetSegmentation().AddEmptySegment("empty")
+        with pytest.raises(InputError, match="empty"):
+            c.refine(RefineRequest(ct, seg, empty))
+        with pytest.raises(InputError, match="empty on slice"):
+            c.propagate(PropagateRequest(ct, seg, empty, sliceIndex=10))
+        with pytest.raises(InputError, match="not a folder"):
+            c.finetune(FinetuneRequest(tmp_path / "missing"))
+        with pytest.raises(InputError, match="not a folder"):
+            c.batch(BatchRequest(tmp_path / "missing", tmp_path / "out"))
+        assert not c.busy and c.undo(seg) and seg.GetSegmentation().GetSegment(sid) is None
+        # a cancelled Segment changes nothing
+        before = seg.GetSegmentation().GetNumberOfSegments()
+        c.segment(SegmentRequest(ct, seg))
+        c.cancel()
+        last = c.wait(120)
+        assert last.cancelled or last.error is None  # it may have finished before the cancel arrived
+        if last.cancelled:
+            assert seg.GetSegmentation().GetNumberOfSegments() == before
+        # geometry in one place: RAS of a voxel and back
+        ras = c.rasOfVoxel(ct, (5, 20, 30))
+        assert c.voxelAtRas(ct, ras) == (5, 20, 30) and c.sliceIndexAtRas(ct, ras) == 5
+        with pytest.raises(InputError, match="outside"):
+            c.voxelAtRas(ct, ras + np.array([0, 0, 1000.0]))
+    finally:
+        c.shutdown()
