@@ -16,7 +16,8 @@ from polycl import __version__
 from polycl.errors import PolyCLError
 
 #: Subcommand modules, in the order ``polycl --help`` lists them.
-COMMANDS = ["demo", "info", "segment", "refine", "evaluate", "models", "finetune", "pretrain", "propagate"]
+COMMANDS = ["demo", "info", "segment", "refine", "evaluate", "models", "finetune", "pretrain", "propagate",
+            "evaluate-interactive"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"polycl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"polycl.cli.{name}").register(sub)
+        importlib.import_module(f"polycl.cli.{name.replace('-', '_')}").register(sub)
     return parser
 
 

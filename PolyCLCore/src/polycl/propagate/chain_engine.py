@@ -88,6 +88,33 @@ class ChainEngine:
             mask = np.isin(lab, keep)
         return ndimage.binary_fill_holes(mask)
 
+    def set_hu_range(self, hu: np.ndarray, seed_masks: dict[int, np.ndarray]) -> None:
+        """The HU range chained masks must keep to: the seeds' 1st..99th percentiles +- HU_MARGIN."""
+        values = np.concatenate([hu[k][m] for k, m in seed_masks.items()])
+        lo, hi = np.percentile(values, [1, 99])
+        self.hu_range = (float(lo) - HU_MARGIN, float(hi) + HU_MARGIN)
+
+    def next_slice(self, hu: np.ndarray, k: int, prev: np.ndarray, rule: StopRule,
+                   pixel_area_mm2: float = 1.0) -> tuple[np.ndarray, float]:
+        """Slice ``k``'s mask chained from the neighbouring slice's ``prev`` (y, x), each object of
+        ``prev`` (:func:`~polycl.propagate.seeds.slice_objects`) on its own box; an object whose
+        new mask the stop rule finds implausible (vanished) is dropped. Returns (bool mask, the
+        lowest confidence of the objects kept, 0.0 when none is)."""
+        from polycl.propagate.seeds import slice_objects
+
+        seg = self._segmenter(hu)
+        out = np.zeros(prev.shape, bool)
+        confs = []
+        with torch.inference_mode():
+            for piece in slice_objects(prev):
+                m, raw, q = self._step(seg, k, piece)
+                tracker = rule.tracker(piece, hu[k], pixel_area_mm2)
+                m, _ = tracker.check(m, hu[k], q)
+                if m.any():
+                    out |= m
+                    confs.append(q)
+        return out, (min(confs) if confs else 0.0)
+
     def _seed_mask(self, seg, s: Seed) -> tuple[np.ndarray, float]:
         if s.mask is not None:
             return s.mask, 1.0
@@ -106,9 +133,7 @@ class ChainEngine:
                 m, q = self._seed_mask(seg, s)
                 seed_masks[s.index] = m
                 yield s.index, m, q
-            values = np.concatenate([hu[k][m] for k, m in seed_masks.items()])
-            lo, hi = np.percentile(values, [1, 99])
-            self.hu_range = (float(lo) - HU_MARGIN, float(hi) + HU_MARGIN)
+            self.set_hu_range(hu, seed_masks)
             # between consecutive seeds: each half from its nearer seed, no stop rule
             for a, b in zip(ordered, ordered[1:]):
                 mid = (a.index + b.index) // 2

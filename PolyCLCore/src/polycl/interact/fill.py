@@ -1,0 +1,95 @@
+"""The propagation steps of :class:`~polycl.interact.session.InteractiveSession` (canonical space).
+
+:func:`fill` carries the fixed slices through the volume with the propagation engine (each
+connected object of each fixed slice is a seed; several fixed slices: multi-seed, each stretch
+between two seeds chained from its nearer one, SAM 2: ``add_new_mask`` on every seed frame).
+:func:`local` re-propagates from corrected slices only as far as the result changes
+(:mod:`polycl.propagate.local`). Both write into ``work`` ((z, y, x) uint8, canonical) and return
+{canonical slice: confidence} of the slices they wrote; fixed slices are restored by the caller.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from polycl.progress import Reporter
+
+
+def _seeds(session):
+    from polycl.propagate.seeds import seeds_from_mask
+
+    vol = np.zeros(session.hu.shape, np.uint8)
+    ks = [k for k, m in session._fixed.items() if m.any()]
+    for k in ks:
+        vol[k] = session._fixed[k]
+    return seeds_from_mask(vol, ks) if ks else []
+
+
+def _engine_run(session, seeds, report: Reporter, work: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """The engine's whole propagation from ``seeds``: (canonical (z, y, x) uint8, confidences)."""
+    from polycl.propagate import propagate
+
+    run = propagate(session.volume, seeds, engine=session.engine_choice.name, segmenter=session.segmenter,
+                    check_ct=False)
+    out = np.zeros(session.hu.shape, np.uint8) if work is None else work
+    conf: dict[int, float] = {}
+    for i, item in enumerate(run):
+        out[item.index] |= item.mask
+        conf[item.index] = min(conf.get(item.index, 1.0), item.confidence) if item.mask.any() else \
+            conf.get(item.index, 0.0)
+        report(i + 1, run.n_slices, f"propagating, slice {item.index} (axial order)")
+    if run.engine.name == "chain":
+        session._chain = run._engine
+    return out, conf
+
+
+def fill(session, work: np.ndarray, report: Reporter) -> dict[int, float]:
+    """First propagation: ``work`` is replaced by the engine's result from the fixed slices."""
+    seeds = _seeds(session)
+    work[:] = 0
+    if not seeds:
+        return {}
+    _, conf = _engine_run(session, seeds, report, work)
+    return conf
+
+
+def _chain(session):
+    """The chain engine that walks corrections, its HU range taken from the fixed slices."""
+    from polycl.propagate.chain_engine import ChainEngine
+
+    if session._chain is None:
+        session._chain = ChainEngine(session.segmenter.loaded, device=session.segmenter.device,
+                                     segmenter=session.segmenter)
+    masks = {k: m for k, m in session._fixed.items() if m.any()}
+    if masks:
+        session._chain.set_hu_range(session.hu, masks)
+    return session._chain
+
+
+def local(session, work: np.ndarray, pending: list[int], report: Reporter) -> dict[int, float]:
+    """Re-propagate from each slice of ``pending`` only as far as the result changes."""
+    from polycl.propagate.api import default_rule
+    from polycl.propagate.local import repropagate_locally
+
+    if not pending:
+        return {}
+    fixed = set(session._fixed)
+    for k, m in session._fixed.items():
+        work[k] = m
+    sy, sx = session.pixel_mm
+    if session.engine_choice.name == "chain":
+        chain, rule = _chain(session), default_rule("chain")
+
+        def step(j, prev):
+            return chain.next_slice(session.hu, j, prev, rule, sx * sy)
+    else:  # SAM 2: one run with every fixed slice as a conditioning frame, taken as far as it changes
+        seeds = _seeds(session)
+        new, conf_all = _engine_run(session, seeds, report, None) if seeds else (np.zeros_like(work), {})
+
+        def step(j, prev):
+            return new[j] > 0, conf_all.get(j, 0.0)
+    conf: dict[int, float] = {}
+    for i, k in enumerate(pending):
+        report(i, len(pending), f"re-propagating from slice {k} (axial order)")
+        conf.update(repropagate_locally(work, k, step, fixed, check=report.check))
+    return conf

@@ -1,0 +1,227 @@
+"""How the prompts of one axial slice become a mask (canonical slice pixels, (y, x)).
+
+LiteMedSAM was trained with boxes and does not answer clicks (DESIGN.md: one include click at the
+liver's centre gives an empty mask), so a click becomes a box first:
+
+* **include click** outside the current mask: the region grown around it within an HU tolerance
+  (:func:`grow_region`: scikit-image ``flood`` on the smoothed slice, bounded to a window around the
+  click, opened to cut thin bridges) joined with the part of the current mask it touches gives
+  the box; SAM answers the box; SAM's mask is kept where its HU is plausible, and the click's own
+  region is added if SAM missed the click (SAM's quality guards the choice). An include click
+  only ever adds to the mask.
+* **exclude click** inside the mask: removes the part of the mask around it that HU or shape
+  separate from the rest (:func:`remove_around`): pixels whose HU is far from the organ's, else
+  the piece that a morphological opening splits off, else the mask is cut back by a box that
+  leaves the click out and SAM is asked again inside it.
+* **box**: SAM's answer to the box, as the Segment Editor's box prompt.
+
+All sizes are in pixels unless they end in ``_mm``; HU are Hounsfield units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: Region growing: HU tolerance around the click's (median-smoothed) value.
+GROW_TOLERANCE_HU = 45.0
+#: Region growing stays inside a square window of this half-size (mm) around the click.
+GROW_RADIUS_MM = 90.0
+#: Opening radius (mm) that cuts the grown region's thin bridges into neighbouring tissue.
+GROW_OPEN_MM = 3.0
+#: Box margin (px) around a region given to SAM.
+BOX_MARGIN_PX = 3
+#: SAM's answer is trusted when its predicted IoU is at least this.
+MIN_SAM_QUALITY = 0.5
+#: Pixels of SAM's answer whose smoothed HU is this far from the organ's median are dropped.
+HU_PLAUSIBLE = 60.0
+
+
+@dataclass
+class SliceContext:
+    """One canonical slice: ``hu`` (y, x) HU, ``smooth`` its median-filtered copy, pixel size (mm)."""
+
+    hu: np.ndarray
+    smooth: np.ndarray
+    pixel_mm: tuple[float, float]  # (row, column) spacing
+
+    @classmethod
+    def of(cls, hu2d: np.ndarray, pixel_mm: tuple[float, float]) -> "SliceContext":
+        hu = np.asarray(hu2d, dtype=np.float32)
+        return cls(hu, ndimage.median_filter(hu, size=5), (float(pixel_mm[0]), float(pixel_mm[1])))
+
+    def px(self, mm: float) -> int:
+        return max(1, int(round(mm / min(self.pixel_mm))))
+
+
+def disk(radius: int) -> np.ndarray:
+    from skimage.morphology import disk as _disk
+
+    return _disk(max(1, int(radius))).astype(bool)
+
+
+def component_at(mask: np.ndarray, yx: tuple[int, int]) -> np.ndarray:
+    """The 8-connected component of ``mask`` containing pixel ``yx`` (empty if it is background)."""
+    lab, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+    v = lab[yx]
+    return lab == v if v else np.zeros_like(mask, bool)
+
+
+def nearest_component(mask: np.ndarray, yx: tuple[int, int]) -> np.ndarray:
+    """The component containing ``yx``, else the one nearest to it."""
+    if not mask.any():
+        return mask
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if lab[yx]:
+        return lab == lab[yx]
+    _, (iy, ix) = ndimage.distance_transform_edt(lab == 0, return_indices=True)
+    return lab == lab[iy[yx], ix[yx]]
+
+
+def grow_region(ctx: SliceContext, yx: tuple[int, int], tolerance: float = GROW_TOLERANCE_HU) -> np.ndarray:
+    """The region around ``yx`` whose smoothed HU lies within ``tolerance`` of the click's, inside a
+    :data:`GROW_RADIUS_MM` window, opened by :data:`GROW_OPEN_MM` and hole-filled; (y, x) bool."""
+    from skimage.segmentation import flood
+
+    h, w = ctx.hu.shape
+    ry, rx = (max(2, int(GROW_RADIUS_MM / s)) for s in ctx.pixel_mm)
+    y0, y1, x0, x1 = max(0, yx[0] - ry), min(h, yx[0] + ry + 1), max(0, yx[1] - rx), min(w, yx[1] + rx + 1)
+    win = ctx.smooth[y0:y1, x0:x1]
+    seed = (yx[0] - y0, yx[1] - x0)
+    region = flood(win, seed, tolerance=float(tolerance))
+    opened = ndimage.binary_opening(region, disk(ctx.px(GROW_OPEN_MM)))
+    if opened[seed]:
+        region = component_at(opened, seed)
+    else:  # the click sits on a thin part: keep the nearest piece of the opened region, or the raw one
+        region = nearest_component(opened, seed) if opened.any() else region
+        region[seed] = True
+    region = ndimage.binary_fill_holes(region)
+    out = np.zeros((h, w), bool)
+    out[y0:y1, x0:x1] = region
+    return out
+
+
+def box_of(mask: np.ndarray, margin: int = BOX_MARGIN_PX) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) around a non-empty (y, x) mask, widened by ``margin`` and clipped."""
+    from polycl.propagate.seeds import box_from_mask
+
+    return box_from_mask(mask, margin)
+
+
+def _sam(segmenter, k: int, box) -> tuple[np.ndarray, float]:
+    segmenter.set_slice(k)
+    m, q = segmenter.predict(box=box)
+    return m > 0, q
+
+
+def _plausible(ctx: SliceContext, mask: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``mask`` without pixels whose smoothed HU is over :data:`HU_PLAUSIBLE` from ``reference``'s median."""
+    if not reference.any():
+        return mask
+    med = float(np.median(ctx.smooth[reference]))
+    return mask & (np.abs(ctx.smooth - med) <= HU_PLAUSIBLE)
+
+
+def answer_include(segmenter, k: int, ctx: SliceContext, current: np.ndarray,
+                   yx: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """``current`` plus the organ under an include click at ``yx``; returns (mask, quality)."""
+    if current[yx]:
+        return current, 1.0
+    grown = grow_region(ctx, yx)
+    touching = current & ndimage.binary_dilation(grown, disk(ctx.px(5.0)))
+    near = np.zeros_like(current)
+    if touching.any():
+        lab, _ = ndimage.label(current, structure=np.ones((3, 3)))
+        near = np.isin(lab, np.unique(lab[touching & (lab > 0)]))
+    target = grown | near
+    sam, quality = _sam(segmenter, k, box_of(target))
+    sam = _plausible(ctx, sam, grown)
+    sam = ndimage.binary_fill_holes(ndimage.binary_opening(sam, disk(1)))
+    if quality >= MIN_SAM_QUALITY and sam.any():
+        piece = nearest_component(sam | near, yx) if near.any() else nearest_component(sam, yx)
+        if not piece[yx]:
+            piece = piece | component_at(grown, yx)
+    else:
+        piece = grown
+    return current | piece, quality
+
+
+def remove_around(segmenter, k: int, ctx: SliceContext, current: np.ndarray, yx: tuple[int, int],
+                  keep: list[tuple[int, int]]) -> tuple[np.ndarray, float]:
+    """``current`` without the part around an exclude click at ``yx``; ``keep``: include clicks of
+    the slice, whose pixels stay. Returns (mask, quality)."""
+    if not current[yx]:
+        return current, 1.0
+    comp = component_at(current, yx)
+    rest = current & ~comp
+    anchors = [p for p in keep if comp[p]]
+    core = comp.copy()
+    if anchors:
+        core = np.zeros_like(comp)
+        for p in anchors:
+            core |= component_at(comp & (np.abs(ctx.smooth - ctx.smooth[p]) <= HU_PLAUSIBLE), p)
+    # 1. HU: the click's tissue differs from the organ's
+    if core.any() and abs(float(ctx.smooth[yx]) - float(np.median(ctx.smooth[core]))) > HU_PLAUSIBLE / 2:
+        odd = comp & (np.abs(ctx.smooth - ctx.smooth[yx]) <= HU_PLAUSIBLE / 2)
+        cut = component_at(odd, yx)
+        if cut.sum() < 0.8 * comp.sum():
+            left = comp & ~ndimage.binary_dilation(cut, disk(1))
+            return rest | _largest_with(left, anchors), 1.0
+    # 2. shape: an opening splits the click's piece from the organ
+    for r_mm in (3.0, 5.0, 8.0, 12.0):
+        opened = ndimage.binary_opening(comp, disk(ctx.px(r_mm)))
+        lab, n = ndimage.label(opened, structure=np.ones((3, 3)))
+        if n < 2:
+            continue
+        from skimage.segmentation import expand_labels
+
+        owner = expand_labels(lab, distance=ctx.px(r_mm) * 2 + 2) * comp
+        mine = owner[yx]
+        if mine == 0:
+            continue
+        kept_labels = {int(owner[p]) for p in anchors} - {0}
+        if mine in kept_labels:
+            continue
+        sizes = np.bincount(owner.ravel(), minlength=n + 1)
+        if not kept_labels and sizes[mine] >= sizes[1:].max():
+            continue  # the click is on the biggest piece: that is the organ, not a leak
+        return rest | (comp & (owner != mine)), 1.0
+    # 3. box: cut the component's box back past the click on its nearest side and ask SAM again
+    ys, xs = np.nonzero(comp)
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
+    y, x = yx
+    sides = {"x0": x - x0, "x1": x1 - x, "y0": y - y0, "y1": y1 - y}
+    side = min(sides, key=sides.get)
+    m = 2
+    box = [x0, y0, x1, y1]
+    box[{"x0": 0, "y0": 1, "x1": 2, "y1": 3}[side]] = (x + m if side == "x0" else y + m if side == "y0"
+                                                       else x - m if side == "x1" else y - m)
+    inside = np.zeros_like(comp)
+    if box[2] > box[0] and box[3] > box[1]:
+        inside[int(box[1]):int(box[3]) + 1, int(box[0]):int(box[2]) + 1] = True
+    sam, quality = _sam(segmenter, k, tuple(float(v) for v in box)) if inside.any() else (inside, 0.0)
+    new = comp & inside & (sam if quality >= MIN_SAM_QUALITY and (sam & comp).any() else True)
+    new[yx] = False
+    return rest | _largest_with(new, anchors), quality
+
+
+def _largest_with(mask: np.ndarray, anchors: list[tuple[int, int]]) -> np.ndarray:
+    """Components of ``mask`` holding an anchor, else its largest component."""
+    if not mask.any():
+        return mask
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    keep = {int(lab[p]) for p in anchors} - {0}
+    if not keep:
+        keep = {int(np.argmax(np.bincount(lab.ravel())[1:]) + 1)}
+    return np.isin(lab, list(keep))
+
+
+def answer_box(segmenter, k: int, ctx: SliceContext, current: np.ndarray, box) -> tuple[np.ndarray, float]:
+    """SAM's answer to ``box`` (x0, y0, x1, y1) replaces the mask inside the box."""
+    sam, quality = _sam(segmenter, k, box)
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    out = current.copy()
+    out[max(0, y0):y1 + 1, max(0, x0):x1 + 1] = False
+    return out | ndimage.binary_fill_holes(sam), quality
