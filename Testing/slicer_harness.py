@@ -10,9 +10,10 @@ no Qt application. :func:`install` fills the gaps exactly as far as a module's L
   have no converters);
 * ``slicer.mrmlScene``, ``slicer.app`` (``None``), ``slicer.modules.<name>.logic()`` for the
   logics above (``slicer.util``'s segment helpers call them);
-* stand-ins for ``qt``, ``ctk``, ``slicer.i18n``, ``slicer.ScriptedLoadableModule`` (Qt-free base
-  classes) and ``slicer.parameterNodeWrapper`` (decorators that leave the class usable), so that
-  a module file that imports them at the top can be imported under pytest. Widgets cannot run.
+* the stand-ins for ``qt``, ``slicer.i18n``, ``slicer.ScriptedLoadableModule`` and
+  ``slicer.parameterNodeWrapper`` that the web front end uses too
+  (``PolyCLSegment/PolyCLSegmentWeb/slicershim.py``: explicit names, no catch-all), so that the
+  module file, which imports them at the top, is imported under pytest. Widgets cannot run.
 
 Usage (pytest conftest)::
 
@@ -25,146 +26,27 @@ Usage (pytest conftest)::
 from __future__ import annotations
 
 import sys
-import types
-import unittest
+from pathlib import Path
 from types import SimpleNamespace
+
+_MODULE_DIR = str(Path(__file__).resolve().parents[1] / "PolyCLSegment")  # PolyCLSegmentWeb's parent
+if _MODULE_DIR not in sys.path:
+    sys.path.insert(0, _MODULE_DIR)
 
 #: Objects that must stay alive for the whole process (application logic, module logics).
 STATE: dict = {}
 
 
-class _Anything:
-    """A permissive stand-in object: any attribute, call or subclassing works and does nothing."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __call__(self, *args, **kwargs):
-        return _Anything()
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Anything()
-
-    def __bool__(self):
-        return False
-
-    def __iter__(self):
-        return iter(())
-
-
-class _StandInModule(types.ModuleType):
-    """A module whose every attribute is a subclassable do-nothing class (for qt, ctk)."""
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        cls = type(name, (_Anything,), {})
-        setattr(self, name, cls)
-        return cls
-
-
-def _scripted_loadable_module():
-    """Qt-free versions of Slicer's ScriptedLoadableModule base classes."""
-    mod = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent=None):
-            self.parent = parent if parent is not None else SimpleNamespace()
-            self.moduleName = self.__class__.__name__
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None):
-            self.parent = parent
-            self.moduleName = self.__class__.__name__[: -len("Widget")]
-
-        def setup(self):
-            pass
-
-        def cleanup(self):
-            pass
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self, parent=None):
-            self.moduleName = self.__class__.__name__[: -len("Logic")] if self.__class__.__name__.endswith("Logic") else ""
-
-        def getParameterNode(self):
-            import slicer
-
-            node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
-            if node is None:
-                node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode")
-                node.SetSingletonTag(self.moduleName)
-                node.SetName(self.moduleName)
-            return node
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        def delayDisplay(self, message, msec=0):
-            print(message)
-
-    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
-                ScriptedLoadableModuleTest):
-        setattr(mod, cls.__name__, cls)
-    mod.__all__ = [c for c in dir(mod) if c.startswith("Scripted")]
-    return mod
-
-
-def _parameter_node_wrapper():
-    """``parameterNodeWrapper`` and friends as pass-through decorators / plain annotations."""
-    mod = types.ModuleType("slicer.parameterNodeWrapper")
-
-    def parameterNodeWrapper(cls):
-        def __init__(self, node=None):
-            self.parameterNode = node
-            for name in getattr(cls, "__annotations__", {}):
-                if hasattr(cls, name):
-                    setattr(self, name, getattr(cls, name))
-
-        cls.__init__ = __init__
-        return cls
-
-    class _Annotated:
-        def __class_getitem__(cls, item):
-            return item[0] if isinstance(item, tuple) else item
-
-    def _passthrough(*args, **kwargs):
-        return None
-
-    mod.parameterNodeWrapper = parameterNodeWrapper
-    mod.parameterPack = parameterNodeWrapper
-    for name in ("WithinRange", "Minimum", "Maximum", "Default", "Choice", "Decimals", "SingleStep"):
-        setattr(mod, name, _passthrough)
-    mod.Annotated = _Annotated
-    return mod
-
-
 def install():
-    """Make ``import slicer``/``qt``/``ctk`` and the module base classes work; idempotent."""
+    """Make ``import slicer``/``qt`` and the module base classes work; idempotent."""
     if STATE.get("installed"):
         return STATE
     import slicer
     import vtk  # noqa: F401  (slicer-core's vtk)
 
-    for name in ("qt", "ctk"):
-        if name not in sys.modules:
-            sys.modules[name] = _StandInModule(name)
+    from PolyCLSegmentWeb.slicershim import install as install_shim
 
-    slm = _scripted_loadable_module()
-    sys.modules["slicer.ScriptedLoadableModule"] = slm
-    slicer.ScriptedLoadableModule = slm
-
-    pnw = _parameter_node_wrapper()
-    sys.modules["slicer.parameterNodeWrapper"] = pnw
-    slicer.parameterNodeWrapper = pnw
-
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    i18n.translate = lambda context, text: text
-    sys.modules["slicer.i18n"] = i18n
-    slicer.i18n = i18n
-
-    slicer.app = None
+    install_shim()
     new_scene()
     STATE["installed"] = True
     return STATE

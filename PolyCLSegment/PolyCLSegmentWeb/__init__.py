@@ -1,5 +1,6 @@
-"""PolyCL Segment in the browser: a trame-slicer front end on the module's PolyCLSegmentLogic.
+"""PolyCL Segment in the browser: a trame-slicer front end on the module's own Logic.
 
-Start it with ``bash Testing/web.sh --data DIR`` (see :mod:`PolyCLSegmentWeb.app`). Importing this
-package imports nothing heavy; :func:`PolyCLSegmentWeb.app.main` builds the server.
+Start it with ``polycl-web --data DIR`` (installed with polycl-core; :mod:`polycl.weblauncher`) or
+``python -m PolyCLSegmentWeb --data DIR`` with ``PolyCLSegment/`` on ``sys.path``. Importing this package
+imports nothing heavy; :func:`PolyCLSegmentWeb.cli.main` builds the server.
 """

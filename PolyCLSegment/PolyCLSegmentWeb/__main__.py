@@ -1,5 +1,5 @@
-"""``python -m PolyCLSegmentWeb --data DIR`` (run from PolyCLSegment/, or use Testing/web.sh)."""
+"""``python -m PolyCLSegmentWeb --data DIR`` (with ``PolyCLSegment/`` on sys.path; ``polycl-web`` does that)."""
 
-from PolyCLSegmentWeb.app import main
+from PolyCLSegmentWeb.cli import main
 
 main()

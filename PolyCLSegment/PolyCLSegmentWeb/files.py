@@ -1,4 +1,5 @@
-"""The data folder (``--data``): what the page may open and where Save writes. No trame, no MRML.
+"""The data folder (``--data``): what the page may open and where Save writes. No trame, no MRML;
+file kinds and labelled layouts are polycl's own (:mod:`polycl.io`, :mod:`polycl.cases`).
 
 The page never sends a path: it picks an entry of :func:`listImages` by its relative name, and the
 server resolves only names that are in the listing (:meth:`DataFolder.resolve`), so nothing outside
@@ -12,7 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+from polycl.cases import find_labelled_cases
+from polycl.errors import InputError
+from polycl.io import has_image_suffix, is_dicom_file, strip_image_suffix
+
 #: What this app writes (never offered as a CT to open).
 OUTPUT_MARKERS = (".polycl.", ".seg.nrrd")
 MAX_DEPTH = 4
@@ -30,39 +34,17 @@ class Entry:
         return self.name + ("/ (DICOM series)" if self.kind == "dicom" else "")
 
 
-def _isDicom(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-        return len(head) == 132 and head[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def _isLabelFile(folder: Path, name: str) -> bool:
-    return folder.name in LABEL_FOLDERS or (name.lower().startswith("label.") and name.lower().endswith(IMAGE_SUFFIXES))
-
-
-def _hasImageNamed(folder: Path, stem: str) -> bool:
-    try:
-        return any(p.name.lower().startswith(stem + ".") and p.name.lower().endswith(IMAGE_SUFFIXES)
-                   for p in folder.iterdir() if p.is_file())
-    except OSError:
-        return False
+    return folder.name in LABEL_FOLDERS or (name.lower().startswith("label.") and has_image_suffix(name))
 
 
 def isLabelledFolder(folder: Path) -> bool:
-    """Looks like fine-tuning data: ``imagesTr/`` + ``labelsTr/``, or case folders with ``image.*`` + ``label.*``
-    (a quick look at the layout only; ``polycl finetune``, through the Logic, checks the cases themselves)."""
-    if (folder / "imagesTr").is_dir() and (folder / "labelsTr").is_dir():
-        return True
+    """Fine-tuning data as ``polycl finetune`` reads it (:func:`polycl.cases.find_labelled_cases`:
+    ``imagesTr/`` + ``labelsTr/``, or case folders with ``image.*`` + ``label.*``, every case complete)."""
     try:
-        subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    except OSError:
+        return bool(find_labelled_cases(folder))
+    except InputError:
         return False
-    return any(_hasImageNamed(p, "image") and _hasImageNamed(p, "label") for p in subs)
 
 
 class DataFolder:
@@ -93,9 +75,9 @@ class DataFolder:
                 lower = name.lower()
                 if any(m in lower for m in OUTPUT_MARKERS) or _isLabelFile(here, name):
                     continue
-                if lower.endswith(IMAGE_SUFFIXES):
+                if has_image_suffix(lower):
                     entries.append(Entry(name if rel == "." else f"{rel}/{name}", "file"))
-                elif not dicom and rel != "." and _isDicom(here / name):
+                elif not dicom and rel != "." and is_dicom_file(here / name):
                     dicom = True
             if dicom:
                 entries.append(Entry(rel, "dicom"))
@@ -110,7 +92,7 @@ class DataFolder:
                 path = self.root / entry.name
                 if entry.kind == "file":
                     return entry, [str(path)]
-                files = sorted(str(p) for p in path.iterdir() if p.is_file() and _isDicom(p))
+                files = sorted(str(p) for p in path.iterdir() if p.is_file() and is_dicom_file(p))
                 return entry, files
         raise FileNotFoundError(f"{name!r} is not in the data folder's listing")
 
@@ -133,12 +115,7 @@ class DataFolder:
 
     def outputPath(self, entry: Entry, suffix: str) -> Path:
         """Where Save writes for ``entry``: beside it, ``<stem>.polycl<suffix>`` (inside the root)."""
-        name = entry.name.rstrip("/")
-        for s in IMAGE_SUFFIXES:
-            if name.lower().endswith(s):
-                name = name[: -len(s)]
-                break
-        out = self.root / f"{name}.polycl{suffix}"
+        out = self.root / f"{strip_image_suffix(entry.name.rstrip('/'))}.polycl{suffix}"
         if self.root not in out.parents:
             raise PermissionError("output outside the data folder")
         return out

@@ -1,7 +1,7 @@
 """The web front end end to end, in a real browser (issue 12).
 
-The test starts the app (``python -m PolyCLSegmentWeb``, the same entry point as ``Testing/web.sh``)
-on a free 127.0.0.1 port with a token, over a temporary data folder that links ``example_ct``;
+The test starts the app with the installed command (``polycl-web``, as a user does) on a free
+127.0.0.1 port with a token, over a temporary data folder that links ``example_ct``;
 Debian's Chromium (``/usr/bin/chromium``, installed by ``Testing/setup_browser.sh``) is driven by
 Playwright's Python package (no browser of Playwright's own). What the page did is checked on what
 the server wrote: the page's Save button writes the segmentation as NIfTI labels into the data
@@ -61,18 +61,20 @@ def dice(a, b) -> float:
 
 
 class WebServer:
-    """``python -m PolyCLSegmentWeb`` in a subprocess; always stopped by the fixture."""
+    """The installed ``polycl-web`` command in a subprocess (no PYTHONPATH, run from the data folder);
+    always stopped by the fixture."""
 
     def __init__(self, data: Path, log: Path, home: Path):
         self.data, self.port, self.log, self.home = data, _free_port(), log, home
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "PolyCLSegment"), str(ROOT / "Testing")]),
-                   OMP_NUM_THREADS=os.environ.get("POLYCL_TEST_THREADS", "1"), PYTHONFAULTHANDLER="1",
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what the environment installed
+        env.update(OMP_NUM_THREADS=os.environ.get("POLYCL_TEST_THREADS", "1"), PYTHONFAULTHANDLER="1",
                    POLYCL_HOME=str(home))
         self.out = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "PolyCLSegmentWeb", "--data", str(data), "--port", str(self.port),
+            [str(Path(sys.executable).parent / "polycl-web"), "--data", str(data), "--port", str(self.port),
              "--host", "127.0.0.1", "--token", TOKEN, "--mode", "unet", "--device", "cpu", "--engine", "chain",
-             "--finetune-args", "--size 32 --no-augment", "--testing"], cwd=ROOT / "PolyCLSegment", env=env, stdout=self.out, stderr=subprocess.STDOUT)
+             "--finetune-args", "--size 32 --no-augment", "--testing"], cwd=data, env=env, stdout=self.out,
+            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
         while "PolyCL web: serving" not in log.read_text(errors="replace"):
             if self.proc.poll() is not None or time.monotonic() > deadline:

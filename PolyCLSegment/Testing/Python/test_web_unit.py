@@ -1,9 +1,12 @@
-"""The web front end's rules that need no browser: access policy, data-folder confinement, and that
-the page reaches polycl only through the module's Logic (PolyCLSegment/PolyCLSegmentWeb, issue 12)."""
+"""The web front end's rules that need no browser: access policy, data-folder confinement, the Qt
+stand-ins it runs the module with, and that it is a product (no import from Testing/, an installed
+command) (PolyCLSegment/PolyCLSegmentWeb, issues 12 and 20)."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,24 +15,58 @@ ROOT = Path(__file__).resolve().parents[3]
 WEB = ROOT / "PolyCLSegment" / "PolyCLSegmentWeb"
 
 
-def test_web_package_imports_no_polycl_module():
-    """PolyCLSegmentLogic (and the module's PolyCLSegmentLib helpers) is the only path to polycl."""
-    offenders = []
+def _imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_web_package_imports_nothing_from_testing():
+    """The product never reaches into Testing/ (the harness, data fixtures) or puts it on sys.path."""
     files = sorted(WEB.rglob("*.py"))
-    assert files, "no web package"
-    for path in files:
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                    "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
-                names = [str(node.args[0].value)]
-            offenders += [f"{path.name}:{node.lineno}: {n}" for n in names if n.split(".")[0] == "polycl"]
+    assert len(files) >= 8, "no web package"
+    testing = {p.stem for p in (ROOT / "Testing").glob("*.py")}
+    offenders = [f"{p.name}:{line}: {name}" for p in files for line, name in _imports(p) if name.split(".")[0] in testing]
+    offenders += [p.name for p in files if '"Testing"' in p.read_text() or "'Testing'" in p.read_text()]
     assert not offenders, offenders
+    assert max(len(p.read_text().splitlines()) for p in files) <= 500
+
+
+def test_slicer_shim_is_explicit():
+    """The Qt stand-in provides the names the module uses, each defined; anything else is an error
+    (nothing is silently swallowed)."""
+    from PolyCLSegmentWeb import slicershim
+
+    qt = slicershim.qtModule()
+    assert qt.Qt.ToolTipRole == 3
+    with pytest.raises(slicershim.NoQtError):
+        qt.QTimer()
+    with pytest.raises(AttributeError, match="qt.QWidget"):
+        qt.QWidget  # noqa: B018
+    slm = slicershim.scriptedLoadableModule()
+    with pytest.raises(slicershim.NoQtError):
+        slm.ScriptedLoadableModuleWidget().setup()
+    pnw = slicershim.parameterNodeWrapperModule()
+
+    @pnw.parameterNodeWrapper
+    class P:
+        a: int = 3
+
+    assert P().a == 3 and pnw.Annotated[int, pnw.WithinRange(0, 1)] is int
+
+
+def test_polycl_web_command_finds_the_module(tmp_path):
+    """``polycl-web`` (installed with polycl-core) finds PolyCLSegmentWeb and starts it: --help answers
+    from a folder outside the repository, through the launcher's exec."""
+    command = Path(sys.executable).parent / "polycl-web"
+    assert command.is_file(), "polycl-web is not installed (pip install -e PolyCLCore)"
+    out = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode == 0 and "--data" in out.stdout and "polycl-web" in out.stdout, out.stderr[-2000:]
 
 
 def test_policy_defaults_to_loopback_and_requires_a_token_elsewhere():
