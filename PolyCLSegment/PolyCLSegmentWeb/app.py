@@ -64,12 +64,10 @@ class PolyCLWebApp:
         wireLogicToScene(self.slicerApp)
 
         import PolyCLSegment
-        from PolyCLSegmentLib import capabilities
-        from PolyCLSegmentLib.jobs import JobRunner
+        from PolyCLSegmentLib.controller import Controller
         from PolyCLSegmentLib.settings import Settings
 
-        self.logic = PolyCLSegment.PolyCLSegmentLogic()
-        self.runner = JobRunner()
+        self.controller = Controller(PolyCLSegment.PolyCLSegmentLogic())
         self.volumeNode = self.entry = None
         self._pollTask = self._sliceObserver = None
         self.red = RedView(self)
@@ -92,8 +90,9 @@ class PolyCLWebApp:
         s.polycl_file = s.polycl_files[0]["value"] if s.polycl_files else None
         s.polycl_models = self._models()
         s.polycl_model = s.polycl_models[0]["value"] if s.polycl_models else None
-        s.polycl_modes, s.polycl_devices = _items(capabilities.SEGMENT_MODES), _items(capabilities.deviceChoices())
-        s.polycl_engines = _items(capabilities.engineChoices())
+        choices = self.controller.choices()
+        s.polycl_modes, s.polycl_devices = _items(choices["modes"]), _items(choices["devices"])
+        s.polycl_engines = _items(choices["engines"])
         s.polycl_samModels = self._samModels()
         s.polycl_loaded, s.polycl_busy, s.polycl_task, s.polycl_progress = "", False, "", 0
         s.polycl_message, s.polycl_error = "Pick a CT from the data folder and click Load.", ""
@@ -108,6 +107,7 @@ class PolyCLWebApp:
         self._brushDefaults()
         self.layoutManager.set_layout("PolyCL")
         self.state.change("polycl_goto")(self._onGoto)
+        self.state.change("polycl_tool")(self._onTool)
         self.tools.install()
 
     # ------------------------------------------------------------------ state
@@ -115,12 +115,17 @@ class PolyCLWebApp:
         """The page's choices as the module's Settings."""
         from PolyCLSegmentLib.settings import Settings
 
-        return Settings.read(self.state.to_dict(), prefix=PREFIX)
+        try:
+            return Settings.read(self.state.to_dict(), prefix=PREFIX).validate()
+        except (TypeError, ValueError) as exc:
+            from polycl.errors import InputError
+
+            raise InputError(f"a setting is not a valid value: {exc}") from exc
 
     def _models(self):
         try:
             return [{"title": m["name"] + ("" if m["available"] else " (missing)"), "value": m["name"]}
-                    for m in self.logic.listModels()]
+                    for m in self.controller.listModels()]
         except Exception as exc:  # noqa: BLE001 - shown in the page
             log.warning("no models: %s", exc)
             return []
@@ -142,8 +147,8 @@ class PolyCLWebApp:
             if message:
                 self.state.polycl_message = message
             self.state.polycl_error = error
-            self.state.polycl_can_undo = bool(self.segmentationNode is not None and
-                                              self.logic.canUndo(self.segmentationNode))
+            self.state.polycl_can_undo = self.controller.canUndo(self.segmentationNode)
+            self.state.polycl_prompts = len(self.controller.interaction.prompts)
 
     def refresh(self):
         self.editor.trigger_all_signals()
@@ -157,6 +162,12 @@ class PolyCLWebApp:
         if k != self.state.polycl_slice:
             with self.state:
                 self.state.polycl_slice = k
+            if self.state.polycl_tool in ("include", "exclude", "box") and not self.controller.busy:
+                self.controller.prefetchAround(self.volumeNode, k)  # the first click here rarely waits
+
+    def _onTool(self, polycl_tool=None, **_):
+        if polycl_tool:
+            self.editor.deactivate_effect()  # a prompt tool or the box: no painting at the same time
 
     def goToSlice(self, k: int):
         self.red.goToSlice(k)
@@ -172,7 +183,7 @@ class PolyCLWebApp:
 
     # ------------------------------------------------------------------ data
     def onLoad(self):
-        if self.runner.busy:
+        if self.controller.busy:
             return self.say(error="an operation is running; cancel it first")
         try:
             entry, files = self.data.resolve(self.state.polycl_file)
@@ -205,8 +216,7 @@ class PolyCLWebApp:
 
     def checkCt(self):
         """Raise the module's error if the loaded volume is not a CT it accepts (Segment's own check)."""
-        st = self.settings()
-        self.logic.prepareSegment(self.volumeNode, None, model=st.model, mode="unet", device="cpu")
+        self.controller.logic.readCT(self.volumeNode)
 
     def refreshFiles(self, select: str | None = None):
         with self.state:
@@ -247,16 +257,15 @@ class PolyCLWebApp:
         self.say("Saved " + ", ".join(p.name for p in written) + " in the data folder.")
 
     # ------------------------------------------------------------------ jobs
-    def _start(self, name: str, prepare, compute, onDone=None):
-        if self.runner.busy:
-            return self.say(error="an operation is running; cancel it first")
+    def run(self, name: str, call):
+        """Start one controller operation (``call()``) with the page's settings; a refusal (the module's
+        InputError: bad input, busy) is shown and changes nothing. Then poll it until the controller is idle."""
         try:
-            request = prepare()
-        except Exception as exc:  # noqa: BLE001 - the module's PolyCLError (bad input) or any failure: a message
+            self.controller.settings = self.settings()
+            call()
+        except Exception as exc:  # noqa: BLE001 - the module's message, in the page
             log.info("%s refused: %s", name, exc)
             return self.say(error=str(exc))
-        self.editor.deactivate_effect()
-        self.runner.start(name, compute, request, apply=self.logic.applyOutcome, onDone=onDone or self._selectSegment)
         self.started(name)
 
     def started(self, name: str):
@@ -264,32 +273,32 @@ class PolyCLWebApp:
 
         with self.state:
             self.state.polycl_busy, self.state.polycl_task, self.state.polycl_progress = True, name, 0
-            self.state.polycl_error, self.state.polycl_tool = "", ""
+            self.state.polycl_error = ""
             self.state.polycl_message = f"{name}: starting"
-        self._pollTask = create_task(self._poll())
+        if self._pollTask is None or self._pollTask.done():
+            self._pollTask = create_task(self._poll())
 
     async def _poll(self):
+        """Progress of the controller's jobs, until it is idle (a click may chain a propagation)."""
         while True:
-            update = self.runner.poll()
-            if update is None:
+            update = self.controller.poll()
+            if update is not None:
+                with self.state:
+                    self.state.polycl_progress = round(100 * update.fraction, 1)
+                    self.state.polycl_message = f"{update.name}: {update.message}" if update.message else update.name
+                if update.finished:
+                    self._finished(update)
+            if not self.controller.busy:
                 break
-            with self.state:
-                self.state.polycl_progress = round(100 * update.fraction, 1)
-                self.state.polycl_message = f"{update.name}: {update.message}" if update.message else update.name
-            if update.finished:
-                self._finished(update)
-                break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
 
     def _finished(self, update):
         if update.error:
             log.warning("%s failed: %s", update.name, update.detail)
         if self.volumeNode is not None:
             self.refresh()
-        if not update.error and not update.cancelled and self.volumeNode is not None:
-            for view in self.slicerApp.view_manager.get_threed_views():
-                view.reset_camera()
-                view.schedule_render()
+        if self.controller.busy:  # chained (a click's propagation): keep the bar
+            return
         with self.state:
             self.state.polycl_busy = False
             self.state.polycl_error = update.error or ""
@@ -297,54 +306,56 @@ class PolyCLWebApp:
                                          else f"{update.name} failed; nothing was changed")
             self.state.polycl_done_count += 1
 
-    def _selectSegment(self, segmentId):
-        if self.editor.undo_stack is not None:  # paint strokes before the result can no longer be undone one by one
+    def selectSegment(self, segmentId):
+        """After a result: select its segment; paint strokes before it can no longer be undone one by one
+        (the editor's own stroke history; the module's undo steps back over the result)."""
+        if self.editor.undo_stack is not None:
             self.editor.undo_stack.clear()
         if segmentId:
             self.editor.set_active_segment_id(segmentId)
 
-    # ------------------------------------------------------------------ operations
+    def _operation(self, name: str, call):
+        self.editor.deactivate_effect()
+        self.run(name, call)
+
+    # ------------------------------------------------------------------ operations (the controller's)
     def onSegment(self):
-        st = self.settings()
-        self._start("Segment", lambda: self.logic.prepareSegment(
-            self.volumeNode, self.segmentationNode, model=st.model, mode=st.segmentMode,
-            device=st.device), self.logic.computeSegment)
+        from PolyCLSegmentLib.controller import SegmentRequest
+
+        self._operation("Segment", lambda: self.controller.segment(
+            SegmentRequest(self.volumeNode, self.segmentationNode), onDone=self.selectSegment))
 
     def onRefine(self):
         """SAM on the selected segment (automatic boxes from its mask) and/or on the box drawn with the Box tool."""
-        st = self.settings()
-        rois = [self.tools.boxNode] if self.tools.hasBox() else None
-        self._start("Refine", lambda: self.logic.prepareRefine(
-            self.volumeNode, self.segmentationNode, self.editor.active_segment_id or None, roiNodes=rois,
-            device=st.device), self.logic.computeRefine)
+        from PolyCLSegmentLib.controller import RefineRequest
+
+        rois = [self.tools.boxNode] if self.tools.hasBox() else []
+        self._operation("Refine", lambda: self.controller.refine(RefineRequest(
+            self.volumeNode, self.segmentationNode, self.editor.active_segment_id or None, roiNodes=rois),
+            onDone=self.selectSegment))
 
     def onPropagate(self):
-        st = self.settings()
-        self._start("Propagate", lambda: self.logic.preparePropagate(
-            self.volumeNode, self.segmentationNode, self.editor.active_segment_id or None, self.red.sliceIndex(),
-            engine=st.engine, device=st.device), self.logic.computePropagate)
+        from PolyCLSegmentLib.controller import PropagateRequest
+
+        self._operation("Propagate", lambda: self.controller.propagate(PropagateRequest(
+            self.volumeNode, self.segmentationNode, self.editor.active_segment_id or None, self.red.sliceIndex()),
+            onDone=self.selectSegment))
 
     def onFinetune(self):
         """``polycl finetune`` on a listed labelled folder, in a subprocess; when it has finished, the model
         list is read again and the new model selected."""
-        if self.runner.busy:
-            return self.say(error="an operation is running; cancel it first")
-        st = self.settings()
-        try:
-            folder = self.data.resolveLabelled(self.state.polycl_ft_folder)
-            process = self.logic.finetune(folder, st.finetuneName.strip(), target=st.finetuneTarget.strip(),
-                                          epochs=st.finetuneEpochs, device=st.device, extraArgs=self.finetuneArgs)
-        except Exception as exc:  # noqa: BLE001 - the module's message (bad name, no folder)
-            return self.say(error=str(exc))
+        from PolyCLSegmentLib.controller import FinetuneRequest
+
+        name = str(self.state.polycl_finetuneName or "").strip()
 
         def done(proc):
             with self.state:
                 self.state.polycl_models = self._models()
-                if st.finetuneName in [m["value"] for m in self.state.polycl_models]:
-                    self.state.polycl_model = st.finetuneName
+                if name in [m["value"] for m in self.state.polycl_models]:
+                    self.state.polycl_model = name
 
-        self.runner.startProcess("Fine-tune", process, onDone=done)
-        self.started("Fine-tune")
+        self.run("Fine-tune", lambda: self.controller.finetune(FinetuneRequest(
+            self.data.resolveLabelled(self.state.polycl_ft_folder), extraArgs=self.finetuneArgs), onDone=done))
 
     def _brushDefaults(self, diameterMm: float = 10.0):
         """Paint and Erase as in Slicer's Segment Editor: a brush in millimetres (the editor's slider,
@@ -372,17 +383,15 @@ class PolyCLWebApp:
         self.say("Paint on the red view (drag with the left button; brush size: the editor's slider), then Propagate.")
 
     def onUndo(self):
-        if self.runner.busy or self.segmentationNode is None:
-            return
-        if self.logic.undo(self.segmentationNode):
+        if self.controller.undo(self.segmentationNode):
             self.refresh()
             self.say("Undone.")
         else:
             self.say(error="nothing to undo")
 
     def onCancel(self):
-        self.runner.cancel()
+        self.controller.cancel()
         self.say("Cancelling...")
 
     def shutdown(self):
-        self.runner.shutdown()
+        self.controller.shutdown()

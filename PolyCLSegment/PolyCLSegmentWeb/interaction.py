@@ -1,7 +1,16 @@
-"""Interact: include / exclude points and box prompts on the red view (issue 18), shown as markups.
+"""Interact (issue 18): the toolbar's prompts on the red view, each one call of the module's controller.
 
-The page keeps no segmentation logic of its own: each prompt goes to the module's controller, which
-answers it on that slice (and, with "propagate from clicks", through the volume).
+Include / exclude points and boxes (:class:`PolyCLSegmentWeb.redview.MouseTools` turns clicks and drags
+into RAS positions), "Correct slice" (the slice as painted becomes a fixed slice), "Propagate from
+clicks", Clear prompts and Finish segment go to the controller's ``addPoint``, ``addBox``,
+``correctSlice``, ``propagateFromClicks``, ``clearPrompts`` and ``finishSegment``; the controller keeps
+the prompts as markups (include points green, exclude points red, boxes yellow), which the page's views
+show, and answers each on its slice with one undo step. Prompts go to the selected segment; with none
+selected, a new empty segment "prompted" is made for them.
+
+With "propagate from clicks" on (the default), the first include click on an empty segment fills the
+volume (the controller chains it), and a prompt on a volume filled that way is re-propagated locally
+from its slice (this page asks the controller for it when the prompt's answer is in).
 """
 
 from __future__ import annotations
@@ -11,18 +20,74 @@ class Interaction:
     def __init__(self, app):
         self.app = app
 
-    def point(self, ras, include: bool = True):
-        self.app.say(error="Interact is not available yet")
+    @property
+    def controller(self):
+        return self.app.controller
 
-    def box(self, a, b, k: int):
-        self.app.say(error="Interact is not available yet")
+    def _segment(self) -> str:
+        """The selected segment's ID (a new empty one when none is selected)."""
+        editor = self.app.editor
+        if not editor.active_segment_id:
+            editor.add_empty_segment(segment_name="prompted", segment_color=[0.95, 0.6, 0.2])
+        return editor.active_segment_id
+
+    def _filled(self, segmentId: str) -> bool:
+        target = self.controller.interaction.targets.get((self.app.segmentationNode.GetID(), segmentId))
+        return bool(target is not None and target.filled)
+
+    def _prompt(self, name: str, ask):
+        """Run ``ask(volumeNode, segmentationNode, segmentId, onDone)``; re-propagate locally after it when
+        the volume was filled from clicks before and the page's "propagate from clicks" is on."""
+        if self.app.volumeNode is None:
+            return self.app.say(error="load a CT first")
+        app = self.app
+
+        def run():
+            segmentId = self._segment()
+            volume, seg = app.volumeNode, app.segmentationNode
+            local = self._filled(segmentId) and self.controller.settings.propagateFromClicks
+
+            def done(segId):
+                app.selectSegment(segId)
+                if local:
+                    self.controller.propagateFromClicks(volume, seg, segId, onDone=app.selectSegment)
+
+            ask(volume, seg, segmentId, done)
+
+        app.run(name, run)
+
+    def point(self, ras, include: bool = True):
+        self._prompt("Include click" if include else "Exclude click", lambda volume, seg, segId, done:
+                     self.controller.addPoint(volume, seg, segId, ras, include, onDone=done))
+
+    def box(self, a, b):
+        self._prompt("Box prompt", lambda volume, seg, segId, done:
+                     self.controller.addBox(volume, seg, segId, a, b, onDone=done))
+
+    def correct(self):
+        """The red view's slice of the selected segment, as painted, becomes a fixed slice."""
+        self._prompt("Correct slice", lambda volume, seg, segId, done: self.controller.correctSlice(
+            volume, seg, segId, self.app.red.sliceIndex(), onDone=self.app.selectSegment))
+
+    def propagate(self):
+        self._prompt("Propagate from clicks", lambda volume, seg, segId, done: self.controller.propagateFromClicks(
+            volume, seg, segId, onDone=self.app.selectSegment))
 
     def clear(self):
-        self.reset()
+        self.controller.clearPrompts(self.app.segmentationNode, self.app.editor.active_segment_id or None)
+        self.app.refresh()
+        self.app.say("Prompts cleared (the segment keeps its voxels).")
 
     def finish(self):
-        self.reset()
+        self.controller.finishSegment(self.app.segmentationNode, self.app.editor.active_segment_id or None)
+        self.app.refresh()
+        self.app.say("Segment finished: prompts removed.")
 
     def reset(self):
-        with self.app.state:
-            self.app.state.polycl_prompts = 0
+        """A new CT: every prompt session ends (one whose segmentation is gone already just ends)."""
+        try:
+            self.controller.finishSegment()
+        except Exception as exc:  # noqa: BLE001 - nothing left to write to
+            self.controller.interaction.targets.clear()
+            self.controller.interaction.prompts.clear()
+            self.app.say(error=f"prompts dropped: {exc}")

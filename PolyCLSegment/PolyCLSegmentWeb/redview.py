@@ -10,7 +10,7 @@ window/level (``polycl_tool``):
   (:attr:`PolyCLWebApp.interaction`), which answers it on that slice at once.
 
 Geometry: RAS millimetres from the slice node's XY-to-RAS matrix (``slicer.util.arrayFromVTKMatrix``);
-volume indices (i, j, k) and the slice under the view through the module's ``PolyCLSegmentLib``.
+voxels and the slice under the view through the module's controller (one place for both front ends).
 """
 
 from __future__ import annotations
@@ -38,22 +38,18 @@ class RedView:
         view = self.app.slicerApp.view_manager.get_view("Red")
         return view.get_view_node() if view is not None else None
 
-    def ijkToRas(self) -> np.ndarray:
-        from PolyCLSegmentLib import conversions
-
-        return conversions.ijkToRasArray(self.app.volumeNode)
+    @property
+    def controller(self):
+        return self.app.controller
 
     def sliceIndex(self) -> int:
-        """The volume's slice index k under the red view (the module's own lookup)."""
-        from PolyCLSegmentLib import prompts
-
-        return prompts.sliceIndexAtRas(self.app.volumeNode, _matrix(self.sliceNode().GetSliceToRAS())[:3, 3])
+        """The volume's slice index k under the red view (the controller's lookup)."""
+        return self.controller.sliceIndexOfView(self.app.volumeNode, self.sliceNode())
 
     def goToSlice(self, k: int) -> int:
         dims = self.app.volumeNode.GetImageData().GetDimensions()
         k = max(0, min(int(k), dims[2] - 1))
-        ras = self.ijkToRas() @ [(dims[0] - 1) / 2, (dims[1] - 1) / 2, k, 1.0]
-        self.sliceNode().JumpSliceByOffsetting(*ras[:3])
+        self.sliceNode().JumpSliceByOffsetting(*self.controller.sliceCenterRas(self.app.volumeNode, k))
         return k
 
     def eventRas(self, interactor) -> np.ndarray:
@@ -65,8 +61,8 @@ class RedView:
         rasToXy = np.linalg.inv(_matrix(self.sliceNode().GetXYToRAS()))
         w, h, _ = self.sliceNode().GetDimensions()
         pts = []
-        for p in ijk:
-            xy = rasToXy @ self.ijkToRas() @ np.array([p[0], p[1], p[2], 1.0])
+        for i, j, k in ijk:
+            xy = rasToXy @ np.append(self.controller.rasOfVoxel(self.app.volumeNode, (k, j, i)), 1.0)
             pts.append([float(xy[0] / w), float(1.0 - xy[1] / h)])
         return {"k": self.sliceIndex(), "size": [w, h], "points": pts}
 
@@ -107,7 +103,7 @@ class MouseTools:
             interactor.GetCommand(tag).SetAbortFlag(1)
 
     def _active(self) -> bool:
-        return bool(self.state.polycl_tool) and self.app.volumeNode is not None and not self.app.runner.busy
+        return bool(self.state.polycl_tool) and self.app.volumeNode is not None and not self.app.controller.busy
 
     def _press(self, interactor, event):
         if not self._active():
@@ -133,7 +129,7 @@ class MouseTools:
         if tool in PROMPT_TOOLS:
             self.removeBox()
             if dragged:
-                return self.app.interaction.box(start, end, self.red.sliceIndex())
+                return self.app.interaction.box(start, end)
             if tool == "box":
                 return self.app.say(error="drag a rectangle around the organ")
             return self.app.interaction.point(end, include=(tool == "include" and not self._shift))
@@ -154,9 +150,9 @@ class MouseTools:
         """Make or move the ROI: the rectangle a-b (RAS mm) in the red slice's plane, one voxel thick, centred
         on the volume's slice under the view (so that its box prompt lands on exactly that slice).
         Returns its in-plane size and thickness (mm)."""
-        ijkToRas = self.red.ijkToRas()
-        normal = ijkToRas[:3, 2]
-        onSlice = (ijkToRas @ np.array([0.0, 0.0, self.red.sliceIndex(), 1.0]))[:3]
+        volume, k = self.app.volumeNode, self.red.sliceIndex()
+        onSlice = self.app.controller.rasOfVoxel(volume, (k, 0, 0))
+        normal = self.app.controller.rasOfVoxel(volume, (k + 1, 0, 0)) - onSlice
         axis = int(np.argmax(np.abs(normal)))  # the RAS axis across the slices (axial: S)
         thickness = float(np.linalg.norm(normal))
         centre = (np.asarray(a) + np.asarray(b)) / 2.0
@@ -201,11 +197,3 @@ class MouseTools:
         self.removeBox()
         self.red.render()
         self.app.say("Box removed.")
-
-    def onClearPrompts(self):
-        self.app.interaction.clear()
-
-    def onFinish(self):
-        with self.state:
-            self.state.polycl_tool = ""
-        self.app.interaction.finish()

@@ -90,8 +90,8 @@ def _interact(app):
     from trame.widgets import html
     from trame.widgets import vuetify3 as v
 
-    html.Div("Interact on the red view: click = include, Shift+click = exclude, drag = box",
-             classes="text-caption mt-1")
+    html.Div("Interact on the red view: click = include, Shift+click = exclude, drag = box; "
+             "Correct slice after painting one", classes="text-caption mt-1")
     with v.VBtnToggle(v_model=("polycl_tool",), density="compact", divided=True, variant="outlined",
                       id="polycl-interact", disabled=(NO_CT,), classes="mt-1"):
         v.VBtn("Include", value="include", id="polycl-include", size="small", prepend_icon="mdi-plus-circle")
@@ -100,9 +100,11 @@ def _interact(app):
     v.VCheckbox(label="Propagate from clicks", v_model=("polycl_propagateFromClicks",), density="compact",
                 hide_details=True, disabled=(BUSY,), id="polycl-propagate-clicks")
     with html.Div(classes="d-flex flex-wrap", style="gap: 6px;"):
-        _button("Clear prompts", "polycl-clear-prompts", app.tools.onClearPrompts, "mdi-eraser",
+        _button("Correct slice", "polycl-correct", app.interaction.correct, "mdi-pencil-box-outline")
+        _button("Propagate from clicks", "polycl-propagate-prompts", app.interaction.propagate, "mdi-layers-plus")
+        _button("Clear prompts", "polycl-clear-prompts", app.interaction.clear, "mdi-eraser",
                 disabled="!polycl_prompts || polycl_busy")
-        _button("Finish segment", "polycl-finish", app.tools.onFinish, "mdi-check", disabled=NO_CT)
+        _button("Finish segment", "polycl-finish", app.interaction.finish, "mdi-check", disabled=NO_CT)
 
 
 def _slice(app):
