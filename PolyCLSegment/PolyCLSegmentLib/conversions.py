@@ -110,4 +110,13 @@ def segmentArray(segmentationNode, segmentId: str, volumeNode) -> np.ndarray:
     if segmentationNode is None or segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
         name = segmentationNode.GetName() if segmentationNode is not None else "(none)"
         raise InputError(f"segmentation '{name}' has no segment '{segmentId}'")
-    return (slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode) > 0).astype(np.uint8)
+    scene = slicer.mrmlScene
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    try:
+        array = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, volumeNode)
+    finally:  # the export's temporary labelmap can leave its display node (and a display node of the
+        # segmentation) behind where no Colors module runs: a read leaves the scene as it was
+        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+        for node in [n for n in added if n.GetID() not in before]:
+            scene.RemoveNode(node)
+    return (array > 0).astype(np.uint8)

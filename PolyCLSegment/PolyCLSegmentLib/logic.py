@@ -2,7 +2,7 @@
 
 Each interactive operation has three steps, so that a front end can run the middle one on its
 worker thread: ``prepare*`` (GUI thread: checks inputs, copies voxels; raises before any change),
-``compute*`` (any thread: one call of :mod:`polycl.pipeline`; ``progress(done, total, message)``
+``compute*`` (any thread: one call of :mod:`polycl.segment`, :mod:`polycl.refine` or propagation; ``progress(done, total, message)``
 and a ``cancel`` token as in :mod:`polycl.progress`) and :meth:`applyOutcome` (GUI thread: saves
 undo state, writes the segment). :meth:`segment`, :meth:`refine` and :meth:`propagate` chain the
 three for the Python console. ``PolyCLSegmentLogic`` (PolyCLSegment.py) is this class plus
@@ -101,9 +101,9 @@ class PolyCLLogic:
     def prepareSegment(self, volumeNode, segmentationNode=None, *, model: str | None = None, mode: str | None = None,
                        segmentId: str | None = None, segmentName: str | None = None, overwriteOthers: bool = False,
                        device: str = "auto", samModel: str = "litemedsam", engine: str = "auto") -> JobInput:
-        from polycl.pipeline import DEFAULT_MODE, SegmentOptions
+        from polycl.segment import DEFAULT_MODE, SegmentOptions
 
-        options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device, sam=samModel, engine=engine,
+        options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device, sam_model=samModel, engine=engine,
                                  check_ct=False)
         options.validate()
         volume = self.readCT(volumeNode)
@@ -113,23 +113,24 @@ class PolyCLLogic:
                         segmentId, options, segmentName=segmentName, overwriteOthers=overwriteOthers, model=model)
 
     def computeSegment(self, request: JobInput, progress=None, cancel=None) -> Outcome:
-        """polycl.pipeline.segment_case on the request's volume (the same function as ``polycl segment``)."""
+        """polycl.segment.run on the request's volume (the same function as ``polycl segment``)."""
+        from polycl import segment
         from polycl.checkpoint import sha256_file
         from polycl.errors import InputError
-        from polycl.pipeline import segment_case
 
         options = request.options
         if options.mode != "unet":
             self._requireCapability(capabilities.refineCapability(), f"mode '{options.mode}' (SAM)")
         loaded = self.loadModel(request.model, options.device)
-        segmenter = None if options.mode == "unet" else self.segmenterFor(request.volume, options.sam, options.device)
-        result = segment_case(request.volume, loaded, options, progress=progress, cancel=cancel, segmenter=segmenter)
+        segmenter = None if options.mode == "unet" else self.segmenterFor(request.volume, options.sam_model,
+                                                                           options.device)
+        result = segment.run(request.volume, loaded, options, progress=progress, cancel=cancel, segmenter=segmenter)
         target = loaded.target or "organ"
         if not result.mask.any():
             raise InputError(f"the model '{loaded.entry.name}' found no {target} in '{request.volume.source}'; "
                              "nothing was changed")
-        method = {"unet": "polycl U-Net", "refine": f"polycl U-Net + SAM refinement ({options.sam})",
-                  "pipeline": f"polycl U-Net + SAM ({options.sam}) reference slices + propagation"}
+        method = {"unet": "polycl U-Net", "refine": f"polycl U-Net + SAM refinement ({options.sam_model})",
+                  "pipeline": f"polycl U-Net + SAM ({options.sam_model}) reference slices + propagation"}
         entry = loaded.entry
         provenance = {"Operation": "segment", "Model": entry.name, "ModelSHA256": entry.sha256 or sha256_file(entry.path),
                       "Target": loaded.target, "Device": str(loaded.device), "Mode": result.mode,
@@ -147,7 +148,7 @@ class PolyCLLogic:
 
         ``mode``: "pipeline" (default: U-Net, SAM-refined reference slice per component, propagation
         with ``engine``, fusion), "refine" (U-Net + SAM box refinement) or "unet" (see
-        :mod:`polycl.pipeline`). ``segmentationNode`` None creates one. ``segmentId`` None adds a new
+        :mod:`polycl.segment`). ``segmentationNode`` None creates one. ``segmentId`` None adds a new
         segment (named after the target), otherwise that segment is replaced (never when locked).
         Other keywords: those of :meth:`prepareSegment`. Bad input raises
         :class:`polycl.errors.PolyCLError` before anything changes.
@@ -160,9 +161,9 @@ class PolyCLLogic:
                       samModel: str = "litemedsam", device: str = "auto", newSegment: bool = False,
                       overwriteOthers: bool = False) -> JobInput:
         from polycl.errors import InputError
-        from polycl.pipeline import RefineOptions
+        from polycl.refine import RefineOptions
 
-        options = RefineOptions(sam=samModel, device=device, check_ct=False)
+        options = RefineOptions(sam_model=samModel, device=device, check_ct=False)
         options.validate()
         volume = self.readCT(volumeNode)
         if segmentationNode is None:
@@ -189,19 +190,19 @@ class PolyCLLogic:
                         overwriteOthers=overwriteOthers, mask=coarse, boxes=boxes or None, promptNote=note)
 
     def computeRefine(self, request: JobInput, progress=None, cancel=None) -> Outcome:
-        """polycl.pipeline.refine_case on the request's volume (the same function as ``polycl refine``)."""
+        """polycl.refine.run on the request's volume (the same function as ``polycl refine``)."""
+        from polycl import refine
         from polycl.errors import InputError
-        from polycl.pipeline import refine_case
 
         self._requireCapability(capabilities.refineCapability(), "refinement")
         o = request.options
-        result = refine_case(request.volume, request.mask, o, boxes=request.boxes, progress=progress, cancel=cancel,
-                             segmenter=self.segmenterFor(request.volume, o.sam, o.device))
+        result = refine.run(request.volume, request.mask, o, boxes=request.boxes, progress=progress, cancel=cancel,
+                            segmenter=self.segmenterFor(request.volume, o.sam_model, o.device))
         mask = np.asarray(result.mask, dtype=np.uint8)
         if not mask.any():
             raise InputError("SAM returned an empty mask; nothing was changed")
         return Outcome(request, mask, request.segmentName or "SAM",
-                       {"Operation": "refine", "Method": "SAM box refinement", "SamModel": o.sam,
+                       {"Operation": "refine", "Method": "SAM box refinement", "SamModel": o.sam_model,
                         "Prompts": request.promptNote, "Stats": result.stats.summary()})
 
     def refine(self, volumeNode, segmentationNode, segmentId: str | None = None, *, progress=None, cancel=None,
@@ -320,8 +321,9 @@ class PolyCLLogic:
         ``inProcess`` (the console default) runs here and returns the list of outcomes; otherwise a
         ``polycl segment`` subprocess is started and its :class:`~PolyCLSegmentLib.processes.CoreProcess`
         returned (the panel polls it)."""
+        from polycl import segment
         from polycl.errors import InputError
-        from polycl.pipeline import DEFAULT_MODE, SegmentOptions
+        from polycl.segment import DEFAULT_MODE, SegmentOptions
 
         options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device)
         options.validate()
@@ -337,13 +339,12 @@ class PolyCLLogic:
             return CoreProcess(coreCommand(*args))
         from polycl.batch import run_batch
         from polycl.io import read_volume, write_mask_like
-        from polycl.pipeline import segment_case
 
         loaded = self.loadModel(model, device)
 
         def process(case, out: Path) -> str:
             volume = read_volume(case.image)
-            result = segment_case(volume, loaded, options, cancel=cancel)
+            result = segment.run(volume, loaded, options, cancel=cancel)
             write_mask_like(result.mask, volume, out)
             return result.report_line(volume)
 

@@ -18,7 +18,7 @@ class Settings:
     """What the user chose. Names are the parameter node's (and the web state's after its prefix).
 
     * ``model``: segmentation model name (bundled or fine-tuned) or a checkpoint path;
-    * ``segmentMode``: polycl.pipeline mode: "pipeline", "refine" or "unet";
+    * ``segmentMode``: polycl.segment mode: "pipeline", "refine" or "unet";
     * ``device``: "auto", "cpu" or "cuda";
     * ``samModel``: the SAM model for refinement and prompts ("litemedsam", or a downloaded SAM/MedSAM);
     * ``engine``: propagation engine ("auto", "sam2", "chain");
@@ -66,7 +66,7 @@ class Settings:
     def validate(self) -> "Settings":
         """Raise :class:`polycl.errors.InputError` for a value polycl would reject."""
         from polycl.errors import InputError
-        from polycl.pipeline import MODES
+        from polycl.segment import MODES
         from polycl.propagate import ENGINES
 
         if self.segmentMode not in MODES:

@@ -95,7 +95,7 @@ def test_bundled_liver_model_overlays_the_liver_label(scene, ts, logic):
 
 
 def test_terminology_of_targets_and_user_label_values():
-    from PolyCLSegmentLib import segmentedit
+    from PolyCLSegmentLib import terminology
 
     assert "SCT^64033007^Kidney" in terminology.termFor("kidney").terminology
     assert terminology.termFor("2,3") == terminology.termFor("kidney")  # a user model's labels
