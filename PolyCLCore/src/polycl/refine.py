@@ -32,8 +32,9 @@ memory is retried with fewer slices embedded per batch (:func:`polycl.device.ret
 
 from __future__ import annotations
 
+import functools
 import time
-from dataclasses import InitVar, asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -46,8 +47,17 @@ from polycl.volume import Volume
 
 
 def sam_model_alias(cls):
-    """Give an options dataclass with a ``sam_model`` field and a ``sam`` InitVar the read-only
-    property ``sam`` (the old name, kept only for the Slicer module until it uses ``sam_model``)."""
+    """Let an options dataclass with a ``sam_model`` field also take and show it as ``sam``, its old
+    name, kept only for the Slicer module (PolyCLSegment) until it passes ``sam_model``."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, sam: str | None = None, **kwargs) -> None:
+        if sam is not None:
+            kwargs["sam_model"] = sam
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
     cls.sam = property(lambda self: self.sam_model, doc="old name of ``sam_model``")
     return cls
 
@@ -77,11 +87,6 @@ class RefineOptions:
     batch_size: int | None = None
     device: str = "auto"
     check_ct: bool = True
-    sam: InitVar[str | None] = None  # old name of sam_model (the Slicer module's); give sam_model
-
-    def __post_init__(self, sam: str | None) -> None:
-        if sam is not None:
-            self.sam_model = sam
 
     def validate(self) -> None:
         from polycl.sam.weights import get_checkpoint
@@ -130,11 +135,8 @@ class RefineStats:
 
     def add(self, r: SliceRefinement) -> None:
         """Count one slice's :class:`~polycl.sam.refine.SliceRefinement`."""
-        self.refined += r.refined
-        self.kept_low_quality += r.kept_low_quality
-        self.kept_disagreement += r.kept_disagreement
-        self.widened += r.widened
-        self.touching_border += r.touching_border
+        for name, n in r.counts.items():
+            setattr(self, name, getattr(self, name) + int(n))
         self.qualities.extend(r.qualities)
 
     def summary(self) -> str:

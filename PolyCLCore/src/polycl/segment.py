@@ -24,7 +24,7 @@ retried with smaller batches (:func:`polycl.device.retry_on_oom`, here and insid
 from __future__ import annotations
 
 import time
-from dataclasses import InitVar, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -69,11 +69,6 @@ class SegmentOptions:
     min_slice_agreement: float = 0.2
     device: str = "auto"
     check_ct: bool = True
-    sam: InitVar[str | None] = None  # old name of sam_model (the Slicer module's); give sam_model
-
-    def __post_init__(self, sam: str | None) -> None:
-        if sam is not None:
-            self.sam_model = sam
 
     def validate(self) -> None:
         if self.mode not in MODES:

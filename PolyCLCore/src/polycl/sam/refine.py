@@ -9,7 +9,8 @@ unsure (quality) or disagrees (Dice). :class:`SliceRefinement` says what it did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -26,11 +27,9 @@ class SliceRefinement:
     mask: np.ndarray      # SAM's masks of the refined components + the coarse components kept as they were
     replaced: np.ndarray  # the coarse components SAM replaced (clear these, then set ``mask``)
     qualities: list       # SAM quality of each refined component
-    refined: int = 0
-    kept_low_quality: int = 0
-    kept_disagreement: int = 0
-    widened: int = 0
-    touching_border: int = 0
+    #: components per outcome: refined, kept_low_quality, kept_disagreement (kept coarse), widened
+    #: (the winning box was a widened one), touching_border (box clipped at the image border)
+    counts: Counter = field(default_factory=Counter)
 
     @property
     def quality(self) -> float:
@@ -54,16 +53,16 @@ def refine_slice(segmenter, components, spacing_xy, *, expand_mm: Sequence[float
     r = SliceRefinement(np.zeros(shape2d, bool), np.zeros(shape2d, bool), [])
     for box, comp in components:
         m, q, widened, touched = _refine_component(segmenter, box, comp, shape2d, spacing_xy, expand_mm)
-        r.touching_border += touched
+        r.counts["touching_border"] += touched
         if q < min_quality:
-            r.kept_low_quality += 1
+            r.counts["kept_low_quality"] += 1
             r.mask |= comp
         elif dice(m, comp) < min_agreement:
-            r.kept_disagreement += 1
+            r.counts["kept_disagreement"] += 1
             r.mask |= comp
         else:
-            r.refined += 1
-            r.widened += widened
+            r.counts["refined"] += 1
+            r.counts["widened"] += widened
             r.qualities.append(q)
             r.replaced |= comp
             r.mask |= m
