@@ -14,10 +14,27 @@ from polycl.segment import run as segment_case
 def test_options_are_checked_before_any_work(example_ct):
     for bad, message in ((dict(mode="fast"), "unknown mode 'fast'"), (dict(threshold=1.5), "threshold must be"),
                          (dict(candidates=0), "candidates must be"), (dict(min_confidence=2.0), "min_confidence, min_agreement, "),
-                         (dict(min_slice_agreement=-1), "min_slice_agreement in")):
+                         (dict(min_slice_agreement=-1), "min_slice_agreement in"), (dict(margin=-1), "margin >= 0"),
+                         (dict(min_component_px=0), "min_component_px >= 1"),
+                         (dict(mode="refine", sam_model="sam_vit_z"), "unknown SAM backend")):
         with pytest.raises(InputError, match=message):  # raised before the (missing) model is looked up
             segment_case(example_ct, "no-such-model", SegmentOptions(**bad))
     assert MODES == ("unet", "refine", "pipeline")
+
+
+def test_sam_model_is_one_setting_with_one_cli_name_and_its_old_names():
+    """``sam_model`` / ``--sam-model``; ``--sam`` and ``sam=`` (the Slicer module's) mean the same."""
+    from polycl.cli.main import build_parser
+    from polycl.cli.segment import options_from_args
+    from polycl.refine import RefineOptions
+
+    for argv in (["--sam-model", "sam_vit_b"], ["--sam", "sam_vit_b"]):
+        args = build_parser().parse_args(["segment", "ct.nii.gz", "-o", "m.nii.gz", *argv, "--margin", "5"])
+        opts = options_from_args(args)
+        assert (opts.sam_model, opts.margin) == ("sam_vit_b", 5)
+    assert SegmentOptions(sam="medsam_vit_b").sam_model == "medsam_vit_b" == SegmentOptions(sam_model="medsam_vit_b").sam
+    assert RefineOptions(sam="sam_vit_l").sam_model == "sam_vit_l"
+    assert RefineOptions(plain=True).guards() == dict(expand_mm=(), min_quality=0.0, min_agreement=0.0)
 
 
 def test_mr_is_refused(ts):
