@@ -220,14 +220,14 @@ def report(rows: list[dict], args) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     width = 0.8 / len(INITS)
     for k, init in enumerate(INITS):
-        for ax, key in zip(axes, ("dice", "hd95_mm")):
+        for ax, key in zip(axes, ("dice", "hd95_mm"), strict=True):
             for j, s in enumerate(settings):
                 vals = [r[key] for r in rows if r["setting"] == s and r["init"] == init]
                 x = j + (k - (len(INITS) - 1) / 2) * width
                 ax.bar(x, np.nanmean(vals) if vals else 0, width, color=f"C{k}", alpha=0.5,
                        label=label[init] if j == 0 else None)
                 ax.plot([x] * len(vals), vals, "k.", ms=4)
-    for ax, title in zip(axes, ("Dice on held-out scan (higher is better)", "HD95 in mm (lower is better)")):
+    for ax, title in zip(axes, ("Dice on held-out scan (higher is better)", "HD95 in mm (lower is better)"), strict=True):
         ax.set_xticks(range(len(settings)))
         ax.set_xticklabels(settings, fontsize=8)
         ax.set_title(title, fontsize=9)

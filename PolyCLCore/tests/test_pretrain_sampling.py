@@ -12,7 +12,7 @@ import torch
 from polycl.errors import InputError
 from polycl.preprocess import PreprocessConfig, to_canonical
 from polycl.pretrain import (
-    ABSENT, PRESENT, UNKNOWN, SliceSelection, StrategyError, TripletSampler, build_slice_dataset, read_presence_csv,
+    UNKNOWN, SliceSelection, StrategyError, TripletSampler, build_slice_dataset, read_presence_csv,
 )
 from polycl.pretrain.shared_data import shared_scans
 from polycl.pretrain.train import TripletDataset
@@ -34,7 +34,7 @@ def test_dataset_knows_scan_index_and_presence(slices, example_ct, example_liver
     # the middle 30% of 112 slices of example_ct are canonical slices 39..72
     ct = slices.scan == 0
     assert slices.slice_index[ct].tolist() == list(range(39, 73))
-    for k, (img, lab) in enumerate([(example_ct, example_liver), (dicom_ct, dicom_liver)]):
+    for k, (_img, lab) in enumerate([(example_ct, example_liver), (dicom_ct, dicom_liver)]):
         canon = to_canonical(lab)
         expected = canon.reshape(canon.shape[0], -1).any(1)[slices.slice_index[slices.scan == k]]
         assert slices.presence[slices.scan == k].tolist() == expected.astype(int).tolist()

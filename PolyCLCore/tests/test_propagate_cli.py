@@ -9,8 +9,7 @@ import pytest
 
 from conftest import dice
 from polycl.cli.main import main
-from polycl.io import read_volume, write_mask_like, write_volume
-from polycl.volume import Volume
+from polycl.io import read_volume, write_mask_like
 
 MIN_DICE_DICOM = 0.96  # measured 0.974 on 2 CPU cores (docs/propagation.md)
 

@@ -1,7 +1,6 @@
 """The generalisation recipe's parts: in-plane spacing normalisation (preprocess <-> inverse),
 strong augmentation, named validation cases, and a model trained with them segmenting real CT."""
 
-import numpy as np
 import pytest
 import torch
 

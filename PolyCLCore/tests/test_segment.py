@@ -7,7 +7,6 @@ are in the tests and in the model card.
 """
 
 import numpy as np
-import pytest
 
 from polycl.cli.main import main
 from polycl.evaluate import evaluate_files

@@ -220,12 +220,14 @@ def load_scan(scan: Scan, pre: PreprocessConfig, sel: SliceSelection) -> dict:
     return {"images": images, "slice_index": idx.astype(np.int64), "presence": presence, "n_slices": int(hu.shape[0])}
 
 
-def build_slice_dataset(scans: Iterable[Scan], *, preprocess: PreprocessConfig = PreprocessConfig(),
-                        selection: SliceSelection = SliceSelection(), presence_csv: str | os.PathLike | None = None,
+def build_slice_dataset(scans: Iterable[Scan], *, preprocess: PreprocessConfig | None = None,
+                        selection: SliceSelection | None = None, presence_csv: str | os.PathLike | None = None,
                         cache_dir: str | os.PathLike | None = None,
                         progress: Progress | None = None) -> SliceDataset:
     """Load every scan (from the disk cache when possible) into one :class:`SliceDataset`;
-    ``progress(scans_loaded, scans, message)`` (:mod:`polycl.progress`)."""
+    ``progress(scans_loaded, scans, message)`` (:mod:`polycl.progress`). ``preprocess`` and
+    ``selection`` default to the paper's (256 px; the middle 30% of each scan)."""
+    preprocess, selection = preprocess or PreprocessConfig(), selection or SliceSelection()
     scans = list(scans)
     if not scans:
         raise InputError("no scans to pre-train on")
