@@ -124,3 +124,18 @@ def provenance(segment) -> dict[str, str]:
         if value is not None:
             found[segmentedit.TAG_PREFIX + key] = value
     return found
+
+
+def slab_node(ct, first: int, count: int, name: str = "slab"):
+    """A new volume node holding slices ``first .. first + count - 1`` of ``ct`` where they are in space
+    (a bounded slab keeps SAM tests within the suite's time budget)."""
+    import slicer
+
+    from PolyCLSegmentLib import conversions
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(slicer.util.arrayFromVolume(ct)[first:first + count]))
+    m = conversions.ijkToRasArray(ct)
+    m[:3, 3] = (m @ [0, 0, first, 1.0])[:3]
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(m))
+    return node

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import dice
+from conftest import dice, slab_node
 
 SLAB = 10
 
@@ -19,18 +19,9 @@ SLAB = 10
 @pytest.fixture()
 def slab(liver_case):
     """(CT slab node, its liver mask (z, y, x), the liver's largest slice in the slab)."""
-    import slicer
-
     ct, liver, k = liver_case
     k0 = max(0, min(k - SLAB // 2, liver.shape[0] - SLAB))
-    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "slab")
-    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(slicer.util.arrayFromVolume(ct)[k0:k0 + SLAB]))
-    from PolyCLSegmentLib import conversions
-
-    m = conversions.ijkToRasArray(ct)
-    m[:3, 3] = (m @ [0, 0, k0, 1.0])[:3]
-    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(m))
-    return node, liver[k0:k0 + SLAB], k - k0
+    return slab_node(ct, k0, SLAB), liver[k0:k0 + SLAB], k - k0
 
 
 def _centre(mask2d) -> tuple[int, int]:

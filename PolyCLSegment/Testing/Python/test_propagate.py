@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import dice, provenance
+from conftest import dice, provenance, slab_node
 
 
 @pytest.fixture()
@@ -68,19 +68,23 @@ def test_propagation_with_offline_engine_follows_the_liver(liver_seed, module):
     assert dice(result[window], liver[window]) > 0.8
 
 
-def test_segment_refine_propagate_embed_each_slice_once(liver_case, module, load_node, ts):
+def test_segment_refine_propagate_embed_each_slice_once(liver_case, module):
     """Segment (pipeline), then Refine, then Propagate on one CT share the Logic's SAM embeddings:
     each operation embeds only slices no earlier one embedded, even when the CT is read again into
-    a second node (volumes are recognised by content)."""
+    a second node (volumes are recognised by content). A slab of 8 slices around the liver's
+    largest slice bounds the embeddings (the whole 30-slice CT took ~107 s)."""
     import slicer
 
     from PolyCLSegmentLib import conversions
 
-    ct, liver, k = liver_case
+    ct_full, liver_full, k_full = liver_case
+    k0 = max(0, min(k_full - 4, liver_full.shape[0] - 8))
+    ct = slab_node(ct_full, k0, 8, "ct")
+    liver, k = liver_full[k0:k0 + 8], k_full - k0
     logic = module.PolyCLSegmentLogic()
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     sid = logic.segment(ct, seg, model="polycl-liver", mode="pipeline", device="cpu", engine="chain")
-    twin = load_node(ts / "example_ct_sm.nii.gz", name="ct again")
+    twin = slab_node(ct_full, k0, 8, "ct again")
     segmenter = logic.segmenterFor(conversions.volumeFromNode(twin), device="cpu")
     assert len(logic._segmenters) == 1  # the same CT: no second segmenter was made
     first = segmenter.embeddings_computed
@@ -103,8 +107,9 @@ def test_segment_refine_propagate_embed_each_slice_once(liver_case, module, load
     assert segmenter.embeddings_computed == first + expected
 
     before = segmenter.embeddings_computed
-    expected = new_slices(canonical(range(k - 3, k + 4)) - canonical([k]))
-    logic.propagate(ct, seg, sid, k, engine="chain", stopAfter=None, limits=(k - 3, k + 3), device="cpu")
+    lo, hi = max(0, k - 3), min(len(liver) - 1, k + 3)
+    expected = new_slices(canonical(range(lo, hi + 1)) - canonical([k]))
+    logic.propagate(ct, seg, sid, k, engine="chain", stopAfter=None, limits=(lo, hi), device="cpu")
     assert segmenter.embeddings_computed <= before + expected
     assert segmenter.embeddings_computed == len(segmenter._cache)  # still no slice embedded twice
     assert len(segmenter._cache) <= ct_shape[0]
