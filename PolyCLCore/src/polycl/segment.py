@@ -69,6 +69,7 @@ class SegmentOptions:
     min_slice_agreement: float = 0.2
     device: str = "auto"
     check_ct: bool = True
+    prior: str = "auto"  # atlas location prior: auto, on, off (issue 19; see polycl.atlas.segment)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -85,6 +86,8 @@ class SegmentOptions:
             from polycl.sam.weights import get_checkpoint
 
             get_checkpoint(self.sam_model)  # an unknown SAM model is refused before any work
+        if self.prior not in ("auto", "on", "off"):
+            raise InputError(f"prior must be auto, on or off, got '{self.prior}'")
 
 
 @dataclass
@@ -101,6 +104,7 @@ class SegmentResult:
     embeddings: int = 0  # SAM image embeddings computed
     encoder: str = ""    # the engine that ran SAM's image encoder (polycl.sam.encoder_engines)
     note: str = ""
+    sources: list = field(default_factory=list)  # per object: organ, source unet/prior/both (polycl.atlas)
 
     def summary(self) -> str:
         text = f"mode {self.mode}"
@@ -112,6 +116,10 @@ class SegmentResult:
             text += f"; {self.embeddings} SAM embeddings" + (f" ({self.encoder})" if self.encoder else "")
         if self.note:
             text += f"; {self.note}"
+        if self.sources:
+            from polycl.atlas.segment import sources_text
+
+            text += f"; {sources_text(self.sources)}"
         return text
 
     def report_line(self, volume: Volume) -> str:
@@ -122,7 +130,7 @@ class SegmentResult:
     def to_dict(self) -> dict:
         return {"mode": self.mode, "engine": self.engine, "target": self.target, "note": self.note,
                 "embeddings": self.embeddings, "encoder": self.encoder, "seconds": self.seconds,
-                "components": [asdict(c) for c in self.components]}
+                "components": [asdict(c) for c in self.components], "sources": self.sources}
 
 
 def run(volume: Volume, model, options: SegmentOptions | None = None, *, progress: Progress | None = None,
@@ -147,7 +155,7 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
     o = orientation(volume)
     if segmenter is not None and segmenter.array.shape != o.canonical_shape:
         raise InputError("the segmenter was made for another volume or orientation")
-    if not isinstance(model, LoadedModel):
+    if not isinstance(model, LoadedModel) and not getattr(model, "atlas_only", False):
         model = load_model(model, opts.device)
     report = Reporter(progress, cancel, cancelled_message="segmentation cancelled; nothing was changed")
     unet_report = report.span(0.0, 1.0 if opts.mode == "unet" else 0.1)
@@ -155,12 +163,20 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
     t0 = time.perf_counter()
     hu = segmenter.array if segmenter is not None else o.to_canonical(volume.array)  # the one reorientation
     sx, sy, sz = o.spacing_xyz
-    prob = retry_on_oom(lambda bs: predict_probabilities(model, hu, batch_size=bs, spacing_yx=(sy, sx),
-                                                         progress=unet_report), opts.batch_size)
+    prob = np.zeros(hu.shape, np.float32) if getattr(model, "atlas_only", False) else retry_on_oom(  # issue 19
+        lambda bs: predict_probabilities(model, hu, batch_size=bs, spacing_yx=(sy, sx), progress=unet_report),
+        opts.batch_size)
     coarse = (prob >= opts.threshold).astype(np.uint8)
     if opts.largest_cc and coarse.any():
         coarse = largest_components(coarse, keep=model.components, min_fraction=0.2)
-    result = SegmentResult(coarse, opts.mode, model.target, seconds={"unet": time.perf_counter() - t0})
+    # --- atlas location prior (issue 19): all logic in polycl.atlas.segment ---
+    from polycl.atlas.segment import apply_prior
+
+    prior = apply_prior(volume, hu, coarse, model, opts.prior, progress=report.span(0.1, 0.1), cancel=cancel)
+    coarse = prior.coarse
+    # --- end of the atlas prior ---
+    result = SegmentResult(coarse, opts.mode, model.target, seconds={"unet": time.perf_counter() - t0},
+                           sources=prior.sources)
     if opts.mode == "unet" or not coarse.any():
         if not coarse.any():
             result.note = f"the U-Net found no {model.target or 'organ'}"

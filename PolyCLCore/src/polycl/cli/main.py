@@ -17,7 +17,7 @@ from polycl.errors import PolyCLError
 
 #: Subcommand modules, in the order ``polycl --help`` lists them.
 COMMANDS = ["demo", "info", "segment", "refine", "evaluate", "models", "finetune", "pretrain", "propagate",
-            "evaluate-interactive"]
+            "evaluate-interactive", "atlas"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,11 @@ def register(sub) -> None:
     p.add_argument("--series", default=None, metavar="UID",
                    help="a DICOM folder with several series: the SeriesInstanceUID to read (listed when omitted)")
     p.add_argument("--model", default=None, help="registry name or checkpoint path (default: polycl-liver)")
+    p.add_argument("--target", default=None, metavar="ORGAN",
+                   help="segment an atlas organ with no network (spleen, kidney, liver, ... see `polycl models`): "
+                        "atlas prior -> SAM seed -> propagation")
+    p.add_argument("--prior", choices=["auto", "on", "off"], default="auto",
+                   help="atlas location prior (auto: for targets an atlas has; see `polycl atlas list`)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-largest-cc", dest="largest_cc", action="store_false",
                    help="keep every connected component instead of the largest one(s)")
@@ -55,7 +60,7 @@ def options_from_args(args):
     mode = "refine" if args.refine else (args.mode or DEFAULT_MODE)
     return SegmentOptions(mode=mode, threshold=args.threshold, largest_cc=args.largest_cc, batch_size=args.batch_size,
                           sam_model=args.sam_model, margin=args.margin, min_component_px=args.min_component,
-                          engine=args.engine, sam2=args.sam2, device=args.device)
+                          engine=args.engine, sam2=args.sam2, device=args.device, prior=args.prior)
 
 
 def run(args) -> int:
@@ -83,7 +88,14 @@ def run(args) -> int:
         device = distributed.rank_device(args.device, dist)
         dist = distributed.setup(device, backend="gloo")
         options = replace(options, device=str(device))
-    model = load_model(args.model, options.device)
+    if args.target and args.model:
+        raise InputError("--target segments an atlas organ with no network; give --target or --model, not both")
+    if args.target:
+        from polycl.atlas.segment import AtlasTarget
+
+        model = AtlasTarget(args.target)
+    else:
+        model = load_model(args.model, options.device)
 
     def segment_one(path, out: Path, show_bar: bool, series: str | None = None) -> str:
         volume = read_volume(path, series)

@@ -1,0 +1,11 @@
+"""Atlas location prior (issue 19): organs located by anatomy through registration to labelled CT.
+
+* :mod:`polycl.atlas.store`: the bundled atlas and the user's (``polycl atlas add`` / ``list``);
+* :mod:`polycl.atlas.registration`: SimpleITK registration of a CT to an atlas at low resolution;
+* :mod:`polycl.atlas.prior`: the warped organ masks and their use against the U-Net's components;
+* :mod:`polycl.atlas.segment`: the hook the Segment pipeline calls.
+"""
+
+from polycl.atlas.store import atlas_organs, target_objects
+
+__all__ = ["atlas_organs", "target_objects"]

@@ -1,0 +1,161 @@
+"""The atlas location prior: where each organ should be on a new scan, and what it does to Segment.
+
+:func:`compute_prior` registers the input to every atlas that has the wanted organs
+(:mod:`polycl.atlas.registration`) and warps each organ's mask onto the input's grid; several atlases
+vote (the mean of their warped masks). The result is a probability per organ object (left and right
+kidney are two objects), uint8 0..255 in (z, y, x) on the input's grid.
+
+:func:`combine` uses it per object against the U-Net's 3D components:
+
+* a U-Net component that does not overlap the object's prior (``min_overlap`` of the component inside
+  prior >= ``0.1``), or whose volume or median HU is implausible for the organ (:data:`PLAUSIBLE`),
+  is dropped;
+* the object's mask is the union of its kept components (source ``"both"``: U-Net and prior agree);
+* where the U-Net has nothing plausible for an object, the prior thresholded at 0.5 is the coarse mask
+  (source ``"prior"``), which the pipeline seeds and propagates from like a U-Net component;
+* with no prior for the object (``"unet"``) the U-Net's mask is kept as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from polycl.errors import InputError
+from polycl.progress import CancelToken, Progress, Reporter
+from polycl.volume import Volume
+
+#: Organ -> (min ml, max ml, min median HU, max median HU): wide bounds, only to reject nonsense
+#: (a "kidney" of 2 l, a "liver" of air or bone). Adult organs; contrast phases move HU up to ~250.
+PLAUSIBLE = {
+    "liver": (300.0, 5000.0, -20.0, 250.0),
+    "spleen": (30.0, 2000.0, 0.0, 250.0),
+    "kidney_right": (30.0, 600.0, 0.0, 300.0),
+    "kidney_left": (30.0, 600.0, 0.0, 300.0),
+}
+#: Partial scans show part of an organ: the minimum volume is scaled by the z-coverage of the prior.
+
+
+@dataclass
+class Prior:
+    """Per object: ``probability`` uint8 (z, y, x) 0..255 on the input's grid; ``atlases``: names that voted;
+    ``seconds``: registration + warping time; ``steps``: registration log lines."""
+
+    probability: dict
+    atlases: list
+    seconds: float = 0.0
+    steps: list = field(default_factory=list)
+
+    def mask(self, organ: str) -> np.ndarray:
+        return self.probability[organ] >= 128
+
+
+def _warp_organ(atlas, organ: str, reg, volume: Volume) -> np.ndarray:
+    """The atlas's ``organ`` mask, warped (linear, so a soft boundary) onto the registration's low-res
+    grid refined to <= 3 mm, then resampled (linear) onto ``volume``'s grid; float32 0..1."""
+    lab = atlas.labels.to_sitk()
+    m = sitk.Cast(lab == atlas.organs[organ], sitk.sitkFloat32)
+    grid = reg.grid
+    spacing = [min(s, 3.0) for s in grid.GetSpacing()]
+    size = [int(np.ceil(n * s / t)) for n, s, t in zip(grid.GetSize(), grid.GetSpacing(), spacing)]
+    mid = sitk.Image(size, sitk.sitkFloat32)
+    mid.SetOrigin(grid.GetOrigin())
+    mid.SetSpacing(spacing)
+    mid.SetDirection(grid.GetDirection())
+    warped = sitk.Resample(m, mid, reg.transform, sitk.sitkLinear, 0.0)
+    ref = volume.geometry.apply_to(sitk.Image([int(v) for v in volume.shape[::-1]], sitk.sitkFloat32))
+    return sitk.GetArrayFromImage(sitk.Resample(warped, ref, sitk.Transform(), sitk.sitkLinear, 0.0))
+
+
+def compute_prior(volume: Volume, organs, *, atlases=None, options=None, progress: Progress | None = None,
+                  cancel: CancelToken | None = None) -> Prior:
+    """Register ``volume`` to each atlas holding all of ``organs`` and warp them (mean over atlases)."""
+    import time
+
+    from polycl.atlas.registration import register
+    from polycl.atlas.store import load_atlases
+
+    t0 = time.perf_counter()
+    organs = tuple(organs)
+    report = Reporter(progress, cancel, cancelled_message="atlas prior cancelled; nothing was changed")
+    usable = [a for a in (atlases if atlases is not None else load_atlases()) if all(o in a.organs for o in organs)]
+    if not usable:
+        raise InputError(f"no atlas has {', '.join(organs)}; add one with `polycl atlas add`")
+    sums = {o: np.zeros(volume.shape, np.float32) for o in organs}
+    steps = []
+    for i, atlas in enumerate(usable):
+        span = report.span(i / len(usable), (i + 1) / len(usable))
+        reg = register(volume, atlas.image, options, progress=span.span(0.0, 0.9), cancel=cancel)
+        steps.append(f"{atlas.name}: " + "; ".join(reg.steps))
+        for o in organs:
+            sums[o] += _warp_organ(atlas, o, reg, volume)
+        span(1, 1, f"atlas {atlas.name}: warped")
+    prob = {o: np.clip(np.rint(s * (255.0 / len(usable))), 0, 255).astype(np.uint8) for o, s in sums.items()}
+    return Prior(prob, [a.name for a in usable], time.perf_counter() - t0, steps)
+
+
+def plausible(organ: str, component: np.ndarray, hu: np.ndarray, voxel_ml: float, coverage: float = 1.0) -> bool:
+    """Volume (ml) and median HU of ``component`` within :data:`PLAUSIBLE` for ``organ``; ``coverage``
+    (0..1): the fraction of the organ the scan shows (a slab shows part of it), scales the minimum."""
+    if organ not in PLAUSIBLE:
+        return True
+    vmin, vmax, hmin, hmax = PLAUSIBLE[organ]
+    ml = float(np.count_nonzero(component)) * voxel_ml
+    med = float(np.median(hu[component]))
+    return vmin * coverage <= ml <= vmax and hmin <= med <= hmax
+
+
+@dataclass
+class ObjectSource:
+    """Where one object's coarse mask came from: 'unet', 'prior' or 'both'; ``dropped``: U-Net
+    components rejected for this object (no overlap with its prior, or implausible)."""
+
+    organ: str
+    source: str
+    dropped: int = 0
+    ml: float = 0.0
+
+
+def combine(unet: np.ndarray | None, prior_masks: dict, hu: np.ndarray, voxel_ml: float, *,
+            min_overlap: float = 0.1) -> tuple[list[np.ndarray], list[ObjectSource]]:
+    """Per object: (coarse mask (z, y, x) bool, its :class:`ObjectSource`). ``unet``: the U-Net's
+    binary mask or None (atlas-only target); ``prior_masks``: organ -> bool mask on the same grid;
+    ``hu``: the CT on the same grid. Objects with neither are left out."""
+    from skimage.measure import label
+
+    comps = []
+    if unet is not None and np.any(unet):
+        lab, n = label(unet > 0, connectivity=3, return_num=True)
+        comps = [lab == i + 1 for i in range(n)]
+    masks, sources = [], []
+    claimed = set()
+    for organ, pm in prior_masks.items():
+        coverage = 1.0 if not pm.any() else min(1.0, float(pm.any(axis=(1, 2)).sum()) / max(1, _organ_slices(pm)))
+        kept, dropped = [], 0
+        for i, c in enumerate(comps):
+            inside = float(np.count_nonzero(c & pm)) / float(np.count_nonzero(c))
+            if inside < min_overlap:
+                continue  # another object's component (or nobody's), judged there
+            if i in claimed or not plausible(organ, c, hu, voxel_ml, coverage):
+                dropped += 1
+                continue
+            kept.append(i)
+        if kept:
+            claimed.update(kept)
+            mask = np.any([comps[i] for i in kept], axis=0)
+            masks.append(mask)
+            sources.append(ObjectSource(organ, "both", dropped, float(mask.sum()) * voxel_ml))
+        elif pm.any():
+            masks.append(pm.copy())
+            sources.append(ObjectSource(organ, "prior", dropped, float(pm.sum()) * voxel_ml))
+    return masks, sources
+
+
+def _organ_slices(pm: np.ndarray) -> int:
+    """Slices the prior spans; when the prior touches the first or last slice the organ goes on beyond
+    the scan, so it counts as at least twice as long (a partial-scan allowance for :func:`plausible`)."""
+    nz = np.flatnonzero(pm.any(axis=(1, 2)))
+    n = int(nz[-1] - nz[0] + 1)
+    return 2 * n if nz[0] == 0 or nz[-1] == pm.shape[0] - 1 else n
