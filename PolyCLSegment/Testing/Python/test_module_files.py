@@ -6,6 +6,7 @@ panel (.ui) and the parameter node disagree, or when building the panel would im
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -51,7 +52,19 @@ def test_extension_cmake_metadata():
         assert (ROOT / url.split("/main/", 1)[1]).is_file(), url
 
 
-def test_ui_matches_parameter_node_and_widget_code():
+def _module_ast() -> ast.Module:
+    return ast.parse((MODULE / "PolyCLSegment.py").read_text())
+
+
+def _class(tree: ast.Module, name: str) -> ast.ClassDef:
+    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+
+
+def test_ui_matches_parameter_node_settings_and_widget_code():
+    """SlicerParameterName bindings name parameter node fields; the parameter node carries every
+    Settings field (the controller's settings are read from it); the Widget uses only widgets of the .ui."""
+    from PolyCLSegmentLib.settings import Settings
+
     ui = ET.parse(MODULE / "Resources" / "UI" / "PolyCLSegment.ui").getroot()
     names = {w.get("name") for w in ui.iter("widget")}
     bound = {}
@@ -59,41 +72,60 @@ def test_ui_matches_parameter_node_and_widget_code():
         for p in w.findall("property"):
             if p.get("name") == "SlicerParameterName":
                 bound[w.get("name")] = p.find("string").text
-    source = (MODULE / "PolyCLSegment.py").read_text()
-    block = source.split("class PolyCLSegmentParameterNode:", 1)[1].split("\n\n\n", 1)[0]
-    parameters = set(re.findall(r"^    (\w+):", block, re.M))
+    tree = _module_ast()
+    parameters = {n.target.id for n in _class(tree, "PolyCLSegmentParameterNode").body if isinstance(n, ast.AnnAssign)}
     assert set(bound.values()) <= parameters, set(bound.values()) - parameters
-    assert {"inputVolume", "segmentation", "finetuneFolder", "labelFraction"} <= set(bound.values())
-    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert {"inputVolume", "segmentation", "finetuneFolder", "labelFraction", "propagateFromClicks"} <= set(bound.values())
+    assert set(Settings.names()) <= parameters, set(Settings.names()) - parameters
+    widget = _class(tree, "PolyCLSegmentWidget")
+    used = {n.attr for n in ast.walk(widget) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute)
+            and n.value.attr == "ui"}
     assert used <= names, f"widgets used in PolyCLSegment.py but missing from the .ui: {used - names}"
-    combos = dict(re.findall(r'\("(\w+ComboBox)", "(\w+)"\)', source))  # Widget.DATA_COMBOS, by name
-    assert len(combos) == 4 and set(combos) <= names and set(combos.values()) <= parameters, combos
+    assert {"includeButton", "excludeButton", "boxButton", "clearPromptsButton", "finishSegmentButton"} <= used
+    combos = next(ast.literal_eval(n.value) for n in widget.body
+                  if isinstance(n, ast.Assign) and n.targets[0].id == "DATA_COMBOS")
+    assert len(combos) == 4 and {w for w, _ in combos} <= names and {p for _, p in combos} <= parameters, combos
 
 
-def test_module_imports_without_torch_and_lists_devices():
-    """Building the panel (module import, device list, capabilities) must not import torch."""
+def test_module_imports_without_torch_and_capabilities_say_why():
+    """Building the panel (module import, device list, capabilities) must not import torch; without
+    the bundled polycl every feature is unavailable and says to reinstall the extension."""
     code = (
         "import sys; sys.path[:0] = [%r, %r]\n"
         "from slicer_harness import install; install()\n"
         "import PolyCLSegment\n"
-        "from PolyCLSegmentLib import backends\n"
-        "choices = backends.deviceChoices(); assert choices[0][0] == 'auto' and choices[1][0] == 'cpu'\n"
-        "for f in (backends.refineCapability, backends.propagateCapability, backends.finetuneCapability,\n"
-        "          backends.batchCapability, backends.segmentCapability):\n"
-        "    c = f(); assert c.available, (f.__name__, c.reason)  # everything is installed here\n"
+        "from PolyCLSegmentLib import capabilities as c\n"
+        "choices = c.deviceChoices(); assert [v for v, _, _ in choices[:2]] == ['auto', 'cpu'], choices\n"
+        "features = (c.refineCapability, c.propagateCapability, c.finetuneCapability, c.batchCapability)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "c.polyclPackageDir = lambda: None\n"
+        "for f in features + (c.coreInstalled,):\n"
+        "    cap = f(); assert not cap and 'reinstall' in cap.reason, (f.__name__, cap)\n"
         "print('ok')\n" % (str(ROOT / "Testing"), str(MODULE)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
 
+def test_sam2_engine_says_why_it_cannot_run(monkeypatch, tmp_path):
+    """No SAM 2 weights in the cache: the engine box says so, and 'auto' still runs (chain)."""
+    from PolyCLSegmentLib import capabilities
+
+    monkeypatch.setattr(capabilities, "sam2WeightsCached", lambda: False)
+    engines = capabilities.propagationEngines()
+    assert not engines["sam2"] and "weights" in engines["sam2"].reason
+    assert capabilities.propagateCapability("auto") and not capabilities.propagateCapability("sam2")
+    labels = {v: label for v, label, _ in capabilities.engineChoices()}
+    assert labels["sam2"] == "sam2 (unavailable)" and labels["chain"] == "chain"
+
+
 def test_panel_choices_are_what_polycl_accepts():
-    """The mode and engine boxes offer exactly the values polycl.pipeline and polycl.propagate take."""
-    from polycl.pipeline import MODES
+    """The mode and engine boxes offer exactly the values polycl.segment and polycl.propagate take."""
     from polycl.propagate import ENGINES
+    from polycl.segment import MODES
 
-    from PolyCLSegmentLib import backends
+    from PolyCLSegmentLib.controller import Controller
 
-    assert sorted(v for v, _, _ in backends.SEGMENT_MODES) == sorted(MODES)
-    assert sorted(v for v, _, _ in backends.engineChoices()) == sorted(ENGINES)
-    assert all(label and tip for _, label, tip in backends.SEGMENT_MODES + tuple(backends.engineChoices()))
+    choices = Controller.choices()
+    assert sorted(v for v, _, _ in choices["modes"]) == sorted(MODES)
+    assert sorted(v for v, _, _ in choices["engines"]) == sorted(ENGINES)
+    assert all(label and tip for _, label, tip in choices["modes"] + choices["engines"])
