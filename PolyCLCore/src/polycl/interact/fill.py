@@ -61,9 +61,22 @@ def _chain(session):
         session._chain = ChainEngine(session.segmenter.loaded, device=session.segmenter.device,
                                      segmenter=session.segmenter)
     masks = {k: m for k, m in session._fixed.items() if m.any()}
-    if masks:
+    if masks and session._chain.hu_range is None:  # else keep the fill's range: the walk then redoes its steps
         session._chain.set_hu_range(session.hu, masks)
     return session._chain
+
+
+def _objects_of(prev: np.ndarray, old_labels: np.ndarray) -> list[np.ndarray]:
+    """``prev`` split into the objects of the old result: pixels grouped by the old mask's 3D
+    component (``old_labels``, the prev slice's labels) they lie in; pixels outside every old
+    component join the nearest one, or form one new object when there is none on the slice."""
+    from skimage.segmentation import expand_labels
+
+    lab = np.where(prev, old_labels, 0)
+    if not lab.any():
+        return [prev]
+    lab = expand_labels(lab, distance=max(prev.shape)) * prev
+    return [lab == v for v in np.unique(lab[lab > 0])]
 
 
 def local(session, work: np.ndarray, pending: list[int], report: Reporter) -> dict[int, float]:
@@ -78,15 +91,19 @@ def local(session, work: np.ndarray, pending: list[int], report: Reporter) -> di
         work[k] = m
     sy, sx = session.pixel_mm
     if session.engine_choice.name == "chain":
-        chain, rule = _chain(session), default_rule("chain")
+        from scipy import ndimage
 
-        def step(j, prev):
-            return chain.next_slice(session.hu, j, prev, rule, sx * sy)
+        chain, rule = _chain(session), default_rule("chain")
+        old_labels, _ = ndimage.label(work > 0, structure=np.ones((3, 3, 3)))
+
+        def step(j, i, prev):
+            return chain.next_slice(session.hu, j, prev, rule, sx * sy, prev_index=i,
+                                    objects=_objects_of(prev, old_labels[i]))
     else:  # SAM 2: one run with every fixed slice as a conditioning frame, taken as far as it changes
         seeds = _seeds(session)
         new, conf_all = _engine_run(session, seeds, report, None) if seeds else (np.zeros_like(work), {})
 
-        def step(j, prev):
+        def step(j, i, prev):
             return new[j] > 0, conf_all.get(j, 0.0)
     conf: dict[int, float] = {}
     for i, k in enumerate(pending):

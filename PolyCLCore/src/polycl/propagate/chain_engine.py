@@ -94,22 +94,26 @@ class ChainEngine:
         lo, hi = np.percentile(values, [1, 99])
         self.hu_range = (float(lo) - HU_MARGIN, float(hi) + HU_MARGIN)
 
-    def next_slice(self, hu: np.ndarray, k: int, prev: np.ndarray, rule: StopRule,
-                   pixel_area_mm2: float = 1.0) -> tuple[np.ndarray, float]:
-        """Slice ``k``'s mask chained from the neighbouring slice's ``prev`` (y, x), each object of
-        ``prev`` (:func:`~polycl.propagate.seeds.slice_objects`) on its own box; an object whose
-        new mask the stop rule finds implausible (vanished) is dropped. Returns (bool mask, the
-        lowest confidence of the objects kept, 0.0 when none is)."""
-        from polycl.propagate.seeds import slice_objects
-
+    def next_slice(self, hu: np.ndarray, k: int, prev: np.ndarray, rule: StopRule, pixel_area_mm2: float = 1.0,
+                   *, prev_index: int | None = None, objects: list[np.ndarray] | None = None) -> tuple[np.ndarray, float]:
+        """Slice ``k``'s mask chained from the neighbouring slice's ``prev`` (y, x) mask, as
+        :meth:`run` chains beyond a seed: each object its own box (``objects``: the objects of
+        ``prev`` as (y, x) masks; default: ``prev`` is one object), SAM's mask cleaned, and an object
+        the stop rule finds implausible (vanished: too small, grown too much, HU off the previous
+        slice's by more than its tolerance) dropped. ``prev_index``: the slice ``prev`` is on
+        (default: the neighbour towards ``k``'s other side is unknown, so slice ``k`` itself).
+        Returns (bool mask, the lowest confidence of the objects kept, 0.0 when none is)."""
         seg = self._segmenter(hu)
         out = np.zeros(prev.shape, bool)
         confs = []
+        ref = hu[k if prev_index is None else prev_index]
         with torch.inference_mode():
-            for piece in slice_objects(prev):
+            for piece in (objects if objects is not None else [prev]):
+                if not piece.any():
+                    continue
                 m, raw, q = self._step(seg, k, piece)
-                tracker = rule.tracker(piece, hu[k], pixel_area_mm2)
-                m, _ = tracker.check(m, hu[k], q)
+                tracker = rule.tracker(piece, ref, pixel_area_mm2)
+                m, _ = tracker.check(np.zeros_like(m) if self._leaks(raw, hu[k], tracker) else m, hu[k], q)
                 if m.any():
                     out |= m
                     confs.append(q)

@@ -10,9 +10,11 @@ new slice (the chain engine's box step, per object), and stops in a direction
 * at a fixed (corrected) slice, which is never overwritten;
 * at the limits of the volume.
 
-When the new walk loses the organ (an empty slice) while the old result still continues, the
-old result's pieces connected in 3D to what was just removed are removed too (a leak the correction
-cut off stops everywhere it had spread to), unless they reach a fixed slice.
+When the new walk loses the organ (an empty slice) while the old result still continues towards
+the organ's tail (no fixed slice that way, fewer voxels that way than on the other side), the old
+result's pieces connected in 3D to what was just removed are removed too (a leak the correction
+cut off stops everywhere it had spread to), up to the next fixed slice; towards the organ's bulk
+the old result is kept.
 
 Everything is in canonical slice space (see :mod:`polycl.propagate.seeds`): ``mask`` is a
 (z, y, x) bool/uint8 array, slices are canonical axial indices.
@@ -36,13 +38,13 @@ def dice2d(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
-def repropagate_locally(mask: np.ndarray, k: int, step: Callable[[int, np.ndarray], tuple[np.ndarray, float]],
+def repropagate_locally(mask: np.ndarray, k: int, step: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
                         fixed: set[int], *, check: Callable[[], None] | None = None,
                         agree_dice: float = AGREE_DICE, agree_slices: int = AGREE_SLICES) -> dict[int, float]:
     """Re-propagate ``mask`` (canonical (z, y, x), changed in place) outwards from slice ``k``.
 
-    ``step(j, prev)`` makes slice ``j``'s new (y, x) bool mask from the previous new slice ``prev``
-    and returns (mask, confidence). ``fixed``: canonical slices never overwritten. ``check()`` is
+    ``step(j, i, prev)`` makes slice ``j``'s new (y, x) bool mask from ``prev``, the new mask of
+    the neighbouring slice ``i`` (= j -+ 1), and returns (mask, confidence). ``fixed``: canonical slices never overwritten. ``check()`` is
     called before each slice (a cancel token's check). Returns {slice: confidence} of the slices
     written (their new mask may equal the old one).
     """
@@ -56,11 +58,15 @@ def repropagate_locally(mask: np.ndarray, k: int, step: Callable[[int, np.ndarra
             if check is not None:
                 check()
             old = mask[j] > 0
-            new, conf = step(j, prev) if prev.any() else (np.zeros_like(prev), 0.0)
+            new, conf = step(j, j - direction, prev) if prev.any() else (np.zeros_like(prev), 0.0)
             mask[j] = new
             written[j] = conf
             if not new.any() and old.any():
-                _remove_connected(mask, j, old, direction, fixed, written)
+                if _is_tail(mask, k, direction, fixed):
+                    _remove_connected(mask, j, old, direction, fixed, written)
+                else:
+                    mask[j] = old  # losing the organ towards its bulk: keep the old result there
+                    del written[j]
                 break
             agree = agree + 1 if dice2d(new, old) >= agree_dice else 0
             if agree >= agree_slices or (not new.any() and not old.any()):
@@ -68,6 +74,16 @@ def repropagate_locally(mask: np.ndarray, k: int, step: Callable[[int, np.ndarra
             prev = new
             j += direction
     return written
+
+
+def _is_tail(mask: np.ndarray, k: int, direction: int, fixed: set[int]) -> bool:
+    """True when the side of slice ``k`` in ``direction`` is the organ's tail: no fixed slice there
+    and fewer mask voxels there than on the other side (a leak the correction cut off, not the organ)."""
+    if any((f - k) * direction > 0 for f in fixed):
+        return False
+    ahead = mask[k + direction:] if direction > 0 else mask[:k]
+    behind = mask[:k] if direction > 0 else mask[k + 1:]
+    return int(np.count_nonzero(ahead)) < int(np.count_nonzero(behind))
 
 
 def _remove_connected(mask: np.ndarray, j: int, removed: np.ndarray, direction: int, fixed: set[int],
