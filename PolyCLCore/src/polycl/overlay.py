@@ -6,20 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from polycl.preprocess import to_canonical, window
+from polycl.orientation import orientation
+from polycl.preprocess import window
 from polycl.volume import Volume
 
 
 def _aspect(sp_rows: float, sp_cols: float) -> float:
     return sp_rows / sp_cols
-
-
-def canonical_spacing(volume: Volume) -> tuple[float, float, float]:
-    """(sx, sy, sz) in mm after reorientation to LPS (reorienting permutes the axes' spacings)."""
-    import SimpleITK as sitk
-
-    empty = volume.geometry.apply_to(sitk.Image([int(v) for v in volume.shape[::-1]], sitk.sitkUInt8))
-    return sitk.DICOMOrient(empty, "LPS").GetSpacing()
 
 
 def save_overlay(volume: Volume, pred: np.ndarray, path: str | Path, ref: np.ndarray | None = None,
@@ -34,12 +27,13 @@ def save_overlay(volume: Volume, pred: np.ndarray, path: str | Path, ref: np.nda
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hu = window(to_canonical(volume))
-    p = to_canonical(volume.with_array(pred.astype(np.uint8)))
-    r = to_canonical(volume.with_array(ref.astype(np.uint8))) if ref is not None else None
+    o = orientation(volume)  # canonical LPS order (radiological view)
+    hu = window(o.to_canonical(volume.array))
+    p = o.to_canonical(pred.astype(np.uint8))
+    r = o.to_canonical(ref.astype(np.uint8)) if ref is not None else None
     centre_src = p if p.any() else (r if r is not None and r.any() else np.ones_like(p))
     cz, cy, cx = (int(round(v)) for v in np.argwhere(centre_src).mean(0))
-    sx, sy, sz = canonical_spacing(volume)
+    sx, sy, sz = o.spacing_xyz
     views = [
         ("axial", hu[cz], p[cz], None if r is None else r[cz], _aspect(sy, sx), False),
         ("coronal", hu[:, cy, :], p[:, cy, :], None if r is None else r[:, cy, :], _aspect(sz, sx), True),
