@@ -40,6 +40,7 @@ class Prompt:
     nodeId: str
     pointId: str | None = None
     sessionId: Any = None
+    ras: tuple = ()  # where the markup is (RAS mm)
 
 
 @dataclass
@@ -135,32 +136,45 @@ class Interaction:
         return node
 
     def _observe(self, node) -> None:
-        events = (node.PointPositionDefinedEvent, node.PointEndInteractionEvent, node.PointAboutToBeRemovedEvent)
-        for event in events:
-            self._observed.append((node, node.AddObserver(event, self._onMarkupEvent)))
+        for event, handler in ((node.PointPositionDefinedEvent, self._onPlaced),
+                               (node.PointEndInteractionEvent, self._onMoved),
+                               (node.PointRemovedEvent, self._onRemoved)):
+            self._observed.append((node, node.AddObserver(event, handler)))
 
-    def _onMarkupEvent(self, node, event) -> None:
-        """A point placed, dragged or deleted in a slice view becomes a prompt operation."""
+    # (Python observers do not get the event's control point index: the handlers find the point)
+    def _known(self, node) -> dict[str, Prompt]:
+        return {p.pointId: p for p in self.prompts.values() if p.nodeId == node.GetID()}
+
+    def _onPlaced(self, node, event=None) -> None:
+        """A point placed in a slice view (place mode on this node) becomes an include/exclude prompt."""
         if self._quiet:
             return
-        # (the event's call data, the control point index, is not passed to Python observers: find the point)
-        known = {p.pointId: p for p in self.prompts.values() if p.nodeId == node.GetID()}
+        known = self._known(node)
+        segNodeId, segmentId = node.GetAttribute("PolyCL.Segment").split("|", 1)
+        volumeNode, segmentationNode = self._nodes(self.targets[(segNodeId, segmentId)])
         for i in range(node.GetNumberOfControlPoints()):
             pid = node.GetNthControlPointID(i)
-            ras = node.GetNthControlPointPositionWorld(i)
-            if pid not in known and event == "PointPositionDefinedEvent":
-                segNodeId, segmentId = node.GetAttribute("PolyCL.Segment").split("|", 1)
-                target = self.targets[(segNodeId, segmentId)]
-                volumeNode, segmentationNode = self._nodes(target)
-                self.addPoint(volumeNode, segmentationNode, segmentId, ras,
+            if pid not in known and node.GetNthControlPointPositionStatus(i) == node.PositionDefined:
+                self.addPoint(volumeNode, segmentationNode, segmentId, node.GetNthControlPointPositionWorld(i),
                               node.GetAttribute("PolyCL.PromptKind") == "include", pointId=pid)
-            elif pid in known and event == "PointEndInteractionEvent":
-                self.movePrompt(known[pid].id, ras)
-        if event == "PointAboutToBeRemovedEvent":
-            present = {node.GetNthControlPointID(i) for i in range(node.GetNumberOfControlPoints())}
-            for pid, prompt in known.items():
-                if pid not in present:
-                    self.removePrompt(prompt.id)
+
+    def _onMoved(self, node, event=None) -> None:
+        """A point dragged to a new place: its slice is answered again."""
+        if self._quiet:
+            return
+        for pid, prompt in self._known(node).items():
+            ras = node.GetNthControlPointPositionWorld(node.GetNthControlPointIndexByID(pid))
+            if not np.allclose(ras, prompt.ras):
+                self.movePrompt(prompt.id, ras)
+
+    def _onRemoved(self, node, event=None) -> None:
+        """A point deleted by the user: its answer goes."""
+        if self._quiet:
+            return
+        present = {node.GetNthControlPointID(i) for i in range(node.GetNumberOfControlPoints())}
+        for pid, prompt in self._known(node).items():
+            if pid not in present:
+                self.removePrompt(prompt.id)
 
     def _removeMarkup(self, prompt: Prompt) -> None:
         import slicer
@@ -182,6 +196,7 @@ class Interaction:
     # ------------------------------------------------------------------ prompts
     def addPoint(self, volumeNode, segmentationNode, segmentId, ras, include=True, *, pointId=None,
                  onDone: Callable | None = None) -> str:
+        ras = _ras(ras)
         zyx = self.controller.voxelAtRas(volumeNode, ras)
         target = self._target(volumeNode, segmentationNode, segmentId)
         node = self.pointNode(segmentationNode, segmentId, include)
@@ -193,7 +208,7 @@ class Interaction:
             finally:
                 self._quiet = False
         prompt = Prompt(self._newPromptId(), "include" if include else "exclude", (target.segmentationNodeId, segmentId),
-                        node.GetID(), pointId)
+                        node.GetID(), pointId, ras=tuple(float(v) for v in ras[:3]))
         wasEmpty = target.session is None and not self.controller.segmentArray(segmentationNode, segmentId,
                                                                                volumeNode)[zyx[0]].any()
         self._answer(target, prompt, lambda s: s.add_point(zyx, include=include), onDone,
@@ -202,6 +217,8 @@ class Interaction:
 
     def addBox(self, volumeNode, segmentationNode, segmentId, ras0, ras1, onDone: Callable | None = None) -> str:
         import slicer
+
+        ras0, ras1 = _ras(ras0), _ras(ras1)
 
         (z0, y0, x0), (z1, y1, x1) = (self.controller.voxelAtRas(volumeNode, r) for r in (ras0, ras1))
         target = self._target(volumeNode, segmentationNode, segmentId)
@@ -216,7 +233,8 @@ class Interaction:
                 roi.GetDisplayNode().SetSelectedColor(*BOX_COLOR)
         finally:
             self._quiet = False
-        prompt = Prompt(self._newPromptId(), "box", (target.segmentationNodeId, segmentId), roi.GetID())
+        prompt = Prompt(self._newPromptId(), "box", (target.segmentationNodeId, segmentId), roi.GetID(),
+                        ras=tuple(float(v) for v in ras0[:3]))
         z = z0
         box = ((z, min(y0, y1), min(x0, x1)), (z, max(y0, y1), max(x0, x1)))
         self._answer(target, prompt, lambda s: s.add_box(*box), onDone)
@@ -226,8 +244,10 @@ class Interaction:
         prompt = self._prompt(promptId)
         target = self.targets[prompt.key]
         volumeNode, _ = self._nodes(target)
+        ras, ras1 = _ras(ras), (None if ras1 is None else _ras(ras1))
         zyx = self.controller.voxelAtRas(volumeNode, ras)
         self._setMarkup(prompt, ras, ras1)
+        prompt.ras = tuple(float(v) for v in ras[:3])
         if prompt.kind == "box" and ras1 is not None:
             z, y0, x0 = zyx
             _, y1, x1 = self.controller.voxelAtRas(volumeNode, ras1)
@@ -311,10 +331,12 @@ class Interaction:
                 removed: bool = False, fill: bool = False) -> None:
         """Run ``ask(session)`` (a SliceAnswer) on the worker; write the answered slices when done."""
 
+        if new:  # known at once, so that a second event on its markup does not add it twice
+            self.prompts[prompt.id] = prompt
+
         def apply(answer):
             if new:
                 prompt.sessionId = answer.prompt_id
-                self.prompts[prompt.id] = prompt
             elif removed:
                 self.prompts.pop(prompt.id, None)
             zs = sorted(set(answer.changed) | {int(answer.slice)})
@@ -327,6 +349,7 @@ class Interaction:
 
         def failed():
             if new:
+                self.prompts.pop(prompt.id, None)
                 self._removeMarkup(prompt)
 
         then = onDone
@@ -457,3 +480,8 @@ class Interaction:
 
 def _matches(key, segmentationNode, segmentId) -> bool:
     return (segmentationNode is None or key[0] == segmentationNode.GetID()) and (segmentId is None or key[1] == segmentId)
+
+
+def _ras(point) -> np.ndarray:
+    """A RAS point (list, array or vtkVector3d) as a float array (3,)."""
+    return np.array([float(point[0]), float(point[1]), float(point[2])])

@@ -59,6 +59,39 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         include = c.interaction.pointNode(seg, sid, True)
         assert include.GetNumberOfControlPoints() == 1 and pid in c.interaction.prompts
 
+        # moving the point re-answers its slice; the markup follows
+        moved = c.rasOfVoxel(ct, (k, y, x + 1))
+        c.movePrompt(pid, moved)
+        assert c.wait(120).error is None
+        assert np.allclose(include.GetNthControlPointPositionWorld(0), moved)
+        assert dice(c.segmentArray(seg, sid, ct)[k], liver[k]) >= 0.85
+        # the user deletes the point in the view: its answer goes; places one again: it comes back
+        include.RemoveNthControlPoint(0)
+        assert c.wait(120).error is None and not c.segmentArray(seg, sid, ct).any() and not c.interaction.prompts
+        include.AddControlPointWorld(*moved)
+        include.InvokeEvent(include.PointPositionDefinedEvent)
+        assert c.wait(120).error is None
+        got = c.segmentArray(seg, sid, ct)
+        assert dice(got[k], liver[k]) >= 0.85 and len(c.interaction.prompts) == 1
+
+        # a box around the liver on that slice, into another segment
+        bid = seg.GetSegmentation().AddEmptySegment("boxed")
+        ys, xs = np.nonzero(liver[k])
+        c.addBox(ct, seg, bid, c.rasOfVoxel(ct, (k, ys.min() - 2, xs.min() - 2)),
+                 c.rasOfVoxel(ct, (k, ys.max() + 2, xs.max() + 2)))
+        assert c.wait(120).error is None
+        assert dice(c.segmentArray(seg, bid, ct)[k], liver[k]) >= 0.85
+
+        # the next slice is embedded in the background, before any click there
+        from PolyCLSegmentLib import conversions
+
+        segmenter = c.logic.segmenterFor(conversions.volumeFromNode(ct), "litemedsam", "cpu")
+        before = segmenter.embeddings_computed
+        c.prefetchAround(ct, k + 1, radius=0)
+        assert c.interaction._prefetch[0].wait(120) and segmenter.embeddings_computed == before + 1
+        c.clearPrompts(seg, bid)
+        assert np.array_equal(c.segmentArray(seg, sid, ct), got)  # the voxels stay
+
         # a leak: a disc of other tissue (HU far from the liver's) joined to the liver's edge, in a second
         # segment made before any prompt on it; an exclude click in the disc removes it
         hu = slicer.util.arrayFromVolume(ct)[k].astype(float)
@@ -91,6 +124,8 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         with pytest.raises(InputError, match="locked"):
             c.addPoint(ct, seg, oid, c.rasOfVoxel(ct, (k, y, x)), include=True)
         assert np.array_equal(c.segmentArray(seg, oid, ct), other)
+        c.finishSegment(seg)
+        assert not c.interaction.prompts and slicer.mrmlScene.GetNodeByID(include.GetID()) is None
     finally:
         c.shutdown()
 
