@@ -68,9 +68,12 @@ def test_cli_refuses_contradicting_modes_and_writes_nothing(tmp_path, ts, capsys
 def test_guard_falls_back_to_the_refined_unet_mask(data):
     """When the fused component agrees with the U-Net's less than ``min_agreement`` (a seed on
     another organ), the component is exactly what ``refine`` mode gives, and the report says so.
-    Forced here with min_agreement=1 on the dcmqi 3-slice CT (agreement is always below 1)."""
+    Forced here with min_agreement=1 on the dcmqi 3-slice CT (agreement is always below 1).
+    On this scan (never used in training) refine mode must also improve on the U-Net: measured
+    Dice 0.762 -> 0.852 (the plain refiner 0.795)."""
+    from conftest import dice
     from polycl.inference import load_model
-    from polycl.io import read_volume
+    from polycl.io import label_on_image_grid, read_label, read_volume
     from polycl.sam import SliceSegmenter
 
     ct = read_volume(data / "dcmqi" / "ct-3slice")
@@ -84,6 +87,9 @@ def test_guard_falls_back_to_the_refined_unet_mask(data):
     assert np.array_equal(guarded.mask, refined.mask)
     assert not free.components[0].guarded and free.components[0].agreement == pytest.approx(report.agreement)
     assert seg.embeddings_computed == 3  # three runs, three slices, each embedded once
+    ref = label_on_image_grid(read_label(data / "dcmqi" / "liver_seg.nrrd"), ct).array > 0
+    unet = segment_case(ct, model, SegmentOptions(mode="unet", device="cpu")).mask
+    assert dice(refined.mask, ref) >= dice(unet, ref) + 0.03
 
 
 def test_pipeline_runs_the_sam2_engine_when_given_a_predictor(data):

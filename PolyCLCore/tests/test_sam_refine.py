@@ -136,15 +136,18 @@ def test_bad_input(dicom_ct, liver, seg, ts):
 
 
 def test_non_canonical_orientation(dicom_ct, liver, seg):
-    """A volume stored RAS-flipped gives the same result, on its own grid."""
+    """A volume stored RAS-flipped gives the same result, on its own grid (one slice is enough:
+    the maps between grids are checked voxel by voxel in test_orientation.py)."""
     import SimpleITK as sitk
 
     from polycl.volume import Volume
 
     flipped = Volume.from_sitk(sitk.DICOMOrient(dicom_ct.to_sitk(), "RAS"))
+    liver = only(liver, (10,))
     flipped_mask = sitk.GetArrayFromImage(sitk.DICOMOrient(dicom_ct.with_array(liver).to_sitk(), "RAS"))
     assert not np.array_equal(flipped.array, dicom_ct.array)
     ref = refine(dicom_ct, liver, segmenter=seg).mask
+    assert ref[10].any()
     out = refine(flipped, flipped_mask, segmenter=seg).mask  # same canonical image: same embeddings
     back = sitk.GetArrayFromImage(sitk.DICOMOrient(flipped.with_array(out).to_sitk(), "LPS"))
     assert np.array_equal(back, ref)
@@ -171,21 +174,3 @@ def test_cli_refine(tmp_path, ts, dicom_ct, dicom_liver):
                  str(bad_out), "--resample-mask"]) == 2  # MR
     assert main(["refine", str(ts / "example_ct_dicom"), str(mpath), "-o", str(bad_out), "--sam", "nope"]) == 2
     assert not bad_out.exists()
-
-
-def test_segment_then_refine_on_held_out_scan(data):
-    """The bundled liver model on the dcmqi 3-slice CT (no mask of it was used in training):
-    refinement must improve its Dice. Measured: 0.762 -> 0.852 (plain refiner 0.795)."""
-    from polycl.inference import load_model
-    from polycl.io import label_on_image_grid, read_label, read_volume
-    from polycl.models import list_models
-    from polycl.segment import SegmentOptions
-    from polycl.segment import run as segment
-
-    if not any(m.name == "polycl-liver" for m in list_models()):
-        pytest.fail("the bundled polycl-liver model is missing")
-    ct = read_volume(data / "dcmqi" / "ct-3slice")
-    ref = (label_on_image_grid(read_label(data / "dcmqi" / "liver_seg.nrrd"), ct).array > 0).astype(np.uint8)
-    coarse = segment(ct, load_model(None, "cpu"), SegmentOptions(mode="unet")).mask
-    refined = refine(ct, coarse, RefineOptions(device="cpu")).mask
-    assert dice(refined, ref) >= dice(coarse, ref) + 0.03
