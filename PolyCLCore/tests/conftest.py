@@ -53,6 +53,29 @@ def dicom_liver(ts, dicom_ct):
     return lab.with_array(select_labels(lab.array, 5))
 
 
+@pytest.fixture(scope="session")
+def abdomen(ts, example_ct):
+    """(example_ct cut to the axial slab of the liver and both kidneys, its label map (z, y, x)).
+
+    8 slices of margin below the lowest organ slice (the liver reaches the top slice): slices 58..111
+    of 112. Propagation tests run on it so that nothing far from the organs is embedded by SAM."""
+    from polycl.io import read_label
+    from polycl.volume import Volume
+
+    lab = read_label(ts / "example_seg_fast_force_split.nii.gz").array
+    rows = np.flatnonzero(np.isin(lab, (2, 3, 5)).any(axis=(1, 2)))
+    z0, z1 = max(int(rows.min()) - 8, 0), min(int(rows.max()) + 8, lab.shape[0] - 1) + 1
+    return Volume.from_sitk(example_ct.to_sitk()[:, :, z0:z1]), lab[z0:z1]
+
+
+@pytest.fixture(scope="session")
+def abdomen_segmenter(abdomen):
+    """One LiteMedSAM SliceSegmenter on :func:`abdomen` for the whole session: each slice is embedded once."""
+    from polycl.sam import SliceSegmenter
+
+    return SliceSegmenter(abdomen[0], device="cpu", cache_size=abdomen[0].shape[0])
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     denom = a.sum() + b.sum()
