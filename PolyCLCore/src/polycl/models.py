@@ -103,11 +103,27 @@ def _user() -> list[ModelEntry]:
                 scores=item.get("scores", {}), card=card if card.is_file() else None, source="user"))
     return entries
 
+def _atlas_based() -> list[ModelEntry]:
+    """Targets segmented with no network (issue 19): ``atlas:<organ>``, kind "atlas-based"; segment them
+    with ``polycl segment --target <organ>`` or :class:`polycl.atlas.segment.AtlasTarget`."""
+    from polycl.atlas.segment import atlas_targets
+    from polycl.atlas.store import bundled_atlas_dir, user_atlas_names
+
+    n = 1 + len(user_atlas_names())
+    card = bundled_atlas_dir() / "README.md"
+    return [ModelEntry(name=f"atlas:{t}", path=bundled_atlas_dir() / "atlas.json", kind="atlas-based", target=t,
+                       description=f"atlas-based, no network: {t} located by registration to {n} atlas(es), "
+                                   "drawn by SAM and propagation", licence="CC BY 4.0 (bundled atlas)",
+                       training_data="TotalSegmentator example CT (bundled atlas) + the user's atlases",
+                       card=card, source="atlas") for t in atlas_targets()]
+
+
 def list_models(kind: str | None = None) -> list[ModelEntry]:
-    """Bundled then user models (a user model may not shadow a bundled name)."""
+    """Bundled then user models (a user model may not shadow a bundled name), then the atlas-based
+    targets (kind "atlas-based", see :func:`_atlas_based`)."""
     bundled = _bundled()
     names = {e.name for e in bundled}
-    models = bundled + [e for e in _user() if e.name not in names]
+    models = bundled + [e for e in _user() if e.name not in names] + _atlas_based()
     return [m for m in models if kind is None or m.kind == kind]
 
 def resolve_model(name_or_path: str | os.PathLike | None = None, *, kind: str = "segmentation") -> ModelEntry:

@@ -7,9 +7,9 @@ kidney are two objects), uint8 0..255 in (z, y, x) on the input's grid.
 
 :func:`combine` uses it per object against the U-Net's 3D components:
 
-* a U-Net component that does not overlap the object's prior (``min_overlap`` of the component inside
-  prior >= ``0.1``), or whose volume or median HU is implausible for the organ (:data:`PLAUSIBLE`),
-  is dropped;
+* a U-Net component belongs to the object whose prior holds most of it; one that lies mostly outside
+  every prior (less than ``min_overlap`` = 25 % inside), or whose volume or median HU is implausible
+  for the organ (:data:`PLAUSIBLE`), is dropped;
 * the object's mask is the union of its kept components (source ``"both"``: U-Net and prior agree);
 * where the U-Net has nothing plausible for an object, the prior thresholded at 0.5 is the coarse mask
   (source ``"prior"``), which the pipeline seeds and propagates from like a U-Net component;
@@ -28,12 +28,13 @@ from polycl.progress import CancelToken, Progress, Reporter
 from polycl.volume import Volume
 
 #: Organ -> (min ml, max ml, min median HU, max median HU): wide bounds, only to reject nonsense
-#: (a "kidney" of 2 l, a "liver" of air or bone). Adult organs; contrast phases move HU up to ~250.
+#: (a "kidney" of 2 l, a "liver" of air or bone). Adult organs; contrast phases move HU up to ~250, a
+#: fatty liver goes below 0 HU, and a label's kidney includes sinus fat (example_ct: median 12 HU).
 PLAUSIBLE = {
-    "liver": (300.0, 5000.0, -20.0, 250.0),
-    "spleen": (30.0, 2000.0, 0.0, 250.0),
-    "kidney_right": (30.0, 600.0, 0.0, 300.0),
-    "kidney_left": (30.0, 600.0, 0.0, 300.0),
+    "liver": (300.0, 5000.0, -60.0, 250.0),
+    "spleen": (30.0, 2000.0, -30.0, 250.0),
+    "kidney_right": (30.0, 600.0, -50.0, 300.0),
+    "kidney_left": (30.0, 600.0, -50.0, 300.0),
 }
 #: Partial scans show part of an organ: the minimum volume is scaled by the z-coverage of the prior.
 
@@ -119,32 +120,31 @@ class ObjectSource:
 
 
 def combine(unet: np.ndarray | None, prior_masks: dict, hu: np.ndarray, voxel_ml: float, *,
-            min_overlap: float = 0.1) -> tuple[list[np.ndarray], list[ObjectSource]]:
+            min_overlap: float = 0.25) -> tuple[list[np.ndarray], list[ObjectSource]]:
     """Per object: (coarse mask (z, y, x) bool, its :class:`ObjectSource`). ``unet``: the U-Net's
     binary mask or None (atlas-only target); ``prior_masks``: organ -> bool mask on the same grid;
-    ``hu``: the CT on the same grid. Objects with neither are left out."""
+    ``hu``: the CT on the same grid. Each U-Net component belongs to the object whose prior holds the
+    largest fraction of it, when that fraction is at least ``min_overlap`` (else to none: dropped).
+    Objects with neither a plausible component nor a prior are left out."""
     from skimage.measure import label
 
-    comps = []
+    organs = list(prior_masks)
+    owner: dict[int, list[np.ndarray]] = {i: [] for i in range(len(organs))}
     if unet is not None and np.any(unet):
         lab, n = label(unet > 0, connectivity=3, return_num=True)
-        comps = [lab == i + 1 for i in range(n)]
+        for c in (lab == i + 1 for i in range(n)):
+            inside = [float(np.count_nonzero(c & prior_masks[o])) / float(np.count_nonzero(c)) for o in organs]
+            best = int(np.argmax(inside))
+            if inside[best] >= min_overlap:
+                owner[best].append(c)
     masks, sources = [], []
-    claimed = set()
-    for organ, pm in prior_masks.items():
+    for i, organ in enumerate(organs):
+        pm = prior_masks[organ]
         coverage = 1.0 if not pm.any() else min(1.0, float(pm.any(axis=(1, 2)).sum()) / max(1, _organ_slices(pm)))
-        kept, dropped = [], 0
-        for i, c in enumerate(comps):
-            inside = float(np.count_nonzero(c & pm)) / float(np.count_nonzero(c))
-            if inside < min_overlap:
-                continue  # another object's component (or nobody's), judged there
-            if i in claimed or not plausible(organ, c, hu, voxel_ml, coverage):
-                dropped += 1
-                continue
-            kept.append(i)
+        kept = [c for c in owner[i] if plausible(organ, c, hu, voxel_ml, coverage)]
+        dropped = len(owner[i]) - len(kept)
         if kept:
-            claimed.update(kept)
-            mask = np.any([comps[i] for i in kept], axis=0)
+            mask = np.any(kept, axis=0)
             masks.append(mask)
             sources.append(ObjectSource(organ, "both", dropped, float(mask.sum()) * voxel_ml))
         elif pm.any():

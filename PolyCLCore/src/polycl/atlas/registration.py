@@ -103,16 +103,29 @@ def _extent_z(image: sitk.Image) -> tuple[float, float]:
     return z0, z0 + (image.GetSize()[2] - 1) * image.GetSpacing()[2]
 
 
-def _method(fixed_mask: sitk.Image, options: RegistrationOptions, cancel: Reporter | None) -> sitk.ImageRegistrationMethod:
+def _method(fixed_mask: sitk.Image, options: RegistrationOptions, report: Reporter | None, what: str = "",
+            iterations: int = 1) -> sitk.ImageRegistrationMethod:
+    """Mattes MI inside the input's body; ``report`` sees each optimizer iteration (and may cancel there)."""
     r = sitk.ImageRegistrationMethod()
     r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     r.SetMetricSamplingStrategy(r.RANDOM)
     r.SetMetricSamplingPercentage(options.sampling, options.seed)
     r.SetMetricFixedMask(fixed_mask)
     r.SetInterpolator(sitk.sitkLinear)
-    if cancel is not None:
-        r.AddCommand(sitk.sitkIterationEvent, cancel.check)
+    if report is not None:
+        r.AddCommand(sitk.sitkIterationEvent,
+                     lambda: report(min(r.GetOptimizerIteration(), iterations), iterations, f"registration: {what}"))
     return r
+
+
+def _execute(r: sitk.ImageRegistrationMethod, fixed, moving, report: Reporter) -> None:
+    """``r.Execute``; a cancel raised inside an iteration callback reaches Python as a RuntimeError from
+    SimpleITK, turned back into :class:`~polycl.errors.Cancelled` here."""
+    try:
+        r.Execute(fixed, moving)
+    except RuntimeError:
+        report.check()
+        raise
 
 
 def z_search(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, moving_mask: sitk.Image,
@@ -155,7 +168,7 @@ def _affine(fixed, moving, fixed_mask, start: np.ndarray, thin: bool, options, r
     t = sitk.Similarity3DTransform() if thin else sitk.AffineTransform(3)
     t.SetCenter(tuple(_centre(fixed_mask)))
     t.SetTranslation(tuple(start))
-    r = _method(fixed_mask, options, report)
+    r = _method(fixed_mask, options, report, "affine", options.affine_iterations)
     r.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.01,
                                                numberOfIterations=options.affine_iterations,
                                                gradientMagnitudeTolerance=1e-6)
@@ -163,20 +176,20 @@ def _affine(fixed, moving, fixed_mask, start: np.ndarray, thin: bool, options, r
     r.SetShrinkFactorsPerLevel([2, 1])
     r.SetSmoothingSigmasPerLevel([1.0, 0.0])
     r.SetInitialTransform(t, inPlace=True)
-    metric = r.Execute(fixed, moving)
-    return t, float(r.GetMetricValue()) if np.isfinite(r.GetMetricValue()) else float(metric)
+    _execute(r, fixed, moving, report)
+    return t, float(r.GetMetricValue())
 
 
 def _bspline(fixed, moving, fixed_mask, affine: sitk.Transform, options, report: Reporter):
     extent = [(n - 1) * s for n, s in zip(fixed.GetSize(), fixed.GetSpacing())]
     mesh = [max(1, int(round(e / options.bspline_mm))) for e in extent]
     b = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
-    r = _method(fixed_mask, options, report)
+    r = _method(fixed_mask, options, report, "B-spline", options.bspline_iterations)
     r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=options.bspline_iterations,
                            maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=4 * options.bspline_iterations)
     r.SetMovingInitialTransform(affine)
     r.SetInitialTransform(b, inPlace=True)
-    r.Execute(fixed, moving)
+    _execute(r, fixed, moving, report)
     composite = sitk.CompositeTransform(3)
     composite.AddTransform(affine)
     composite.AddTransform(b)
@@ -200,8 +213,8 @@ def register(volume: Volume, atlas_image: Volume, options: RegistrationOptions |
     best = None
     cands = placements[: opts.z_candidates]
     for i, (_, start) in enumerate(cands):
-        t, metric = _affine(fixed, moving, fixed_mask, start, thin, opts, report.span(0.2, 0.6))
-        report.span(0.2, 0.6)(i + 1, len(cands), "registration: affine")
+        span = report.span(0.2 + 0.4 * i / len(cands), 0.2 + 0.4 * (i + 1) / len(cands))
+        t, metric = _affine(fixed, moving, fixed_mask, start, thin, opts, span)
         if best is None or metric < best[1]:
             best = (t, metric, start)
     steps = [f"z search over {len(placements)} placements", f"{'similarity' if thin else 'affine'} "

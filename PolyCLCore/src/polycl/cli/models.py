@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list bundled and user models with their scores")
-    p.add_argument("--kind", choices=["segmentation", "encoder"], help="only this kind")
+    p.add_argument("--kind", choices=["segmentation", "encoder", "atlas-based"], help="only this kind")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 

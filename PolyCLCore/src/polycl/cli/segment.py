@@ -90,10 +90,11 @@ def run(args) -> int:
         options = replace(options, device=str(device))
     if args.target and args.model:
         raise InputError("--target segments an atlas organ with no network; give --target or --model, not both")
-    if args.target:
+    target = args.target or (args.model[len("atlas:"):] if (args.model or "").startswith("atlas:") else None)
+    if target:  # an atlas-based target (`polycl models` lists them as atlas:<organ>)
         from polycl.atlas.segment import AtlasTarget
 
-        model = AtlasTarget(args.target)
+        model = AtlasTarget(target)
     else:
         model = load_model(args.model, options.device)
 
