@@ -31,7 +31,7 @@ Design (fixed before running):
   - "2 scans": + the dcmqi 3-slice CT with its hand-drawn coarse liver mask (3 slices more),
   - "1 scan, 10%": 10% of example_ct's slices (11) labelled, the paper's low-label regime,
   and several seeds (seed = fine-tuning data order, augmentation and decoder/random init).
-* Metrics on the held-out scan with the product's inference path (``segment_volume``: resize back
+* Metrics on the held-out scan with the product's inference path (``polycl.segment.run`` in ``unet`` mode, no atlas prior: resize back
   to 512x512, threshold 0.5, largest component) and ``polycl.evaluate.mask_scores`` (MONAI Dice and
   HD95 in mm on the image grid).
 
@@ -54,12 +54,14 @@ from polycl.cases import Case
 from polycl.datasets import data_dir
 from polycl.evaluate import mask_scores
 from polycl.finetune import FinetuneConfig, SliceDataset, build_model, load_case, make_loss
-from polycl.inference import LoadedModel, segment_volume
+from polycl.inference import LoadedModel
 from polycl.io import label_on_image_grid, read_label, read_volume, select_labels
 from polycl.models import ModelEntry
 from polycl.preprocess import PreprocessConfig
 from polycl.pretrain import PretrainConfig, SliceSelection, build_slice_dataset, pretrain
 from polycl.pretrain.shared_data import shared_scans
+from polycl.segment import SegmentOptions
+from polycl.segment import run as segment
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HELD_OUT = "example_ct_dicom"
@@ -178,7 +180,7 @@ def main() -> None:
                 loaded = LoadedModel(network=model, entry=ModelEntry(name=f"study-{init}", path=work / "none"),
                                      preprocess=PreprocessConfig(size=args.size), target="liver", components=1,
                                      device=torch.device("cpu"))
-                pred = segment_volume(test, loaded)
+                pred = segment(test, loaded, SegmentOptions(mode="unet", prior="off")).mask
                 sc = mask_scores(pred, ref, test.spacing_zyx)
                 row = {"init": init, "setting": setting, "seed": seed, "dice": sc.dice, "hd95_mm": sc.hd95_mm,
                        "train_slices": int(len(images)), "final_train_loss": losses[-1], "epochs": args.epochs,

@@ -61,7 +61,8 @@ def two_cases(tmp_path, ts):
 
 
 def test_named_validation_case_and_spacing_normalised_model_segments(two_cases, tmp_path, dicom_ct):
-    from polycl.inference import load_model, segment_volume
+    from polycl.inference import load_model
+    from polycl.segment import SegmentOptions, run
 
     cfg = FinetuneConfig(target="liver", size=48, pixel_mm=10.0, augmentation="strong", epochs=1, batch_size=8,
                          features=(8, 16, 32), device="cpu", val_cases=("dicom",), keep="last")
@@ -69,7 +70,7 @@ def test_named_validation_case_and_spacing_normalised_model_segments(two_cases, 
     assert result.train_cases == ["ct"] and result.val_cases == ["dicom"]
     model = load_model(str(tmp_path / "m" / "model.pt"), "cpu")
     assert model.preprocess.pixel_mm == 10.0 and model.preprocess.size == 48
-    mask = segment_volume(dicom_ct, model)
+    mask = run(dicom_ct, model, SegmentOptions(mode="unet", prior="off")).mask
     assert mask.shape == dicom_ct.shape  # back on the 512 x 512 grid through the inverse of the normalisation
     with pytest.raises(InputError, match="not in"):
         finetune(two_cases, tmp_path / "x", FinetuneConfig(val_cases=("nope",), epochs=1))

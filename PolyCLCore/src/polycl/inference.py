@@ -74,11 +74,11 @@ def predict_probabilities(model: LoadedModel, hu_zyx: np.ndarray, *, batch_size:
 def segment_volume(volume: Volume, model: LoadedModel | str | None = None, *, threshold: float = 0.5,
                    largest_cc: bool = True, batch_size: int = 16, check_ct: bool = True,
                    progress: Progress | None = None, cancel: CancelToken | None = None) -> np.ndarray:
-    """The U-Net's uint8 (z, y, x) mask on the volume's own grid: the old name of
-    ``polycl.segment.run(volume, model, SegmentOptions(mode="unet", ...)).mask``, kept for the Slicer
-    module's tests until they call :func:`polycl.segment.run`."""
+    """The U-Net's uint8 (z, y, x) mask on the volume's own grid (no atlas prior): the old name of
+    ``polycl.segment.run(volume, model, SegmentOptions(mode="unet", prior="off", ...)).mask``, kept for
+    the Slicer module's tests until they call :func:`polycl.segment.run`."""
     from polycl.segment import SegmentOptions, run
 
     options = SegmentOptions(mode="unet", threshold=threshold, largest_cc=largest_cc, batch_size=batch_size,
-                             check_ct=check_ct)
+                             check_ct=check_ct, prior="off")
     return run(volume, model, options, progress=progress, cancel=cancel).mask
