@@ -1,4 +1,5 @@
-"""Stage 'segment': the bundled liver model on the fixed CT inputs (load excluded, model loaded once)."""
+"""Stage 'segment': the bundled liver model alone (U-Net, no atlas prior) on the fixed CT inputs (load excluded,
+model loaded once)."""
 
 from benchmark import Row
 
@@ -13,6 +14,6 @@ def run(ctx):
     rows = []
     for case, rel in CASES.items():
         vol = read_volume(ctx.data / rel)
-        _, seconds, gpu = ctx.timed(segment.run, vol, model, segment.SegmentOptions(mode="unet"))
+        _, seconds, gpu = ctx.timed(segment.run, vol, model, segment.SegmentOptions(mode="unet", prior="off"))
         rows.append(Row("segment", case, ctx.device, seconds, n_slices=vol.shape[0], peak_gpu_mb=gpu))
     return rows
