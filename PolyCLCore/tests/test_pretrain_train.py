@@ -12,11 +12,6 @@ and after 4 epochs (8 steps), so batch-to-batch noise cannot fake a decrease.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -111,15 +106,24 @@ def test_refused_strategy_and_cancel_write_nothing(two_scans, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _polycl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, POLYCL_HOME=str(cwd / "home"))
-    return subprocess.run([sys.executable, "-m", "polycl.cli.main", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+def _polycl(capsys, *args: str) -> tuple[int, str, str]:
+    """``polycl ARGS`` in this process (the CLI's own main: parsing, exit codes, messages); (code, stdout, stderr)."""
+    from polycl.cli.main import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_cli_pretrain_finetune_segment_end_to_end(ts, tmp_path):
+def test_cli_pretrain_finetune_segment_end_to_end(ts, tmp_path, monkeypatch, capsys):
     """polycl pretrain (M, example_ct only: its middle 30% has liver and non-liver slices) -> polycl finetune
-    --encoder on the DICOM series -> polycl segment. One epoch each at 64 px: this checks the chain, not accuracy."""
+    --encoder on the DICOM series -> polycl segment (the U-Net alone: no atlas prior). One epoch each at 64 px:
+    this checks the chain, not accuracy.
+    The commands run in this process (each subprocess would spend ~8 s of CPU importing torch and MONAI);
+    the CLI as a subprocess is run by test_pretrain_ddp.py and test_finetune_ddp.py."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POLYCL_HOME", str(tmp_path / "home"))
     ct, labels, cases = tmp_path / "ct", tmp_path / "labels", tmp_path / "cases" / "dicom"
     for d in (ct, labels, cases):
         d.mkdir(parents=True)
@@ -130,24 +134,25 @@ def test_cli_pretrain_finetune_segment_end_to_end(ts, tmp_path):
     (cases / "label.nii.gz").symlink_to(ts / "example_seg_dicom.nii.gz")
     common = ["--size", "64", "--features", "8", "16", "32", "64", "--epochs", "1", "--device", "cpu"]
 
-    refused = _polycl("pretrain", str(ct), "--strategy", "m", "--labels", str(labels), "-o", "enc.pt", *common, cwd=tmp_path)
-    assert refused.returncode == 2, refused.stderr
-    assert "PolyCL-M cannot be satisfied" in refused.stderr and "example_ct_dicom (6)" in refused.stderr
-    assert "--skip-unusable" in refused.stderr and not (tmp_path / "enc.pt").exists()
+    code, _, err = _polycl(capsys, "pretrain", str(ct), "--strategy", "m", "--labels", str(labels), "-o", "enc.pt",
+                           *common)
+    assert code == 2, err
+    assert "PolyCL-M cannot be satisfied" in err and "example_ct_dicom (6)" in err
+    assert "--skip-unusable" in err and not (tmp_path / "enc.pt").exists()
 
-    ok = _polycl("pretrain", str(ct), "--strategy", "m", "--labels", str(labels), "-o", "enc.pt", "--skip-unusable",
-                 *common, cwd=tmp_path)
-    assert ok.returncode == 0, ok.stderr
-    assert "example_ct: 34 of 112 slices; organ present 4, absent 30, unknown 0" in ok.stdout
+    code, out, err = _polycl(capsys, "pretrain", str(ct), "--strategy", "m", "--labels", str(labels), "-o", "enc.pt",
+                             "--skip-unusable", *common)
+    assert code == 0, err
+    assert "example_ct: 34 of 112 slices; organ present 4, absent 30, unknown 0" in out
     assert (tmp_path / "enc.pt").is_file() and (tmp_path / "enc.loss.png").is_file()
     assert read_checkpoint(tmp_path / "enc.pt", kind="encoder")["meta"]["plan"]["anchors"] == 34
 
-    ft = _polycl("finetune", str(tmp_path / "cases"), "--encoder", "enc.pt", "-o", "model", "--size", "64", "--epochs", "1",
-                 "--device", "cpu", cwd=tmp_path)
-    assert ft.returncode == 0, ft.stderr
-    seg = _polycl("segment", str(ts / "example_ct_dicom"), "-o", "mask.nii.gz", "--model", "model/model.pt",
-                  "--device", "cpu", "--mode", "unet", cwd=tmp_path)
-    assert seg.returncode == 0, seg.stderr
+    code, _, err = _polycl(capsys, "finetune", str(tmp_path / "cases"), "--encoder", "enc.pt", "-o", "model", "--size",
+                           "64", "--epochs", "1", "--device", "cpu")
+    assert code == 0, err
+    code, _, err = _polycl(capsys, "segment", str(ts / "example_ct_dicom"), "-o", "mask.nii.gz", "--model",
+                           "model/model.pt", "--device", "cpu", "--mode", "unet", "--prior", "off")
+    assert code == 0, err
     from polycl.io import read_label, read_volume
 
     mask, image = read_label(tmp_path / "mask.nii.gz"), read_volume(ts / "example_ct_dicom")
