@@ -71,6 +71,7 @@ class PolyCLSegmentParameterNode:
     overwriteOthers: bool = False
     samModel: str = "litemedsam"
     engine: str = "auto"
+    prior: str = "auto"
     stopAfter: Annotated[int, WithinRange(0, 50)] = 3
     propagateFromClicks: bool = True
     finetuneFolder: Path

@@ -221,7 +221,8 @@ class Controller:
         self.startJob("segment", lambda: self.logic.prepareSegment(
             request.volumeNode, request.segmentationNode, model=s.model, mode=s.segmentMode,
             segmentId=request.segmentId, segmentName=request.segmentName, overwriteOthers=s.overwriteOthers,
-            device=s.device, samModel=s.samModel, engine=s.engine), self.logic.computeSegment, onDone=onDone)
+            device=s.device, samModel=s.samModel, engine=s.engine, prior=s.prior), self.logic.computeSegment,
+            onDone=onDone)
 
     def refine(self, request: RefineRequest, onDone: Callable | None = None) -> None:
         s = self.settings.validate()
@@ -255,7 +256,7 @@ class Controller:
         s = self.settings.validate()
         self._startProcess("batch", lambda: self.logic.segmentFolder(
             request.inputFolder, request.outputFolder, model=s.model, device=s.device, mode=s.segmentMode,
-            overwrite=request.overwrite, inProcess=False), onDone)
+            overwrite=request.overwrite, inProcess=False, prior=s.prior), onDone)
 
     def _startProcess(self, name: str, start: Callable, onDone: Callable | None) -> None:
         from polycl.errors import InputError

@@ -60,6 +60,7 @@ class Interaction:
 
     def __init__(self, controller):
         self.controller = controller
+        self.logic = controller.logic
         self.targets: dict[tuple[str, str], Target] = {}
         self.prompts: dict[str, Prompt] = {}
         self._count = 0
@@ -72,11 +73,8 @@ class Interaction:
 
     # ------------------------------------------------------------------ bookkeeping
     @property
-    def logic(self):
-        return self.controller.logic
-
-    @property
     def settings(self):
+        """The controller's settings (a front end replaces them before each operation)."""
         return self.controller.settings
 
     def record(self, segmentationNodeId: str, entry) -> None:

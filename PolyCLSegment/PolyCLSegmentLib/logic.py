@@ -100,11 +100,12 @@ class PolyCLLogic:
     # ------------------------------------------------------------------ segment
     def prepareSegment(self, volumeNode, segmentationNode=None, *, model: str | None = None, mode: str | None = None,
                        segmentId: str | None = None, segmentName: str | None = None, overwriteOthers: bool = False,
-                       device: str = "auto", samModel: str = "litemedsam", engine: str = "auto") -> JobInput:
+                       device: str = "auto", samModel: str = "litemedsam", engine: str = "auto",
+                       prior: str = "auto") -> JobInput:
         from polycl.segment import DEFAULT_MODE, SegmentOptions
 
         options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device, sam_model=samModel, engine=engine,
-                                 check_ct=False)
+                                 prior=prior, check_ct=False)
         options.validate()
         volume = self.readCT(volumeNode)
         if segmentId is not None:
@@ -313,10 +314,10 @@ class PolyCLLogic:
     # ------------------------------------------------------------------ batch and fine-tuning
     def segmentFolder(self, inputDir, outputDir, *, model: str | None = None, device: str = "auto",
                       mode: str | None = None, overwrite: bool = False, inProcess: bool = True,
-                      progress=printLine, cancel=None):
+                      prior: str = "auto", progress=printLine, cancel=None):
         """Segment every CT of ``inputDir`` into ``outputDir/<case>.nii.gz`` (input geometry; resumable:
         finished cases are skipped; ``report.csv`` lists outcomes, with the mode and engine that ran).
-        ``mode`` as in :meth:`segment`; ``progress(cases_done, cases, report_line)`` (default: print).
+        ``mode`` and ``prior`` as in :meth:`segment`; ``progress(cases_done, cases, report_line)`` (default: print).
 
         ``inProcess`` (the console default) runs here and returns the list of outcomes; otherwise a
         ``polycl segment`` subprocess is started and its :class:`~PolyCLSegmentLib.processes.CoreProcess`
@@ -325,7 +326,7 @@ class PolyCLLogic:
         from polycl.errors import InputError
         from polycl.segment import DEFAULT_MODE, SegmentOptions
 
-        options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device)
+        options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device, prior=prior)
         options.validate()
         if not Path(inputDir).is_dir():
             raise InputError(f"{inputDir}: not a folder")
@@ -335,7 +336,7 @@ class PolyCLLogic:
             from PolyCLSegmentLib.processes import CoreProcess, coreCommand
 
             args = ["segment", str(inputDir), "-o", str(outputDir), "--device", device, "--mode", options.mode,
-                    "--progress-json"] + (["--model", str(model)] if model else []) + (["--overwrite"] if overwrite else [])
+                    "--prior", prior, "--progress-json"] + (["--model", str(model)] if model else []) + (["--overwrite"] if overwrite else [])
             return CoreProcess(coreCommand(*args))
         from polycl.batch import run_batch
         from polycl.io import read_volume, write_mask_like

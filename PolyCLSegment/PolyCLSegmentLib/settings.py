@@ -22,6 +22,7 @@ class Settings:
     * ``device``: "auto", "cpu" or "cuda";
     * ``samModel``: the SAM model for refinement and prompts ("litemedsam", or a downloaded SAM/MedSAM);
     * ``engine``: propagation engine ("auto", "sam2", "chain");
+    * ``prior``: the atlas location prior of Segment ("auto", "on", "off"; see polycl.atlas.segment);
     * ``stopAfter``: empty slices in a row that end a propagation (0: run to the volume's ends);
     * ``overwriteOthers``: remove results from other unlocked segments (Segment Editor's "overwrite all");
     * ``propagateFromClicks``: the first include click on an empty segment fills the volume;
@@ -33,6 +34,7 @@ class Settings:
     device: str = "auto"
     samModel: str = "litemedsam"
     engine: str = "auto"
+    prior: str = "auto"
     stopAfter: int = 3
     overwriteOthers: bool = False
     propagateFromClicks: bool = True

@@ -49,12 +49,10 @@ def test_front_ends_call_the_controller_operations():
     assert {"segment", "refine", "propagate", "finetune", "batch", "undo", "cancel", "addBox", "correctSlice",
             "clearPrompts", "finishSegment"} <= used, used
     assert not _logic_pipeline_calls(panel)
-    web = MODULE / "PolyCLSegmentWeb" / "app.py"
-    if "Controller" not in web.read_text():
-        pytest.skip("the web app is not on the Controller yet (PolyCLSegmentWeb is switched separately)")
-    web_used = _controller_calls(web, "controller")
-    assert {"segment", "refine", "propagate", "finetune", "undo", "cancel"} <= web_used, web_used
-    assert not _logic_pipeline_calls(web)
+    web = sorted((MODULE / "PolyCLSegmentWeb").glob("*.py"))
+    web_used = set().union(*(_controller_calls(p, "controller") for p in web))
+    assert {"segment", "refine", "propagate", "finetune", "undo", "cancel", "addPoint", "addBox"} <= web_used, web_used
+    assert not set().union(*(_logic_pipeline_calls(p) for p in web))
 
 
 def test_settings_map_parameter_node_and_web_state():
@@ -86,7 +84,7 @@ def test_operations_through_the_controller(scene, ts, tmp_path, module, tiny_mod
 
     ct = load_volume_node(ts / "example_ct_sm.nii.gz", name="ct")
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
-    c = Controller(module.PolyCLSegmentLogic(), Settings(model=str(tiny_model), segmentMode="unet", device="cpu"))
+    c = Controller(module.PolyCLSegmentLogic(), Settings(model=str(tiny_model), segmentMode="unet", device="cpu", prior="off"))
     try:
         done = []
         c.segment(SegmentRequest(ct, seg), onDone=done.append)

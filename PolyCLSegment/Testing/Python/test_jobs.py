@@ -206,7 +206,7 @@ def test_job_runner_writes_when_polled_and_a_cancel_changes_nothing(scene, ts, m
     runner = JobRunner()
     done = []
     try:
-        request = logic.prepareSegment(ct, seg, model=str(tiny_model), mode="unet", device="cpu")
+        request = logic.prepareSegment(ct, seg, model=str(tiny_model), prior="off", mode="unet", device="cpu")
         runner.start("segment", logic.computeSegment, request, apply=logic.applyOutcome, onDone=done.append)
         assert runner.busy
         with pytest.raises(RuntimeError, match="still running"):
@@ -222,14 +222,14 @@ def test_job_runner_writes_when_polled_and_a_cancel_changes_nothing(scene, ts, m
                 time.sleep(0.01)
             return logic.computeSegment(request, progress, cancel)
 
-        request = logic.prepareSegment(ct, seg, model=str(tiny_model), mode="unet", device="cpu")
+        request = logic.prepareSegment(ct, seg, model=str(tiny_model), prior="off", mode="unet", device="cpu")
         runner.start("segment", computeOnceCancelled, request, apply=logic.applyOutcome, onDone=done.append)
         runner.cancel()
         last = _poll_until_finished(runner)[-1]
         assert last.cancelled and "nothing was changed" in last.message
         assert seg.GetSegmentation().GetNumberOfSegments() == 1 and len(done) == 1
 
-        request = logic.prepareSegment(ct, seg, model=str(tiny_model), mode="unet", device="cpu")
+        request = logic.prepareSegment(ct, seg, model=str(tiny_model), prior="off", mode="unet", device="cpu")
         slicer.mrmlScene.RemoveNode(seg)  # removed while computing: a clear error, nothing written
         runner.start("segment", logic.computeSegment, request, apply=logic.applyOutcome, onDone=done.append)
         last = _poll_until_finished(runner)[-1]

@@ -63,11 +63,13 @@ def test_segment_overlays_polycl_result_in_ras(scene, ts, logic, tiny_model, ref
     ct = load_volume_node(path, name="ct")
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
     seen = []
-    sid = logic.segment(ct, seg, model=str(tiny_model), device="cpu", mode="unet", progress=lambda d, t, m: seen.append(d / t))
+    sid = logic.segment(ct, seg, model=str(tiny_model), prior="off", device="cpu", mode="unet",
+                        progress=lambda d, t, m: seen.append(d / t))
     assert seen and seen[-1] == pytest.approx(1.0)
     reference = load_volume_node(reference_mask_file, labelmap=True, name="reference")
     on_ref = conversions.segmentArray(seg, sid, reference)
-    assert np.array_equal(on_ref, slicer.util.arrayFromVolume(reference) > 0)
+    expected = slicer.util.arrayFromVolume(reference) > 0
+    assert np.array_equal(on_ref, expected), (int(on_ref.sum()), int(expected.sum()), int((on_ref != expected).sum()))
     segment = seg.GetSegmentation().GetSegment(sid)
     assert segment.GetName() == "liver"
     tags = provenance(segment)
@@ -114,14 +116,14 @@ def test_undo_restores_replaced_segment(scene, ct_node, logic, tiny_model):
     before[10:20, 30:60, 30:70] = 1
     sid = segmentedit.applyMask(seg, ct_node, before, segmentName="mine")
     assert not logic.canUndo(seg)
-    out = logic.segment(ct_node, seg, model=str(tiny_model), device="cpu", mode="unet", segmentId=sid)
+    out = logic.segment(ct_node, seg, model=str(tiny_model), prior="off", device="cpu", mode="unet", segmentId=sid)
     assert out == sid
     assert not np.array_equal(conversions.segmentArray(seg, sid, ct_node), before)
     assert logic.canUndo(seg)
     assert logic.undo(seg)
     assert np.array_equal(conversions.segmentArray(seg, sid, ct_node), before)
     # a new segment disappears again on undo
-    new = logic.segment(ct_node, seg, model=str(tiny_model), device="cpu", mode="unet")
+    new = logic.segment(ct_node, seg, model=str(tiny_model), prior="off", device="cpu", mode="unet")
     assert _segments(seg) == [sid, new]
     assert logic.undo(seg)
     assert _segments(seg) == [sid]
@@ -146,11 +148,11 @@ def test_locked_segment_survives_and_overwrite_option(scene, ct_node, logic, tin
     get = lambda sid: conversions.segmentArray(seg, sid, ct_node)  # noqa: E731
 
     with pytest.raises(InputError, match="locked"):
-        logic.segment(ct_node, seg, model=str(tiny_model), device="cpu", mode="unet", segmentId=sa)
+        logic.segment(ct_node, seg, model=str(tiny_model), prior="off", device="cpu", mode="unet", segmentId=sa)
     assert _segments(seg) == [sa, sb] and not logic.canUndo(seg)
 
     # overwrite on: the locked segment keeps every voxel, the unlocked one loses the new voxels
-    r = get(logic.segment(ct_node, seg, model=str(tiny_model), device="cpu", mode="unet", overwriteOthers=True))
+    r = get(logic.segment(ct_node, seg, model=str(tiny_model), prior="off", device="cpu", mode="unet", overwriteOthers=True))
     assert (r & b).any(), "the fixture's mask must overlap B for this test to mean anything"
     assert np.array_equal(get(sa), a) and not (r & a).any()
     assert np.array_equal(get(sb), b & (1 - r))
@@ -159,7 +161,7 @@ def test_locked_segment_survives_and_overwrite_option(scene, ct_node, logic, tin
     # status Completed locks as well
     segmentedit.setSegmentLocked(seg.GetSegmentation().GetSegment(sa), False)
     SL.SetSegmentStatus(seg.GetSegmentation().GetSegment(sb), SL.Completed)
-    r2 = get(logic.segment(ct_node, seg, model=str(tiny_model), device="cpu", mode="unet", overwriteOthers=True))
+    r2 = get(logic.segment(ct_node, seg, model=str(tiny_model), prior="off", device="cpu", mode="unet", overwriteOthers=True))
     assert (r2 & a).any()
     assert np.array_equal(get(sb), b) and not (r2 & b).any()
     assert np.array_equal(get(sa), a & (1 - r2))
@@ -167,7 +169,7 @@ def test_locked_segment_survives_and_overwrite_option(scene, ct_node, logic, tin
 
     # overwrite off: other segments never change (the new one may overlap them)
     SL.SetSegmentStatus(seg.GetSegmentation().GetSegment(sb), SL.InProgress)
-    r3 = get(logic.segment(ct_node, seg, model=str(tiny_model), device="cpu", mode="unet", overwriteOthers=False))
+    r3 = get(logic.segment(ct_node, seg, model=str(tiny_model), prior="off", device="cpu", mode="unet", overwriteOthers=False))
     assert (r3 & a).any() and (r3 & b).any()
     assert np.array_equal(get(sa), a) and np.array_equal(get(sb), b)
 
@@ -183,11 +185,11 @@ def test_bad_inputs_raise_and_change_nothing(scene, ts, ct_node, logic, tiny_mod
     nodes = _scene_counts()
 
     with pytest.raises(InputError, match="no input volume"):
-        logic.segment(None, seg, model=str(tiny_model), mode="unet")
+        logic.segment(None, seg, model=str(tiny_model), prior="off", mode="unet")
     mr = load_volume_node(ts / "example_mr_sm.nii.gz", name="mr")
     nodes = _scene_counts()
     with pytest.raises(NotCTError, match="does not look like CT"):
-        logic.segment(mr, seg, model=str(tiny_model), mode="unet")
+        logic.segment(mr, seg, model=str(tiny_model), prior="off", mode="unet")
     with pytest.raises(InputError, match="empty"):
         logic.refine(ct_node, seg, empty)
     with pytest.raises(InputError, match="empty on slice"):
@@ -196,12 +198,12 @@ def test_bad_inputs_raise_and_change_nothing(scene, ts, ct_node, logic, tiny_mod
         logic.propagate(ct_node, seg, empty, 999)
     label = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     with pytest.raises(InputError):
-        logic.segment(label, seg, model=str(tiny_model), mode="unet")
+        logic.segment(label, seg, model=str(tiny_model), prior="off", mode="unet")
     slicer.mrmlScene.RemoveNode(label)
     with pytest.raises(InputError, match="no model named"):
         logic.segment(ct_node, seg, model="no-such-model", mode="unet")
     with pytest.raises(InputError, match="unknown mode 'magic'"):
-        logic.segment(ct_node, seg, model=str(tiny_model), mode="magic")
+        logic.segment(ct_node, seg, model=str(tiny_model), prior="off", mode="magic")
     assert _scene_counts() == nodes
     assert _segments(seg) == [empty] and not logic.canUndo(seg)
     assert provenance(seg.GetSegmentation().GetSegment(empty)) == {}
@@ -214,7 +216,7 @@ def test_segment_folder_writes_masks_in_input_geometry(ts, tmp_path, logic, tiny
     flipped = sitk.Flip(sitk.ReadImage(str(ts / "example_ct_sm.nii.gz")), [True, False, False])
     sitk.WriteImage(flipped, str(inp / "case2.nii.gz"))
     lines = []
-    outcomes = logic.segmentFolder(inp, out, model=str(tiny_model), device="cpu", mode="unet",
+    outcomes = logic.segmentFolder(inp, out, model=str(tiny_model), prior="off", device="cpu", mode="unet",
                                    progress=lambda done, total, line: lines.append(line))
     assert [o.status for o in outcomes] == ["done", "done"]
     assert lines[0].startswith("[1/2] case1: done") and lines[-1].startswith("summary: 2 done, 0 skipped, 0 failed")
@@ -229,7 +231,7 @@ def test_segment_folder_writes_masks_in_input_geometry(ts, tmp_path, logic, tiny
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case2.nii.gz")))
     assert a.any() and np.array_equal(a, b[:, :, ::-1])  # same physical result in both storage orders
     assert (out / "report.csv").is_file()
-    again = logic.segmentFolder(inp, out, model=str(tiny_model), device="cpu", mode="unet",
+    again = logic.segmentFolder(inp, out, model=str(tiny_model), prior="off", device="cpu", mode="unet",
                                    progress=lambda done, total, line: lines.append(line))
     assert [o.status for o in again] == ["skipped", "skipped"]
     assert lines[-1].startswith("summary: 0 done, 2 skipped, 0 failed")

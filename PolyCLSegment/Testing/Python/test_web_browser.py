@@ -35,8 +35,10 @@ CHROMIUM = os.environ.get("POLYCL_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "Resources" / "Screenshots"
 TOKEN = "test-token-7f3a"
 #: The screenshots the README shows (the others stay in pytest's tmp folder).
-README_SHOTS = {"web-after-segment", "web-after-paint", "web-after-propagate", "web-after-refine-box"}
+README_SHOTS = {"web-after-segment", "web-after-paint", "web-after-propagate", "web-after-refine-box", "web-interact"}
 LIVER = 5
+#: The interactive test's CT: slices 14..27 of example_ct_sm (example_ct's 96..109; its largest liver slice, 24, inside).
+SLAB = slice(14, 28)
 #: Chromium flags for this machine's closed network (see the project's environment notes).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -116,8 +118,12 @@ def server(ts, tmp_path_factory):
         _missing(f"web front end not installed ({exc}): run Testing/setup_web.sh")
     if not os.access(CHROMIUM, os.X_OK):
         _missing(f"{CHROMIUM} missing: run Testing/setup_browser.sh")
+    import SimpleITK as sitk
+
     data = tmp_path_factory.mktemp("webdata")
     (data / "example_ct.nii.gz").symlink_to(ts / "example_ct.nii.gz")
+    (data / "slab").mkdir()  # 14 liver slices, for the interactive test (a fill costs a SAM answer per slice)
+    sitk.WriteImage(sitk.ReadImage(str(ts / "example_ct_sm.nii.gz"))[:, :, SLAB], str(data / "slab" / "liver_slab.nii.gz"))
     case = data / "finetune" / "case1"  # a labelled folder for Fine-tune (one case, the small CT's liver)
     case.mkdir(parents=True)
     (case / "image.nii.gz").symlink_to(ts / "example_ct_sm.nii.gz")
@@ -148,6 +154,14 @@ def reference(ts):
     return sitk.GetArrayFromImage(on_image) == LIVER
 
 
+@pytest.fixture(scope="module")
+def slab_reference(ts):
+    """The liver (z, y, x) of the slab (example_seg_fast/liver.nii.gz is on example_ct_sm's grid): in every slice."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(ts / "example_seg_fast" / "liver.nii.gz"))[:, :, SLAB]) > 0
+
+
 def shot(page, name: str, tmp_path: Path):
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path))
@@ -169,7 +183,11 @@ def open_app(browser, server):
     return page
 
 
-def load_ct(page):
+def load_ct(page, name: str | None = None):
+    """Load the data folder's first CT (example_ct), or the one listed as ``name``."""
+    if name is not None:
+        page.click("#polycl-ct", force=True)  # (the select's shown value lies over its input)
+        page.click(f".v-overlay .v-list-item:has-text('{name}')")
     page.click("#polycl-load")
     page.wait_for_function("document.querySelector('#polycl-message').textContent.startsWith('Loaded')")
 
@@ -185,11 +203,11 @@ def run(page, button: str, timeout_s: float = 240):
     return page.inner_text("#polycl-message")
 
 
-def save_labels(page, server):
+def save_labels(page, server, stem: str = "example_ct"):
     """Click Save; the NIfTI labels and their names, as the server wrote them into the data folder."""
     import SimpleITK as sitk
 
-    path = server.data / "example_ct.polycl.labels.nii.gz"
+    path = server.data / f"{stem}.polycl.labels.nii.gz"
     stamp = path.stat().st_mtime_ns if path.exists() else 0
     page.click("#polycl-save")
     page.wait_for_function("document.querySelector('#polycl-message').textContent.startsWith('Saved')")
@@ -197,8 +215,8 @@ def save_labels(page, server):
     while not path.exists() or path.stat().st_mtime_ns == stamp:
         assert time.monotonic() < deadline, "Save wrote nothing"
         time.sleep(0.1)
-    names = json.loads((server.data / "example_ct.polycl.labels.json").read_text())["labels"]
-    assert (server.data / "example_ct.polycl.seg.nrrd").stat().st_size > 0
+    names = json.loads((server.data / f"{stem}.polycl.labels.json").read_text())["labels"]
+    assert (server.data / f"{stem}.polycl.seg.nrrd").stat().st_size > 0
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path))), {int(k): v["name"] for k, v in names.items()}
 
 
@@ -219,9 +237,9 @@ def go_to_slice(page, k: int):
     page.wait_for_function(f"document.querySelector('#polycl-slice-now').textContent.trim().startsWith('{k} ')")
 
 
-def load_ct_at_middle_liver_slice(page, reference) -> int:
-    """Load example_ct and show the middle slice of the reference liver in the red view; returns k."""
-    load_ct(page)
+def load_ct_at_middle_liver_slice(page, reference, name: str | None = None) -> int:
+    """Load example_ct (or ``name``) and show the middle slice of the reference liver in the red view; returns k."""
+    load_ct(page, name)
     ks = np.nonzero(reference.any(axis=(1, 2)))[0]
     k = int((ks.min() + ks.max()) // 2)
     go_to_slice(page, k)
@@ -532,3 +550,116 @@ def test_upload_keeps_ct_and_refuses_mr(server, browser, ts, tmp_path):
     finally:
         page.close()
 
+
+
+def _centre(mask2d: np.ndarray) -> tuple[int, int]:
+    """(y, x) of the point deepest inside ``mask2d`` (largest distance to its border): where the
+    interactive-segmentation literature's simulated user clicks."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(mask2d)
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return int(y), int(x)
+
+
+def _largest_component(mask2d: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask2d)
+    if n == 0:
+        return mask2d.astype(bool)
+    sizes = ndimage.sum(mask2d, labels, range(1, n + 1))
+    return labels == 1 + int(np.argmax(sizes))
+
+
+def click_red(page, server, k: int, yx: tuple[int, int], shift: bool = False):
+    """Click voxel (k, y, x) in the red view (Shift+click: an exclude point); wait until the page is idle."""
+    (pt,), kk = red_view_points(page, server, [[yx[1], yx[0], k]])
+    assert kk == k
+    before = done_count(page)
+    page.mouse.move(*pt)
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.down()
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+    page.wait_for_function(f"Number(document.querySelector('#polycl-done').textContent) > {before}", timeout=240_000)
+    error = page.query_selector("#polycl-error")
+    assert error is None, error.inner_text()
+
+
+def test_interact_clicks_fill_correct_locally_and_undo(server, browser, slab_reference, tmp_path):
+    """Issue 18 in the page, on 14 liver slices of example_ct (:data:`SLAB`: a fill costs one SAM answer
+    per slice), with the bundled LiteMedSAM and the chain engine:
+
+    * one include click at the centre of the liver on its largest slice gives the liver on that slice
+      (slice Dice >= 0.85 against TotalSegmentator) and, with "propagate from clicks" (default on),
+      fills the liver (3D Dice >= 0.85: the bar the paint-and-propagate test holds too);
+    * an exclude click (Shift+click) at the centre of the largest leak (result outside the liver, on
+      the slice where it is largest) removes most of it (>= 50 % of that leak's voxels);
+    * that correction is re-propagated locally: the slices that changed form one run around the
+      corrected slice, shorter than half the liver, and the include click's slice is untouched;
+    * Undo steps back one step at a time: first the local re-propagation (the corrected slice stays
+      exactly as the exclude click left it), then the exclude click itself (the filled volume as it was).
+    The page with its prompts shown is Resources/Screenshots/web-interact.png."""
+    reference = slab_reference
+    page = open_app(browser, server)
+    try:
+        load_ct(page, "slab/liver_slab.nii.gz")
+        k = int(np.argmax(reference.sum(axis=(1, 2))))  # the simulated user's first slice: the largest
+        go_to_slice(page, k)
+        ks = np.nonzero(reference.any(axis=(1, 2)))[0]
+        assert page.is_checked("#polycl-propagate-clicks input") if page.query_selector(
+            "#polycl-propagate-clicks input") else True
+        page.click("#polycl-include")
+        t0 = time.monotonic()
+        click_red(page, server, k, _centre(reference[k]))
+        seconds = time.monotonic() - t0
+        assert server.api("polycl/test/active")["prompts"] == 1
+        filled, names = save_labels(page, server, "slab/liver_slab")
+        filled = filled == 1
+        slice_dice, volume_dice = dice(filled[k], reference[k]), dice(filled, reference)
+        zs = np.nonzero(filled.any(axis=(1, 2)))[0]
+        print(f"web include click on slice {k}: slice Dice {slice_dice:.3f}; filled slices {zs.min()}..{zs.max()} "
+              f"(liver {ks.min()}..{ks.max()}), 3D Dice {volume_dice:.3f}, {seconds:.1f} s (click + fill)")
+        assert list(names.values()) == ["prompted"], names
+        assert slice_dice >= 0.85 and volume_dice >= 0.85
+
+        leaks = filled & ~reference
+        k2 = int(np.argmax(leaks.sum(axis=(1, 2))))
+        leak = _largest_component(leaks[k2])
+        print(f"largest leak: slice {k2}, {int(leak.sum())} voxels ({int(leaks.sum())} outside the liver in all)")
+        assert leak.sum() >= 10, "no leak to correct"
+        go_to_slice(page, k2)
+        t0 = time.monotonic()
+        click_red(page, server, k2, _centre(leak), shift=True)
+        seconds = time.monotonic() - t0
+        time.sleep(1.0)
+        shot(page, "web-interact", tmp_path)
+        corrected, _ = save_labels(page, server, "slab/liver_slab")
+        corrected = corrected == 1
+        removed = 1 - (corrected[k2] & leak).sum() / leak.sum()
+        changed = np.nonzero((corrected != filled).any(axis=(1, 2)))[0]
+        print(f"exclude click on slice {k2}: {removed:.0%} of the leak removed; slices changed {changed.tolist()}; "
+              f"3D Dice {dice(filled, reference):.3f} -> {dice(corrected, reference):.3f}, {seconds:.1f} s")
+        assert removed >= 0.5
+        assert k2 in changed and changed.max() - changed.min() + 1 == changed.size, "not one run of slices"
+        assert changed.size < ks.size / 2, "the correction was not local"
+        assert np.array_equal(corrected[k], filled[k]) or k in changed and k2 == k
+
+        page.click("#polycl-undo")  # the local re-propagation
+        page.wait_for_function("document.querySelector('#polycl-message').textContent.startsWith('Undone')")
+        answered, _ = save_labels(page, server, "slab/liver_slab")
+        answered = answered == 1
+        assert np.array_equal(answered[k2], corrected[k2]), "re-propagation changed the corrected slice"
+        assert set(np.nonzero((answered != filled).any(axis=(1, 2)))[0]) <= {k2}
+        page.click("#polycl-undo")  # the exclude click
+        page.wait_for_function("document.querySelector('#polycl-message').textContent.startsWith('Undone')")
+        undone, _ = save_labels(page, server, "slab/liver_slab")
+        assert np.array_equal(undone == 1, filled), "Undo did not step back over the exclude click"
+        assert server.api("polycl/test/active")["prompts"] == 1
+        page.click("#polycl-finish")
+        assert server.api("polycl/test/active")["prompts"] == 0
+    finally:
+        page.close()
