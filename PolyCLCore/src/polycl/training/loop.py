@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from polycl import distributed as D
-from polycl.checkpoint import FORMAT, atomic_torch_save, read_checkpoint
+from polycl.checkpoint import FORMAT, atomic_torch_save, load_state_strict, read_checkpoint
 from polycl.errors import Cancelled, InputError
 from polycl.progress import CancelToken, Progress, Reporter
 
@@ -105,8 +105,10 @@ def read_state(path: str | Path, kind: str | None = None) -> dict:
         state = read_checkpoint(path, kind="training-state")
     except InputError as exc:
         raise InputError(f"{exc}; it was not written by this version's training loop: start a new run") from None
-    if kind and state.get("job") != kind:
-        raise InputError(f"{path}: holds a {state.get('job')} state, not {kind}")
+    if "job" not in state:
+        raise InputError(f"{path}: a training state of an older polycl (before one training loop); start a new run")
+    if kind and state["job"] != kind:
+        raise InputError(f"{path}: holds a {state['job']} state, not {kind}")
     return state
 
 
@@ -133,8 +135,6 @@ def _resume(job: Job, scaler: torch.amp.GradScaler, path: Path) -> list[dict]:
         raise InputError(f"{path}: nothing to resume (no saved training state); run without --resume to start")
     state = read_state(path, job.kind)
     _check_settings(state.get("settings", {}), job.settings())
-    from polycl.checkpoint import load_state_strict
-
     load_state_strict(job.net, state["model"], str(path))
     job.optimizer.load_state_dict(state["optimizer"])
     job.scheduler.load_state_dict(state["scheduler"])
