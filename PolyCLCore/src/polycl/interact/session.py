@@ -287,7 +287,7 @@ class InteractiveSession:
         self._snapshot([pr.canonical_slice])
         self._prompts[pr.id] = pr
         try:
-            return self._answer({pr.canonical_slice}, pr.canonical_slice, pr.id, t0)
+            return self._answer({pr.canonical_slice}, pr.canonical_slice, pr.id, t0, only=pr)
         except Exception:
             self.undo()
             raise
@@ -297,11 +297,11 @@ class InteractiveSession:
         self._fixed[k] = m.copy()
         self._pending.add(k)
 
-    def _answer(self, slices, main: int, prompt_id, t0: float) -> SliceAnswer:
+    def _answer(self, slices, main: int, prompt_id, t0: float, only: Prompt | None = None) -> SliceAnswer:
         changed, quality = [], 1.0
         for k in sorted(slices):
             before = self._canon[k] > 0
-            new, q = self._answer_slice(k)
+            new, q = self._answer_slice(k, only)
             if k == main:
                 quality = q
             if not np.array_equal(before, new):
@@ -314,16 +314,20 @@ class InteractiveSession:
             return np.ascontiguousarray(self.mask[self._input_z(k)])
         return np.ascontiguousarray(self.mask[int(k)])
 
-    def _answer_slice(self, k: int) -> tuple[np.ndarray, float]:
-        """Re-answer canonical slice ``k`` from its base mask and all its prompts, in order."""
+    def _answer_slice(self, k: int, only: Prompt | None = None) -> tuple[np.ndarray, float]:
+        """Answer canonical slice ``k``: a new prompt (``only``) on top of the slice's current mask
+        (one SAM call), else (a prompt moved or removed) all its prompts again from the slice's
+        base mask, includes first, then excludes, each in the order placed."""
         mine = [p for p in self._prompts.values() if p.canonical_slice == k]
         if k not in self._base:
             self._base[k] = self._canon[k] > 0
         current = self._base[k].copy()
+        includes = [self.grid.to_canonical_voxel(p.position)[1:] for p in mine if p.kind == "include"]
+        if only is not None and len(mine) > 1:
+            current, mine = self._canon[k] > 0, [only]
         quality = 1.0
         if mine:
             ctx = SliceContext.of(self.hu[k], self.pixel_mm)
-            includes = [self.grid.to_canonical_voxel(p.position)[1:] for p in mine if p.kind == "include"]
             for p in sorted(mine, key=lambda p: (p.kind == "exclude", p.id)):
                 yx = self.grid.to_canonical_voxel(p.position)[1:]
                 if p.kind == "include":
