@@ -205,8 +205,8 @@ class Interaction:
                 pointId = node.GetNthControlPointID(index)
             finally:
                 self._quiet = False
-        prompt = Prompt(self._newPromptId(), "include" if include else "exclude", (target.segmentationNodeId, segmentId),
-                        node.GetID(), pointId, ras=tuple(float(v) for v in ras[:3]))
+        prompt = Prompt(self._newPromptId(), "include" if include else "exclude",
+                        (target.segmentationNodeId, segmentId), node.GetID(), pointId, ras=tuple(ras))
         wasEmpty = target.session is None and not self.controller.segmentArray(segmentationNode, segmentId,
                                                                                volumeNode)[zyx[0]].any()
         self._answer(target, prompt, lambda s: s.add_point(zyx, include=include), onDone,
@@ -301,13 +301,8 @@ class Interaction:
             self._write(target, None, None, {})
             return target.segmentId
 
-        def then(segmentId):
-            if target.session is not None and target.session.filled:
-                self.propagate(volumeNode, segmentationNode, segmentId, onDone=onDone)
-            elif onDone is not None:
-                onDone(segmentId)
-
-        self._run(target, "correction", lambda s: s.correct_slice(int(sliceIndex), drawn), apply, then=then)
+        self._run(target, "correction", lambda s: s.correct_slice(int(sliceIndex), drawn), apply,
+                  then=self._thenPropagate(target, onDone))
 
     def propagate(self, volumeNode, segmentationNode, segmentId, onDone: Callable | None = None) -> None:
         """Fill (or locally re-propagate) the volume from the session's prompted and fixed slices."""
@@ -315,8 +310,9 @@ class Interaction:
 
         def apply(result):
             lo, hi = result.changed if result.changed else (0, -1)
-            self._write(target, result.mask[lo:hi + 1] if hi >= lo else None, lo, {"Operation": "propagate from prompts",
-                                                      "PropagationEngine": result.engine, "Stats": result.mode})
+            slab = result.mask[lo:hi + 1] if hi >= lo else None
+            self._write(target, slab, lo, {"Operation": "propagate from prompts",
+                                           "PropagationEngine": result.engine, "Stats": result.mode})
             target.filled = True
             return target.segmentId
 
@@ -350,12 +346,22 @@ class Interaction:
                 self.prompts.pop(prompt.id, None)
                 self._removeMarkup(prompt)
 
-        then = onDone
-        if fill and self.settings.propagateFromClicks:
-            volumeNode, segmentationNode = self._nodes(target)
-            then = lambda segmentId: self.propagate(volumeNode, segmentationNode, target.segmentId,  # noqa: E731
-                                                    onDone=onDone)
-        self._run(target, f"{prompt.kind} prompt", ask, apply, then=then, onFail=failed)
+        self._run(target, f"{prompt.kind} prompt", ask, apply, then=self._thenPropagate(target, onDone, fill),
+                  onFail=failed)
+
+    def _thenPropagate(self, target: Target, onDone, fill: bool = False) -> Callable:
+        """After a prompt or correction: with "propagate from clicks", fill the volume (the first
+        include click on an empty segment) or re-propagate locally (a filled volume); else ``onDone``."""
+        volumeNode, segmentationNode = self._nodes(target)
+
+        def then(segmentId):
+            filled = target.session is not None and target.session.filled
+            if self.settings.propagateFromClicks and (fill or filled):
+                self.propagate(volumeNode, segmentationNode, segmentId, onDone=onDone)
+            elif onDone is not None:
+                onDone(segmentId)
+
+        return then
 
     def _write(self, target: Target, slab, first: int | None, provenance: dict, prompt=None) -> None:
         """Write ``slab`` ((n, y, x)) as slices ``first``.. of the segment with one undo state (also
@@ -477,7 +483,8 @@ class Interaction:
 
 
 def _matches(key, segmentationNode, segmentId) -> bool:
-    return (segmentationNode is None or key[0] == segmentationNode.GetID()) and (segmentId is None or key[1] == segmentId)
+    sameNode = segmentationNode is None or key[0] == segmentationNode.GetID()
+    return sameNode and (segmentId is None or key[1] == segmentId)
 
 
 def _ras(point) -> np.ndarray:

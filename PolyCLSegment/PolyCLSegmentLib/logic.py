@@ -2,7 +2,8 @@
 
 Each interactive operation has three steps, so that a front end can run the middle one on its
 worker thread: ``prepare*`` (GUI thread: checks inputs, copies voxels; raises before any change),
-``compute*`` (any thread: one call of :mod:`polycl.segment`, :mod:`polycl.refine` or propagation; ``progress(done, total, message)``
+``compute*`` (any thread: one call of :mod:`polycl.segment`, :mod:`polycl.refine` or propagation;
+``progress(done, total, message)``
 and a ``cancel`` token as in :mod:`polycl.progress`) and :meth:`applyOutcome` (GUI thread: saves
 undo state, writes the segment). :meth:`segment`, :meth:`refine` and :meth:`propagate` chain the
 three for the Python console. ``PolyCLSegmentLogic`` (PolyCLSegment.py) is this class plus
@@ -336,7 +337,8 @@ class PolyCLLogic:
             from PolyCLSegmentLib.processes import CoreProcess, coreCommand
 
             args = ["segment", str(inputDir), "-o", str(outputDir), "--device", device, "--mode", options.mode,
-                    "--prior", prior, "--progress-json"] + (["--model", str(model)] if model else []) + (["--overwrite"] if overwrite else [])
+                    "--prior", prior, "--progress-json"]
+            args += (["--model", str(model)] if model else []) + (["--overwrite"] if overwrite else [])
             return CoreProcess(coreCommand(*args))
         from polycl.batch import run_batch
         from polycl.io import read_volume, write_mask_like
