@@ -115,8 +115,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cases", default=",".join(c[0] for c in CASES), help="comma-separated scan names")
     p.add_argument("--no-docs", action="store_true", help="print only; do not write the docs")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = p.parse_args(argv)
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     wanted = set(args.cases.split(","))
     results = []

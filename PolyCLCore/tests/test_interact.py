@@ -176,3 +176,18 @@ def test_prompt_move_and_remove_reanswer(slab, segmenter):
     assert moved.slice == z and dice(moved.mask2d, liver[z]) >= 0.85
     gone = s.remove_prompt(a.prompt_id)
     assert not gone.mask2d.any() and gone.changed == [z] and s.fixed_slices == []
+
+
+def test_prefetch_embeds_in_the_background_and_stops_when_cancelled(slab, segmenter):
+    from polycl.progress import CancelToken
+
+    s = session(slab, segmenter)
+    token = CancelToken()
+    token.cancel()
+    before = segmenter.embeddings_computed
+    assert s.prefetch(range(slab[0].shape[0]), cancel=token) == 0
+    ks = [s.grid.to_canonical_voxel((z, 0, 0))[0] for z in (0, 1)]
+    missing = sum(not segmenter.is_cached(k) for k in ks)
+    assert s.prefetch([0, 1, 10_000]) == missing  # a slice outside the volume is skipped
+    assert all(segmenter.is_cached(k) for k in ks)
+    assert segmenter.embeddings_computed - before == missing
