@@ -37,8 +37,11 @@ def deformed(ts):
     ref.SetSpacing((0.8, 0.8, 3.0))
     ref.SetDirection(ct.GetDirection())
     ref.SetOrigin(ct.TransformIndexToPhysicalPoint((0, 0, z0)))
-    image = sitk.Cast(sitk.Resample(ct, ref, move, sitk.sitkLinear, -1024.0), sitk.sitkInt16)
-    label = sitk.Resample(seg, ref, move, sitk.sitkNearestNeighbor, 0)
+    field = sitk.DisplacementFieldTransform(sitk.TransformToDisplacementField(  # the warp as a 2.4 mm field: fast
+        move, sitk.sitkVectorFloat64, [int(122 * 3 / 2.4), int(101 * 3 / 2.4), z1 - z0], ref.GetOrigin(),
+        (2.4, 2.4, 3.0), ref.GetDirection()))
+    image = sitk.Cast(sitk.Resample(ct, ref, field, sitk.sitkLinear, -1024.0), sitk.sitkInt16)
+    label = sitk.Resample(seg, ref, field, sitk.sitkNearestNeighbor, 0)
     return Volume.from_sitk(image, "deformed example_ct"), sitk.GetArrayFromImage(label)
 
 

@@ -29,8 +29,7 @@ def test_spleen_on_the_dicom_series_with_no_network(dicom_ct, dicom_spleen, tmp_
     result = run(dicom_ct, AtlasTarget("spleen"), SegmentOptions(device="cpu"))
     assert result.mask.shape == dicom_ct.shape
     assert dice(result.mask, dicom_spleen) >= 0.85
-    assert result.sources == [{"organ": "spleen", "source": "prior", "dropped": 0, "ml": pytest.approx(
-        result.sources[0]["ml"])}]
+    assert [(s["organ"], s["source"], s["dropped"]) for s in result.sources] == [("spleen", "prior", 0)]
     assert "spleen from prior" in result.report_line(dicom_ct)
     assert result.to_dict()["sources"][0]["source"] == "prior"
 
@@ -54,3 +53,23 @@ def test_prior_off_and_unknown_targets_are_clear_errors(dicom_ct):
     with pytest.raises(InputError, match="no atlas has the target 'lesion'"):
         wanted(Unet(), "on")
     assert np.all(AtlasTarget("kidney").components == 2)
+
+
+def test_auto_prior_keeps_a_plausible_liver_and_replaces_an_implausible_one(dicom_ct, dicom_liver):
+    """'auto' on a one-object target: the U-Net's plausible liver is kept untouched with no registration;
+    a 'liver' of 8 ml in the air beside the body is dropped and the liver comes from the prior."""
+    from polycl.atlas.segment import apply_prior
+
+    class LiverUnet:
+        target = "liver"
+
+    hu = dicom_ct.array  # the DICOM series is in canonical (LPS) order already
+    good = dicom_liver.array.astype(np.uint8)
+    kept = apply_prior(dicom_ct, hu, good, LiverUnet(), "auto")
+    assert kept.coarse is good and kept.sources == [{"organ": "liver", "source": "unet"}]
+
+    wrong = np.zeros_like(good)
+    wrong[5:15, 5:25, 5:25] = 1
+    fixed = apply_prior(dicom_ct, hu, wrong, LiverUnet(), "auto")
+    assert [(s["organ"], s["source"], s["dropped"]) for s in fixed.sources] == [("liver", "prior", 0)]
+    assert not np.any(fixed.coarse & wrong) and dice(fixed.coarse, good) >= 0.8

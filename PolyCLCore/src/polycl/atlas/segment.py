@@ -6,10 +6,13 @@
   that miss the organ's prior or are implausible are dropped, and an object the U-Net did not find
   plausibly is taken from the prior. Returns the new coarse mask and each object's source.
 
-``SegmentOptions.prior``: ``auto`` (default: on for targets an atlas has, i.e. liver, kidneys, spleen
-with the bundled atlas), ``on`` (an error when no atlas has the target) or ``off``. With ``auto`` a U-Net
-object that overlaps its prior and is plausible is kept exactly as the U-Net drew it, so the prior
-changes only objects the U-Net got implausibly wrong or missed.
+``SegmentOptions.prior``: ``auto`` (default), ``on`` (an error when no atlas has the target) or ``off``.
+``auto``: for targets an atlas has; a one-object target (liver) gets the prior only when the U-Net's
+mask is empty or implausible in volume/HU (the liver leave-one-scan-out study was not rerun with the
+prior, so a plausible liver stays exactly as before); a several-object target (kidneys) always gets
+it. Either way a U-Net object that overlaps its prior and is plausible is kept exactly as the U-Net
+drew it (source 'both'). A registration that fails (e.g. no body in the image) under ``auto`` leaves
+the U-Net's mask with a note; under ``on`` or for an atlas-only target it is an error.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def atlas_targets() -> list[str]:
 @dataclass
 class PriorOutcome:
     """``coarse``: uint8 (z, y, x) canonical; ``sources``: one dict per object (organ, source, dropped,
-    ml); ``seconds``: registration + warping; ``note``: registration log."""
+    ml, prior_s: seconds of registration + warping; note: why the prior was skipped); ``note``:
+    the registration log."""
 
     coarse: np.ndarray
     sources: list = field(default_factory=list)
@@ -98,21 +102,43 @@ def apply_prior(volume, hu: np.ndarray, coarse: np.ndarray, model, prior: str = 
     from polycl.orientation import orientation
 
     objects = wanted(model, prior)
-    if not objects:
-        src = [] if not np.any(coarse) else [{"organ": getattr(model, "target", ""), "source": "unet"}]
-        return PriorOutcome(coarse, src)
-    t0 = time.perf_counter()
-    pr = compute_prior(volume, objects, progress=progress, cancel=cancel)
     orient = orientation(volume)
-    masks = {o: orient.to_canonical(pr.mask(o)) > 0 for o in objects}
     voxel_ml = float(np.prod(orient.spacing_xyz)) / 1000.0
+    unet_only = PriorOutcome(coarse, [] if not np.any(coarse) else [{"organ": getattr(model, "target", ""),
+                                                                      "source": "unet"}])
+    if not objects or (prior == "auto" and _plausible_single(objects, coarse, hu, voxel_ml, orient)):
+        return unet_only
+    t0 = time.perf_counter()
+    try:
+        pr = compute_prior(volume, objects, progress=progress, cancel=cancel)
+    except InputError as exc:  # e.g. no body in the image: 'auto' keeps the U-Net's mask and says why
+        if prior == "on" or getattr(model, "atlas_only", False):
+            raise
+        for src in unet_only.sources:
+            src["note"] = f"atlas prior skipped: {exc}"
+        return unet_only
+    masks = {o: orient.to_canonical(pr.mask(o)) > 0 for o in objects}
     unet = None if getattr(model, "atlas_only", False) else coarse
     kept, sources = combine(unet, masks, hu, voxel_ml)
     out = np.zeros_like(coarse, dtype=np.uint8)
     for m in kept:
         out[m] = 1
-    return PriorOutcome(out, [{"organ": s.organ, "source": s.source, "dropped": s.dropped, "ml": round(s.ml, 1)}
-                              for s in sources], time.perf_counter() - t0, "; ".join(pr.steps))
+    seconds = time.perf_counter() - t0
+    return PriorOutcome(out, [{"organ": s.organ, "source": s.source, "dropped": s.dropped, "ml": round(s.ml, 1),
+                               "prior_s": round(seconds, 1)} for s in sources], seconds, "; ".join(pr.steps))
+
+
+def _plausible_single(objects, coarse, hu, voxel_ml: float, orient) -> bool:
+    """'auto' for a one-object target (the liver): True (no prior needed) when the U-Net's mask is
+    plausible for the organ in volume and HU (:func:`polycl.atlas.prior.plausible`; a scan shorter than
+    150 mm is allowed a proportionally smaller organ). Several objects (kidneys) always get the prior:
+    finding which is which and where is what the U-Net fails at on new scans."""
+    from polycl.atlas.prior import plausible
+
+    if len(objects) != 1 or not np.any(coarse):
+        return False
+    coverage = min(1.0, hu.shape[0] * orient.spacing_xyz[2] / 150.0)
+    return plausible(objects[0], coarse > 0, hu, voxel_ml, coverage)
 
 
 def sources_text(sources: list) -> str:
@@ -122,5 +148,6 @@ def sources_text(sources: list) -> str:
     parts = []
     for s in sources:
         extra = f" ({s['dropped']} U-Net piece(s) dropped)" if s.get("dropped") else ""
+        extra += f" ({s['note']})" if s.get("note") else ""
         parts.append(f"{s['organ']} from {s['source']}{extra}")
     return "objects: " + ", ".join(parts)
