@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: Stage modules in run order. Issues add theirs here.
 STAGES = ["load", "segment", "encoder", "refine", "propagate", "sam_volume", "pipeline", "train", "batch",
-          "interactive"]
+          "interactive", "registration"]
 
 
 @dataclass

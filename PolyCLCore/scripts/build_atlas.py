@@ -60,7 +60,7 @@ def build(data: Path, out: Path) -> dict:
     body = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(body), sortByObjectSize=True)) == 1
     small = _crop(sitk.Cast(ct, sitk.sitkFloat32), body, BODY_MARGIN_MM)
     small = sitk.SmoothingRecursiveGaussian(small, CT_SPACING_MM / 2.0)
-    size = [int(round(n * s / CT_SPACING_MM)) for n, s in zip(small.GetSize(), small.GetSpacing())]
+    size = [round(n * s / CT_SPACING_MM) for n, s in zip(small.GetSize(), small.GetSpacing())]
     ref = sitk.Image(size, sitk.sitkFloat32)
     ref.SetOrigin(small.GetOrigin())
     ref.SetDirection(small.GetDirection())

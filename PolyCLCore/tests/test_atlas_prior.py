@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import dice
 
 KIDNEYS = {"kidney_right": 2, "kidney_left": 3}

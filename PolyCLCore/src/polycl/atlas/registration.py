@@ -184,7 +184,7 @@ def _affine(fixed, moving, fixed_mask, start: np.ndarray, thin: bool, options, r
 
 def _bspline(fixed, moving, fixed_mask, affine: sitk.Transform, options, report: Reporter):
     extent = [(n - 1) * s for n, s in zip(fixed.GetSize(), fixed.GetSpacing())]
-    mesh = [max(1, int(round(e / options.bspline_mm))) for e in extent]
+    mesh = [max(1, round(e / options.bspline_mm)) for e in extent]
     b = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
     r = _method(fixed_mask, options, report, "B-spline", options.bspline_iterations)
     r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=options.bspline_iterations,
