@@ -1,5 +1,7 @@
 """polycl.segment's contract around the SAM work: bad input is refused before anything runs, the
-modes are what the CLI, batch and the Slicer Logic call, and the reference-slice candidates."""
+modes are what the CLI, batch and the Slicer Logic call, and the reference-slice candidates.
+The runs here are about the U-Net and SAM steps, so they turn the atlas prior off (``prior="off"``:
+its registration costs more than these runs; it has its own tests)."""
 
 import numpy as np
 import pytest
@@ -32,7 +34,8 @@ def test_sam_model_is_one_setting_with_one_cli_name_and_its_old_names():
         args = build_parser().parse_args(["segment", "ct.nii.gz", "-o", "m.nii.gz", *argv, "--margin", "5"])
         opts = options_from_args(args)
         assert (opts.sam_model, opts.margin) == ("sam_vit_b", 5)
-    assert SegmentOptions(sam="medsam_vit_b").sam_model == "medsam_vit_b" == SegmentOptions(sam_model="medsam_vit_b").sam
+    assert SegmentOptions(sam="medsam_vit_b").sam_model == "medsam_vit_b"
+    assert SegmentOptions(sam_model="medsam_vit_b").sam == "medsam_vit_b"
     assert RefineOptions(sam="sam_vit_l").sam_model == "sam_vit_l"
     assert RefineOptions(plain=True).guards() == dict(expand_mm=(), min_quality=0.0, min_agreement=0.0)
 
@@ -47,7 +50,7 @@ def test_mr_is_refused(ts):
 def test_unet_mode_runs_no_sam(example_ct, example_liver):
     from conftest import dice
 
-    result = segment_case(example_ct, "polycl-liver", SegmentOptions(mode="unet", device="cpu"))
+    result = segment_case(example_ct, "polycl-liver", SegmentOptions(mode="unet", device="cpu", prior="off"))
     assert result.mode == "unet" and result.embeddings == 0 and not result.components and "sam" not in result.seconds
     assert result.mask.shape == example_ct.shape and dice(result.mask, example_liver.array) >= 0.85  # measured 0.901
 
@@ -79,16 +82,17 @@ def test_guard_falls_back_to_the_refined_unet_mask(data):
     ct = read_volume(data / "dcmqi" / "ct-3slice")
     model = load_model("polycl-liver", "cpu")
     seg = SliceSegmenter(ct, device="cpu")
-    guarded = segment_case(ct, model, SegmentOptions(engine="chain", device="cpu", min_agreement=1.0), segmenter=seg)
-    refined = segment_case(ct, model, SegmentOptions(mode="refine", device="cpu"), segmenter=seg)
-    free = segment_case(ct, model, SegmentOptions(engine="chain", device="cpu", min_agreement=0.0), segmenter=seg)
+    kw = dict(device="cpu", prior="off")
+    guarded = segment_case(ct, model, SegmentOptions(engine="chain", min_agreement=1.0, **kw), segmenter=seg)
+    refined = segment_case(ct, model, SegmentOptions(mode="refine", **kw), segmenter=seg)
+    free = segment_case(ct, model, SegmentOptions(engine="chain", min_agreement=0.0, **kw), segmenter=seg)
     (report,) = guarded.components
     assert report.guarded and "kept the SAM-refined U-Net mask" in guarded.summary()
     assert np.array_equal(guarded.mask, refined.mask)
     assert not free.components[0].guarded and free.components[0].agreement == pytest.approx(report.agreement)
     assert seg.embeddings_computed == 3  # three runs, three slices, each embedded once
     ref = label_on_image_grid(read_label(data / "dcmqi" / "liver_seg.nrrd"), ct).array > 0
-    unet = segment_case(ct, model, SegmentOptions(mode="unet", device="cpu")).mask
+    unet = segment_case(ct, model, SegmentOptions(mode="unet", **kw)).mask
     assert dice(refined.mask, ref) >= dice(unet, ref) + 0.03
 
 
@@ -104,7 +108,8 @@ def test_pipeline_runs_the_sam2_engine_when_given_a_predictor(data):
     torch.manual_seed(0)
     ct = read_volume(data / "dcmqi" / "ct-3slice")
     predictor = build_predictor(random_weights=True, image_size=128, device="cpu")
-    result = segment_case(ct, "polycl-liver", SegmentOptions(engine="sam2", device="cpu"), predictor=predictor)
+    options = SegmentOptions(engine="sam2", device="cpu", prior="off")
+    result = segment_case(ct, "polycl-liver", options, predictor=predictor)
     assert result.engine.startswith("sam2") and result.mask.shape == ct.shape
     (report,) = result.components
     assert report.propagated + report.fallback == 2  # the two non-seed slices, each from one source

@@ -15,7 +15,8 @@ def register(sub) -> None:
                         "first use with --download), medsam_vit_b (give --sam-checkpoint)")
     p.add_argument("--sam-checkpoint", default=None, help="path of a SAM checkpoint file you downloaded yourself")
     p.add_argument("--download", action="store_true",
-                   help="allow downloading the --sam-model checkpoint into the cache ($POLYCL_CACHE or ~/.polycl/cache)")
+                   help="allow downloading the --sam-model checkpoint into the cache "
+                        "($POLYCL_CACHE or ~/.polycl/cache)")
     p.add_argument("--margin", type=int, default=3, help="pixels added around each component's box (default 3)")
     p.add_argument("--min-component", type=int, default=10,
                    help="components with fewer pixels (per slice) are left as they are (default 10)")
