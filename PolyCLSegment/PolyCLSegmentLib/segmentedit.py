@@ -211,9 +211,12 @@ def writeSlices(segmentationNode, volumeNode, segmentId: str, slab: np.ndarray, 
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     wasModifying = segmentationNode.StartModify()
     try:
-        if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, logic.MODE_REPLACE,
-                                                image.GetExtent(), False, []):
-            raise RuntimeError(f"Slicer could not write slices into segment '{segmentId}'")
+        # MODE_REPLACE replaces the whole segment; MIN then MAX with the slab replace exactly its slices
+        # (current AND slab, then OR slab) and leave every voxel outside the slab's extent as it was
+        for mode in (logic.MODE_MERGE_MIN, logic.MODE_MERGE_MAX):
+            if not logic.SetBinaryLabelmapToSegment(image, segmentationNode, segmentId, mode, image.GetExtent(),
+                                                    False, []):
+                raise RuntimeError(f"Slicer could not write slices into segment '{segmentId}'")
         _setTags(segment, provenance or {})
     finally:
         segmentationNode.EndModify(wasModifying)

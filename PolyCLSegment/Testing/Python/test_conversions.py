@@ -161,3 +161,26 @@ def test_roi_boxes_of_a_clinical_size_volume_stay_under_20_mb(scene):
         tracemalloc.stop()
     assert len(boxes) == 251 and boxes[150] == (115, 150, 400, 364), (len(boxes), boxes.get(150))
     assert peak < 20 * 2**20, peak / 2**20
+
+
+def test_write_slices_replaces_only_those_slices(scene):
+    """A prompt's answer replaces its slices of one segment; other slices and segments stay as they were."""
+    import slicer
+
+    from PolyCLSegmentLib import conversions, segmentedit
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    slicer.util.updateVolumeFromArray(node, np.zeros((6, 20, 24), np.int16))
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    mask = np.zeros((6, 20, 24), np.uint8)
+    mask[:, 5:15, 5:15] = 1
+    sid = segmentedit.applyMask(seg, node, mask, segmentName="a")
+    other = segmentedit.applyMask(seg, node, mask, segmentName="b")
+    slab = np.zeros((2, 20, 24), np.uint8)
+    slab[:, 2:8, 10:22] = 1
+    segmentedit.writeSlices(seg, node, sid, slab, 2)
+    expected = mask.copy()
+    expected[2:4] = slab
+    assert np.array_equal(conversions.segmentArray(seg, sid, node), expected)
+    assert np.array_equal(conversions.segmentArray(seg, other, node), mask)
+
