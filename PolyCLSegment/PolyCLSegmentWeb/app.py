@@ -162,8 +162,6 @@ class PolyCLWebApp:
         if k != self.state.polycl_slice:
             with self.state:
                 self.state.polycl_slice = k
-            if self.state.polycl_tool in ("include", "exclude", "box") and not self.controller.busy:
-                self.controller.prefetchAround(self.volumeNode, k)  # the first click here rarely waits
 
     def _onTool(self, polycl_tool=None, **_):
         if polycl_tool:

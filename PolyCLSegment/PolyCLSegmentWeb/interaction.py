@@ -8,9 +8,8 @@ the prompts as markups (include points green, exclude points red, boxes yellow),
 show, and answers each on its slice with one undo step. Prompts go to the selected segment; with none
 selected, a new empty segment "prompted" is made for them.
 
-With "propagate from clicks" on (the default), the first include click on an empty segment fills the
-volume (the controller chains it), and a prompt on a volume filled that way is re-propagated locally
-from its slice (this page asks the controller for it when the prompt's answer is in).
+With "propagate from clicks" on (the default), the controller fills the volume after the first include
+click on an empty segment, and re-propagates locally after a prompt or correction on a filled volume.
 """
 
 from __future__ import annotations
@@ -31,30 +30,12 @@ class Interaction:
             editor.add_empty_segment(segment_name="prompted", segment_color=[0.95, 0.6, 0.2])
         return editor.active_segment_id
 
-    def _filled(self, segmentId: str) -> bool:
-        target = self.controller.interaction.targets.get((self.app.segmentationNode.GetID(), segmentId))
-        return bool(target is not None and target.filled)
-
     def _prompt(self, name: str, ask):
-        """Run ``ask(volumeNode, segmentationNode, segmentId, onDone)``; re-propagate locally after it when
-        the volume was filled from clicks before and the page's "propagate from clicks" is on."""
+        """Run ``ask(volumeNode, segmentationNode, segmentId, onDone)`` on the selected segment."""
         if self.app.volumeNode is None:
             return self.app.say(error="load a CT first")
         app = self.app
-
-        def run():
-            segmentId = self._segment()
-            volume, seg = app.volumeNode, app.segmentationNode
-            local = self._filled(segmentId) and self.controller.settings.propagateFromClicks
-
-            def done(segId):
-                app.selectSegment(segId)
-                if local:
-                    self.controller.propagateFromClicks(volume, seg, segId, onDone=app.selectSegment)
-
-            ask(volume, seg, segmentId, done)
-
-        app.run(name, run)
+        app.run(name, lambda: ask(app.volumeNode, app.segmentationNode, self._segment(), app.selectSegment))
 
     def point(self, ras, include: bool = True):
         self._prompt("Include click" if include else "Exclude click", lambda volume, seg, segId, done:
@@ -67,11 +48,11 @@ class Interaction:
     def correct(self):
         """The red view's slice of the selected segment, as painted, becomes a fixed slice."""
         self._prompt("Correct slice", lambda volume, seg, segId, done: self.controller.correctSlice(
-            volume, seg, segId, self.app.red.sliceIndex(), onDone=self.app.selectSegment))
+            volume, seg, segId, self.app.red.sliceIndex(), onDone=done))
 
     def propagate(self):
         self._prompt("Propagate from clicks", lambda volume, seg, segId, done: self.controller.propagateFromClicks(
-            volume, seg, segId, onDone=self.app.selectSegment))
+            volume, seg, segId, onDone=done))
 
     def clear(self):
         self.controller.clearPrompts(self.app.segmentationNode, self.app.editor.active_segment_id or None)

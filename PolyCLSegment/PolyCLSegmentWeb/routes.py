@@ -43,7 +43,8 @@ def bind(app, wslinkServer):
         if segId and app.volumeNode is not None:
             voxels = int(slicer.util.arrayFromSegmentBinaryLabelmap(app.segmentationNode, segId, app.volumeNode).sum())
         return web.json_response({"segmentId": segId, "voxels": voxels, "prompts": app.state.polycl_prompts,
-                                  "doneCount": app.state.polycl_done_count})
+                                  "tool": app.state.polycl_tool, "busy": app.controller.busy,
+                                  "message": app.state.polycl_message, "error": app.state.polycl_error})
 
     http.router.add_get("/polycl/test/red", red)
     http.router.add_get("/polycl/test/active", active)
