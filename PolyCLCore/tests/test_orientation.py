@@ -39,6 +39,9 @@ def test_orientation_matches_dicomorient_for_flipped_permuted_and_oblique_grids(
         assert o.canonical_shape == canon.shape
         assert o.spacing_xyz == pytest.approx(ref.GetSpacing(), abs=1e-9)
         np.testing.assert_array_equal(o.from_canonical(canon), arr)
+        m, offset = o.index_map()  # voxel (z, y, x) of the input lands at offset + m @ (z, y, x)
+        for p in ((0, 0, 0), (3, 4, 5), (1, 2, 3)):
+            assert canon[tuple((offset + m @ np.array(p)).astype(int))] == arr[p]
 
 
 def test_slice_and_box_maps_follow_the_voxels():

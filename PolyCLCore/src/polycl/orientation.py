@@ -98,6 +98,17 @@ class Orientation:
         out = np.flip(array, flips) if flips else array
         return np.ascontiguousarray(np.transpose(out, np.argsort(order)))
 
+    def index_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, offset): the canonical (z, y, x) index of input voxel index p = (z, y, x) is
+        ``offset + M @ p`` (M a signed permutation matrix; works for float positions too)."""
+        order, flips = self._axes_zyx()
+        m, offset = np.zeros((3, 3)), np.zeros(3)
+        for a in range(3):
+            flipped = a in flips
+            m[a, order[a]] = -1.0 if flipped else 1.0
+            offset[a] = self.shape[order[a]] - 1 if flipped else 0.0
+        return m, offset
+
     # -- slices and boxes ---------------------------------------------------------------------------
     def _require_axial(self) -> None:
         if self.permute_xyz[2] != 2:
