@@ -82,10 +82,11 @@ class Interaction:
         entries = self.log.setdefault(segmentationNodeId, [])
         entries.append(entry)
         del entries[:-self.logic.history.maximumStates]
-        if entry is None:  # Segment/Refine/Propagate rewrote the segment: sessions start again from it
-            for key in [k for k in self.targets if k[0] == segmentationNodeId]:
+        if entry is None:  # Segment/Refine/Propagate rewrote the segment: sessions start again from it,
+            for key in [k for k in self.targets if k[0] == segmentationNodeId]:  # without the old prompts
                 self.targets[key].session = None
                 self.targets[key].filled = False
+                self._dropPrompts(lambda k, key=key: k == key)
 
     def _target(self, volumeNode, segmentationNode, segmentId) -> Target:
         conversions.requireScalarVolume(volumeNode)
@@ -434,10 +435,14 @@ class Interaction:
             self._removeMarkup(prompt)
             self.prompts.pop(prompt.id, None)
 
-    def clearPrompts(self, segmentationNode=None, segmentId=None) -> None:
-        for prompt in [p for p in self.prompts.values() if _matches(p.key, segmentationNode, segmentId)]:
+    def _dropPrompts(self, match: Callable) -> None:
+        """Forget the prompts whose (segmentation, segment) key ``match``es, and remove their markups."""
+        for prompt in [p for p in self.prompts.values() if match(p.key)]:
             self._removeMarkup(prompt)
             self.prompts.pop(prompt.id)
+
+    def clearPrompts(self, segmentationNode=None, segmentId=None) -> None:
+        self._dropPrompts(lambda key: _matches(key, segmentationNode, segmentId))
         for key, target in self.targets.items():
             if _matches(key, segmentationNode, segmentId) and target.session is not None:
                 target.session.clear_prompts()
