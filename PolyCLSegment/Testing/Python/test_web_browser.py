@@ -37,8 +37,8 @@ TOKEN = "test-token-7f3a"
 #: The screenshots the README shows (the others stay in pytest's tmp folder).
 README_SHOTS = {"web-after-segment", "web-after-paint", "web-after-propagate", "web-after-refine-box", "web-interact"}
 LIVER = 5
-#: The interactive test's CT: slices 14..27 of example_ct_sm (example_ct's 96..109; its largest liver slice, 24, inside).
-SLAB = slice(14, 28)
+#: The interactive test's CT: slices 18..27 of example_ct_sm (example_ct's 100..109; its largest liver slice, 24, inside).
+SLAB = slice(18, 28)
 #: Chromium flags for this machine's closed network (see the project's environment notes).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -122,7 +122,7 @@ def server(ts, tmp_path_factory):
 
     data = tmp_path_factory.mktemp("webdata")
     (data / "example_ct.nii.gz").symlink_to(ts / "example_ct.nii.gz")
-    (data / "slab").mkdir()  # 14 liver slices, for the interactive test (a fill costs a SAM answer per slice)
+    (data / "slab").mkdir()  # 10 liver slices, for the interactive test (a fill costs a SAM answer per slice)
     sitk.WriteImage(sitk.ReadImage(str(ts / "example_ct_sm.nii.gz"))[:, :, SLAB], str(data / "slab" / "liver_slab.nii.gz"))
     case = data / "finetune" / "case1"  # a labelled folder for Fine-tune (one case, the small CT's liver)
     case.mkdir(parents=True)
@@ -590,7 +590,7 @@ def click_red(page, server, k: int, yx: tuple[int, int], shift: bool = False):
 
 
 def test_interact_clicks_fill_correct_locally_and_undo(server, browser, slab_reference, tmp_path):
-    """Issue 18 in the page, on 14 liver slices of example_ct (:data:`SLAB`: a fill costs one SAM answer
+    """Issue 18 in the page, on 10 liver slices of example_ct (:data:`SLAB`: a fill costs one SAM answer
     per slice), with the bundled LiteMedSAM and the chain engine:
 
     * one include click at the centre of the liver on its largest slice gives the liver on that slice
@@ -598,8 +598,8 @@ def test_interact_clicks_fill_correct_locally_and_undo(server, browser, slab_ref
       fills the liver (3D Dice >= 0.85: the bar the paint-and-propagate test holds too);
     * an exclude click (Shift+click) at the centre of the largest leak (result outside the liver, on
       the slice where it is largest) removes most of it (>= 50 % of that leak's voxels);
-    * that correction is re-propagated locally: the slices that changed form one run around the
-      corrected slice, shorter than half the liver, and the include click's slice is untouched;
+    * that correction is re-propagated locally: the slices that changed form one run at the corrected
+      slice, on its side of the include click's slice, which stays as it was (a fixed slice);
     * Undo steps back one step at a time: first the local re-propagation (the corrected slice stays
       exactly as the exclude click left it), then the exclude click itself (the filled volume as it was).
     The page with its prompts shown is Resources/Screenshots/web-interact.png."""
@@ -644,9 +644,10 @@ def test_interact_clicks_fill_correct_locally_and_undo(server, browser, slab_ref
         print(f"exclude click on slice {k2}: {removed:.0%} of the leak removed; slices changed {changed.tolist()}; "
               f"3D Dice {dice(filled, reference):.3f} -> {dice(corrected, reference):.3f}, {seconds:.1f} s")
         assert removed >= 0.5
-        assert k2 in changed and changed.max() - changed.min() + 1 == changed.size, "not one run of slices"
-        assert changed.size < ks.size / 2, "the correction was not local"
-        assert np.array_equal(corrected[k], filled[k]) or k in changed and k2 == k
+        assert changed.max() - changed.min() + 1 == changed.size and changed.min() - 1 <= k2 <= changed.max() + 1, \
+            "not one run of slices at the corrected one"
+        assert k not in changed and (changed.max() < k or changed.min() > k), \
+            "the correction ran past the include click's (fixed) slice"
 
         page.click("#polycl-undo")  # the local re-propagation
         page.wait_for_function("document.querySelector('#polycl-message').textContent.startsWith('Undone')")
