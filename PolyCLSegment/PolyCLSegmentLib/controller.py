@@ -155,8 +155,7 @@ class Controller:
         sliceNode = sliceNode or slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed")
         if sliceNode is None:
             raise InputError("no red slice view: give the slice index")
-        m = sliceNode.GetSliceToRAS()
-        return self.sliceIndexAtRas(volumeNode, [m.GetElement(r, 3) for r in range(3)])
+        return self.sliceIndexAtRas(volumeNode, slicer.util.arrayFromVTKMatrix(sliceNode.GetSliceToRAS())[:3, 3])
 
     def sliceCenterRas(self, volumeNode, sliceIndex: int) -> np.ndarray:
         """RAS (mm) of the centre of axial slice ``sliceIndex`` (to move a view there)."""

@@ -119,5 +119,9 @@ def test_operations_through_the_controller(scene, ts, tmp_path, module, tiny_mod
         assert c.voxelAtRas(ct, ras) == (5, 20, 30) and c.sliceIndexAtRas(ct, ras) == 5
         with pytest.raises(InputError, match="outside"):
             c.voxelAtRas(ct, ras + np.array([0, 0, 1000.0]))
+        red = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceNode")  # a slice view showing slice 7
+        red.GetSliceToRAS().DeepCopy(slicer.util.vtkMatrixFromArray(np.r_[np.c_[np.eye(3), c.sliceCenterRas(ct, 7)],
+                                                                          [[0, 0, 0, 1]]]))
+        assert c.sliceIndexOfView(ct, red) == 7
     finally:
         c.shutdown()
