@@ -405,7 +405,13 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._ensureDependencies("refine"):
             return
         self.controller.settings = Settings.read(p)
-        node = self.controller.interaction.pointNode(p.segmentation, self._segmentId(), include)
+        from polycl.errors import PolyCLError
+
+        try:
+            node = self.controller.interaction.pointNode(p.inputVolume, p.segmentation, self._segmentId(), include)
+        except PolyCLError as exc:  # no segment selected, or a locked one
+            slicer.util.errorDisplay(str(exc))
+            return
         slicer.modules.markups.logic().SetActiveList(node)
         slicer.modules.markups.logic().StartPlaceMode(True)  # persistent: one click, one prompt
 

@@ -109,15 +109,15 @@ class Interaction:
         return f"prompt-{self._count}"
 
     # ------------------------------------------------------------------ markups
-    def pointNode(self, segmentationNode, segmentId: str, include: bool):
+    def pointNode(self, volumeNode, segmentationNode, segmentId: str, include: bool):
         """The fiducial node holding the include (or exclude) points of a segment (made on first use);
-        a front end makes it the active place list for its include/exclude place mode."""
+        a front end makes it the active place list for its include/exclude place mode: each point
+        placed on it is then a prompt on ``volumeNode``."""
         import slicer
 
-        key = (segmentationNode.GetID(), segmentId)
-        target = self.targets.get(key)
+        target = self._target(volumeNode, segmentationNode, segmentId)
         kind = "include" if include else "exclude"
-        node = slicer.mrmlScene.GetNodeByID(target.nodeIds.get(kind, "")) if target else None
+        node = slicer.mrmlScene.GetNodeByID(target.nodeIds.get(kind, ""))
         if node is not None:
             return node
         name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
@@ -128,9 +128,8 @@ class Interaction:
             display.SetSelectedColor(*(INCLUDE_COLOR if include else EXCLUDE_COLOR))
             display.SetColor(*(INCLUDE_COLOR if include else EXCLUDE_COLOR))
         node.SetAttribute("PolyCL.PromptKind", kind)
-        node.SetAttribute("PolyCL.Segment", f"{key[0]}|{segmentId}")
-        if target is not None:
-            target.nodeIds[kind] = node.GetID()
+        node.SetAttribute("PolyCL.Segment", f"{target.segmentationNodeId}|{segmentId}")
+        target.nodeIds[kind] = node.GetID()
         self._observe(node)
         return node
 
@@ -198,7 +197,7 @@ class Interaction:
         ras = _ras(ras)
         zyx = self.controller.voxelAtRas(volumeNode, ras)
         target = self._target(volumeNode, segmentationNode, segmentId)
-        node = self.pointNode(segmentationNode, segmentId, include)
+        node = self.pointNode(volumeNode, segmentationNode, segmentId, include)
         if pointId is None:
             self._quiet = True
             try:

@@ -56,7 +56,7 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         assert dice(got[k], liver[k]) >= 0.85, dice(got[k], liver[k])
         assert not np.delete(got, k, axis=0).any()  # that slice only
         assert np.array_equal(c.segmentArray(seg, oid, ct), other)
-        include = c.interaction.pointNode(seg, sid, True)
+        include = c.interaction.pointNode(ct, seg, sid, True)
         assert include.GetNumberOfControlPoints() == 1 and pid in c.interaction.prompts
 
         # moving the point re-answers its slice; the markup follows
@@ -113,7 +113,7 @@ def test_include_exclude_undo_and_other_segments(slab, module):
             left, int(leak.sum()), dice(after, liver[k]), dice(leaky[k], liver[k]))
 
         # undo steps back one prompt: the leak is back, the exclude point is gone
-        exclude = c.interaction.pointNode(seg, lid, False)
+        exclude = c.interaction.pointNode(ct, seg, lid, False)
         assert exclude.GetNumberOfControlPoints() == 1
         assert c.undo(seg)
         assert np.array_equal(c.segmentArray(seg, lid, ct), leaky)
@@ -144,7 +144,10 @@ def test_propagate_from_clicks_and_local_correction(slab, module):
     c = Controller(module.PolyCLSegmentLogic(), Settings(device="cpu", engine="chain", propagateFromClicks=True))
     try:
         y, x = _centre(liver[k])
-        c.addPoint(ct, seg, sid, c.rasOfVoxel(ct, (k, y, x)), include=True)  # one click: the click, then the fill
+        # one click, placed as the panel places it (place mode on the segment's include list): the click, then the fill
+        include = c.interaction.pointNode(ct, seg, sid, True)
+        include.AddControlPointWorld(*c.rasOfVoxel(ct, (k, y, x)))
+        include.InvokeEvent(include.PointPositionDefinedEvent)
         assert c.wait(600).error is None
         filled = c.segmentArray(seg, sid, ct)
         assert dice(filled, liver) >= 0.85, dice(filled, liver)
