@@ -184,3 +184,23 @@ def test_write_slices_replaces_only_those_slices(scene):
     assert np.array_equal(conversions.segmentArray(seg, sid, node), expected)
     assert np.array_equal(conversions.segmentArray(seg, other, node), mask)
 
+
+
+def test_undo_history_can_be_the_editors_own(scene):
+    """A front end hands its segment editor's vtkSegmentationHistory to the module: one undo stack."""
+    import slicer
+
+    from PolyCLSegmentLib import conversions, segmentedit
+
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+    slicer.util.updateVolumeFromArray(node, np.zeros((4, 10, 12), np.int16))
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    sid = seg.GetSegmentation().AddEmptySegment("a")
+    editors = slicer.vtkSegmentationHistory()
+    history = segmentedit.UndoHistory()
+    history.useHistory(seg, editors)
+    mask = np.zeros((4, 10, 12), np.uint8)
+    mask[1, 2:5, 3:7] = 1
+    segmentedit.writeSlices(seg, node, sid, mask[1:2], 1, history=history)
+    assert editors.IsRestorePreviousStateAvailable() and history.canUndo(seg)
+    assert history.undo(seg) and not conversions.segmentArray(seg, sid, node).any()
