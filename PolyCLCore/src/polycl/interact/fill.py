@@ -14,6 +14,20 @@ import numpy as np
 
 from polycl.progress import Reporter
 
+#: The fill's stop rule adds to the engine's default: a slice under this fraction of the seed's
+#: area has vanished (measured on example_ct: the liver's tip otherwise ran on for 24 slices into
+#: a thin neighbour, 1,600 wrong voxels; stopping there costs a few tip voxels).
+FILL_MIN_AREA_FRACTION = 0.05
+
+
+def fill_rule(engine: str):
+    """The stop rule of the session's fill: the engine's default plus :data:`FILL_MIN_AREA_FRACTION`."""
+    from dataclasses import replace
+
+    from polycl.propagate.api import default_rule
+
+    return replace(default_rule(engine), min_area_fraction=FILL_MIN_AREA_FRACTION)
+
 
 def _seeds(session):
     from polycl.propagate.seeds import seeds_from_mask
@@ -29,8 +43,9 @@ def _engine_run(session, seeds, report: Reporter, work: np.ndarray | None) -> tu
     """The engine's whole propagation from ``seeds``: (canonical (z, y, x) uint8, confidences)."""
     from polycl.propagate import propagate
 
+    rule = fill_rule(session.engine_choice.name)
     run = propagate(session.volume, seeds, engine=session.engine_choice.name, segmenter=session.segmenter,
-                    check_ct=False)
+                    rule=rule, stop_after=rule.stop_after, check_ct=False)
     out = np.zeros(session.hu.shape, np.uint8) if work is None else work
     conf: dict[int, float] = {}
     for i, item in enumerate(run):
@@ -97,8 +112,11 @@ def local(session, work: np.ndarray, pending: list[int], report: Reporter) -> di
         old_labels, _ = ndimage.label(work > 0, structure=np.ones((3, 3, 3)))
 
         def step(j, i, prev):
-            return chain.next_slice(session.hu, j, prev, rule, sx * sy, prev_index=i,
-                                    objects=_objects_of(prev, old_labels[i]))
+            new, conf = chain.next_slice(session.hu, j, prev, rule, sx * sy, prev_index=i,
+                                         objects=_objects_of(prev, old_labels[i]))
+            if np.count_nonzero(new) < FILL_MIN_AREA_FRACTION * ref_area[0]:  # the fill's rule: the tip ends here
+                return np.zeros_like(new), 0.0
+            return new, conf
     else:  # SAM 2: one run with every fixed slice as a conditioning frame, taken as far as it changes
         seeds = _seeds(session)
         new, conf_all = _engine_run(session, seeds, report, None) if seeds else (np.zeros_like(work), {})
@@ -106,7 +124,9 @@ def local(session, work: np.ndarray, pending: list[int], report: Reporter) -> di
         def step(j, i, prev):
             return new[j] > 0, conf_all.get(j, 0.0)
     conf: dict[int, float] = {}
+    ref_area = [0]
     for i, k in enumerate(pending):
         report(i, len(pending), f"re-propagating from slice {k} (axial order)")
+        ref_area[0] = int(np.count_nonzero(work[k]))
         conf.update(repropagate_locally(work, k, step, fixed, check=report.check))
     return conf

@@ -38,6 +38,10 @@ ADD_NEAR_MM = 6.0
 REDRAW_COVER = 0.9
 #: ... and is at most this many times their area.
 REDRAW_GROWTH = 1.5
+#: A first click's answer under this SAM quality is retried with more boxes (:func:`_best_candidate`).
+RETRY_QUALITY = 0.9
+#: Side lengths (mm) of the square boxes around the click tried then.
+RETRY_SQUARES_MM = (70.0, 110.0)
 #: When SAM misses the click, the grown region within this radius (mm) of it is added.
 CLICK_RADIUS_MM = 10.0
 #: Box margin (px) around a region given to SAM.
@@ -152,6 +156,8 @@ def answer_include(segmenter, k: int, ctx: SliceContext, current: np.ndarray,
         lab, _ = ndimage.label(current, structure=np.ones((3, 3)))
         near = np.isin(lab, np.unique(lab[touching & (lab > 0)]))
     sam, quality = _sam(segmenter, k, box_of(grown | near))
+    if not near.any() and quality < RETRY_QUALITY:
+        sam, quality, grown = _best_candidate(segmenter, ctx, yx, sam, quality, grown)
     sam = _plausible(ctx, sam, grown)
     sam = ndimage.binary_fill_holes(ndimage.binary_opening(sam, disk(1)))
     redraw = near.any() and (sam & near).sum() >= REDRAW_COVER * near.sum() and sam.sum() <= REDRAW_GROWTH * near.sum()
@@ -164,6 +170,25 @@ def answer_include(segmenter, k: int, ctx: SliceContext, current: np.ndarray,
     else:
         piece = grown & disk_at(grown.shape, yx, ctx.px(CLICK_RADIUS_MM)) if current.any() else grown
     return current | piece, quality
+
+
+def _best_candidate(segmenter, ctx: SliceContext, yx, sam, quality, grown):
+    """A first click whose grown box SAM is unsure of (the click sat on a renal sinus, a vessel):
+    SAM's answers to more boxes around it (the region grown within 10 HU, squares of
+    :data:`RETRY_SQUARES_MM`) in one decoder pass; the most confident answer that keeps the click
+    wins. Returns (mask, quality, the region standing for the organ's HU)."""
+    tight = grow_region(ctx, yx, 10.0)
+    h, w = ctx.hu.shape
+    boxes = [box_of(tight)]
+    for mm in RETRY_SQUARES_MM:
+        ry, rx = (mm / 2.0 / p for p in ctx.pixel_mm)
+        boxes.append((max(0.0, yx[1] - rx), max(0.0, yx[0] - ry), min(w - 1.0, yx[1] + rx), min(h - 1.0, yx[0] + ry)))
+    masks, qualities = segmenter.predict_boxes(boxes)
+    best = (sam, quality, grown)
+    for i, (m, q) in enumerate(zip(masks, qualities)):
+        if m[yx] and q > best[1]:
+            best = (m > 0, float(q), tight if i == 0 else m > 0)
+    return best
 
 
 def disk_at(shape, yx: tuple[int, int], radius: int) -> np.ndarray:

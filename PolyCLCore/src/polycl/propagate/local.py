@@ -30,6 +30,8 @@ import numpy as np
 AGREE_DICE = 0.98
 #: A direction ends after this many agreeing slices in a row.
 AGREE_SLICES = 2
+#: Towards the organ's tail, this many vanished (empty) new slices in a row end it (the engines' K).
+STOP_AFTER = 3
 
 
 def dice2d(a: np.ndarray, b: np.ndarray) -> float:
@@ -40,38 +42,44 @@ def dice2d(a: np.ndarray, b: np.ndarray) -> float:
 
 def repropagate_locally(mask: np.ndarray, k: int, step: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
                         fixed: set[int], *, check: Callable[[], None] | None = None,
-                        agree_dice: float = AGREE_DICE, agree_slices: int = AGREE_SLICES) -> dict[int, float]:
+                        agree_dice: float = AGREE_DICE, agree_slices: int = AGREE_SLICES,
+                        stop_after: int = STOP_AFTER) -> dict[int, float]:
     """Re-propagate ``mask`` (canonical (z, y, x), changed in place) outwards from slice ``k``.
 
-    ``step(j, i, prev)`` makes slice ``j``'s new (y, x) bool mask from ``prev``, the new mask of
-    the neighbouring slice ``i`` (= j -+ 1), and returns (mask, confidence). ``fixed``: canonical slices never overwritten. ``check()`` is
-    called before each slice (a cancel token's check). Returns {slice: confidence} of the slices
+    ``step(j, i, prev)`` makes slice ``j``'s new (y, x) bool mask from ``prev``, the last non-empty
+    new mask (made on slice ``i``), and returns (mask, confidence); an empty answer means the organ
+    vanished there. ``fixed``: canonical slices never overwritten. ``check()`` is called before each
+    slice (a cancel token's check). Vanished slices: towards the organ's bulk the walk stops and keeps
+    the old result; towards its tail, after ``stop_after`` vanished slices in a row the organ has
+    ended and the old pieces connected beyond are removed. Returns {slice: confidence} of the slices
     written (their new mask may equal the old one).
     """
     z = mask.shape[0]
     written: dict[int, float] = {}
     for direction in (1, -1):
-        prev = mask[k] > 0
-        agree = 0
+        prev, prev_index = mask[k] > 0, k
+        agree = vanished = 0
         j = k + direction
         while 0 <= j < z and j not in fixed:
             if check is not None:
                 check()
             old = mask[j] > 0
-            new, conf = step(j, j - direction, prev) if prev.any() else (np.zeros_like(prev), 0.0)
+            new, conf = step(j, prev_index, prev) if prev.any() else (np.zeros_like(prev), 0.0)
+            if new.any():
+                vanished, prev, prev_index = 0, new, j
+            elif old.any() and not _is_tail(mask, k, direction, fixed):
+                break  # losing the organ towards its bulk: keep the old result from here
+            else:
+                vanished += 1
             mask[j] = new
             written[j] = conf
-            if not new.any() and old.any():
-                if _is_tail(mask, k, direction, fixed):
-                    _remove_connected(mask, j, old, direction, fixed, written)
-                else:
-                    mask[j] = old  # losing the organ towards its bulk: keep the old result there
-                    del written[j]
-                break
             agree = agree + 1 if dice2d(new, old) >= agree_dice else 0
-            if agree >= agree_slices or (not new.any() and not old.any()):
+            if agree >= agree_slices:
                 break
-            prev = new
+            if vanished >= stop_after or (vanished and not prev.any()):
+                if old.any() or (0 <= j + direction < z and mask[j + direction].any()):
+                    _remove_connected(mask, j, old, direction, fixed, written)
+                break
             j += direction
     return written
 

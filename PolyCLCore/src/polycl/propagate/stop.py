@@ -3,7 +3,8 @@
 A slice's mask counts as *vanished* when it is empty, or (each check optional) when it is
 implausible as the continuation of the organ:
 
-* smaller than ``min_area_mm2``;
+* smaller than ``min_area_mm2``, or than ``min_area_fraction`` of the seed's area (an organ's tip
+  runs on into a thin neighbour: the interactive fill uses 5 %);
 * ``max_growth`` times larger than the last accepted slice (a leak into a neighbouring organ);
 * a confidence below ``min_quality`` (SAM's predicted quality / object score);
 * a mean HU inside the mask more than ``hu_tolerance`` HU away from the seed's.
@@ -26,6 +27,7 @@ class StopRule:
     max_growth: float | None = None
     min_quality: float | None = None
     hu_tolerance: float | None = None
+    min_area_fraction: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,6 +45,7 @@ class DirectionTracker:
         self.rule = rule
         self.pixel_area = float(pixel_area_mm2)
         self.last_area = float(np.count_nonzero(seed_mask))
+        self.seed_area = self.last_area
         self.seed_mean_hu = (float(seed_hu[seed_mask > 0].mean())
                              if seed_hu is not None and np.any(seed_mask) else None)
         self.run = 0
@@ -56,6 +59,8 @@ class DirectionTracker:
             return "empty"
         if area * self.pixel_area < r.min_area_mm2:
             return f"area {area * self.pixel_area:.0f} mm2 < {r.min_area_mm2:g}"
+        if r.min_area_fraction and area < r.min_area_fraction * self.seed_area:
+            return f"area {area:.0f} px < {r.min_area_fraction:g} of the seed's {self.seed_area:.0f}"
         if r.max_growth and self.last_area > 0 and area > r.max_growth * self.last_area:
             return f"area jumped x{area / self.last_area:.2f} (> x{r.max_growth:g})"
         if r.min_quality is not None and confidence is not None and confidence < r.min_quality:
