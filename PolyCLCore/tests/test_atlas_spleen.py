@@ -19,6 +19,7 @@ def dicom_spleen(ts, dicom_ct):
     return label_on_image_grid(read_label(ts / "example_seg_dicom.nii.gz"), dicom_ct).array == 1
 
 
+@pytest.mark.slow
 def test_spleen_on_the_dicom_series_with_no_network(dicom_ct, dicom_spleen, tmp_path):
     """Dice >= 0.85 against the spleen label; the object is reported as found by the prior (CLI line,
     report line, to_dict)."""

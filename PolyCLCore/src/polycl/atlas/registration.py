@@ -48,6 +48,7 @@ class RegistrationOptions:
     bspline_iterations: int = 20
     bspline_evaluations: int = 30  # metric evaluations, line searches included: bounds the time
     sampling: float = 0.25
+    bspline_sampling: float = 0.25
     seed: int = 7
 
 
@@ -187,6 +188,7 @@ def _bspline(fixed, moving, fixed_mask, affine: sitk.Transform, options, report:
     mesh = [max(1, round(e / options.bspline_mm)) for e in extent]
     b = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
     r = _method(fixed_mask, options, report, "B-spline", options.bspline_iterations)
+    r.SetMetricSamplingPercentage(options.bspline_sampling, options.seed)
     r.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=options.bspline_iterations,
                            maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=options.bspline_evaluations)
     r.SetMovingInitialTransform(affine)
