@@ -29,7 +29,12 @@ def run_add(args) -> int:
 def run_list(args) -> int:
     import json
 
-    from polycl.atlas.store import BUNDLED_NAME, bundled_atlas_dir, user_atlas_names, user_atlases_dir
+    from polycl.atlas.store import (
+        BUNDLED_NAME,
+        bundled_atlas_dir,
+        user_atlas_names,
+        user_atlases_dir,
+    )
 
     print(f"{'name':28s} {'source':8s} organs")
     rows = [(BUNDLED_NAME, "bundled", bundled_atlas_dir())] + [(n, "user", user_atlases_dir() / n)
