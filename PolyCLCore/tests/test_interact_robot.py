@@ -67,5 +67,5 @@ def test_evaluate_interactive_cli_prints_the_summary(example_ct, ts, tmp_path, c
     assert m, out[-1]
     assert float(m.group(3)) >= 0.85  # one click + propagation through 5 liver slices
     assert csv.read_text().startswith("click,kind,z,y,x,dice,seconds,answer_seconds")
-    assert main(["evaluate-interactive", str(img), str(lab), "--label", "99"]) == 2  # no such label: an error
+    assert main(["evaluate-interactive", str(img), str(lab), "--label", "250"]) == 2  # no such label (ids end at 117): an error
     assert "not present" in capsys.readouterr().err
