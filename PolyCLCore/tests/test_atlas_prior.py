@@ -69,7 +69,7 @@ def test_kidneys_located_on_a_deformed_copy_of_the_atlas_scan(deformed, prior):
 def test_unet_components_are_filtered_by_the_prior(deformed, prior):
     """A 'kidney' U-Net mask holding the right kidney, the liver and the spleen (wrong organs): the right
     kidney is kept as the U-Net drew it ('both'), liver and spleen are not taken for any kidney, the left kidney comes
-    from the prior; a component with air HU inside the prior is implausible and dropped."""
+    from the prior; a component with fat HU inside the prior is implausible and dropped."""
     from polycl.atlas.prior import combine
 
     volume, label = deformed
@@ -85,9 +85,13 @@ def test_unet_components_are_filtered_by_the_prior(deformed, prior):
     assert np.array_equal(kept[0], label == 2)
     assert not np.any(kept[1] & ((label == 5) | (label == 1))) and dice(kept[1], label == 3) >= 0.85
 
-    air = np.full_like(volume.array, -1000)
-    kept, sources = combine(unet, masks, air, voxel_ml)
-    assert [(s.source, s.dropped) for s in sources] == [("prior", 1), ("prior", 0)]
+    fat = np.full_like(volume.array, -100)  # the same masks on a CT of fat: nothing is plausible
+    kept, sources = combine(unet, masks, fat, voxel_ml)
+    assert kept == [] and sources == []
+    hu = volume.array.copy()
+    hu[label == 2] = -100  # the right kidney turned to fat: neither the U-Net piece nor the prior there is kept
+    kept, sources = combine(unet, masks, hu, voxel_ml)
+    assert [(s.organ, s.source, s.dropped) for s in sources] == [("kidney_left", "prior", 0)]
 
 
 def test_registration_cancel_and_bad_input(example_ct):

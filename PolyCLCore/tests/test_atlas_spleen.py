@@ -73,3 +73,16 @@ def test_auto_prior_keeps_a_plausible_liver_and_replaces_an_implausible_one(dico
     fixed = apply_prior(dicom_ct, hu, wrong, LiverUnet(), "auto")
     assert [(s["organ"], s["source"], s["dropped"]) for s in fixed.sources] == [("liver", "prior", 0)]
     assert not np.any(fixed.coarse & wrong) and dice(fixed.coarse, good) >= 0.8
+
+
+def test_no_kidney_from_the_prior_on_a_slab_without_kidneys(dicom_ct):
+    """The DICOM slab (liver/spleen level) has no kidney labelled. A kidney U-Net that finds nothing
+    there must not get kidneys from the prior: the warped kidney tips that graze the slab (about 10 and
+    40 ml, the left one over fat) are implausible as objects and left out."""
+    from polycl.atlas.segment import apply_prior
+
+    class KidneyUnet:
+        target = "kidney"
+
+    out = apply_prior(dicom_ct, dicom_ct.array, np.zeros(dicom_ct.shape, np.uint8), KidneyUnet(), "auto")
+    assert out.sources == [] and not out.coarse.any()

@@ -12,7 +12,9 @@ kidney are two objects), uint8 0..255 in (z, y, x) on the input's grid.
   for the organ (:data:`PLAUSIBLE`), is dropped;
 * the object's mask is the union of its kept components (source ``"both"``: U-Net and prior agree);
 * where the U-Net has nothing plausible for an object, the prior thresholded at 0.5 is the coarse mask
-  (source ``"prior"``), which the pipeline seeds and propagates from like a U-Net component;
+  (source ``"prior"``), which the pipeline seeds and propagates from like a U-Net component, provided
+  the prior region is itself plausible (volume for the scan's coverage, median HU >= 0: a 10 ml
+  kidney tip at the edge of a slab, or a prior lying over fat, is left out);
 * with no prior for the object (``"unet"``) the U-Net's mask is kept as it is.
 """
 
@@ -37,6 +39,9 @@ PLAUSIBLE = {
     "kidney_left": (30.0, 600.0, -50.0, 300.0),
 }
 #: Partial scans show part of an organ: the minimum volume is scaled by the z-coverage of the prior.
+#: A prior taken as an object by itself must also lie on soft tissue (median HU at least this): a prior
+#: warped over fat or gas, or the tip of an organ grazing the edge of a partial scan, is left out.
+PRIOR_MIN_HU = 0.0
 
 
 @dataclass
@@ -147,7 +152,7 @@ def combine(unet: np.ndarray | None, prior_masks: dict, hu: np.ndarray, voxel_ml
             mask = np.any(kept, axis=0)
             masks.append(mask)
             sources.append(ObjectSource(organ, "both", dropped, float(mask.sum()) * voxel_ml))
-        elif pm.any():
+        elif pm.any() and plausible(organ, pm, hu, voxel_ml, coverage) and np.median(hu[pm]) >= PRIOR_MIN_HU:
             masks.append(pm.copy())
             sources.append(ObjectSource(organ, "prior", dropped, float(pm.sum()) * voxel_ml))
     return masks, sources
