@@ -11,6 +11,10 @@ Two sources, used together (several atlases vote, :mod:`polycl.atlas.prior`):
 
 An atlas's label map holds organs by name (``{"spleen": 1, "kidney_right": 2, ...}``); the organ
 names are the targets that ``polycl segment --target NAME`` can segment with no network.
+
+``POLYCL_BUNDLED_ATLAS=off`` (or 0/no/false) leaves the bundled atlas out of :func:`load_atlases` and
+:func:`atlas_organs`, so only the user's atlases vote: for studies where the scan being segmented is the
+bundled atlas's own scan (``scripts/loso_study.py``), or a user who wants only their own atlases.
 """
 
 from __future__ import annotations
@@ -92,9 +96,18 @@ def user_atlas_names() -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/atlas.json") if not p.parent.name.startswith("."))
 
 
+def bundled_enabled() -> bool:
+    """False when ``POLYCL_BUNDLED_ATLAS`` is off/0/no/false (see the module docstring); unset: True."""
+    value = os.environ.get("POLYCL_BUNDLED_ATLAS", "on").strip().lower()
+    if value not in ("on", "1", "yes", "true", "off", "0", "no", "false", ""):
+        raise InputError(f"POLYCL_BUNDLED_ATLAS must be on or off, got '{value}'")
+    return value not in ("off", "0", "no", "false")
+
+
 def load_atlases() -> list[Atlas]:
-    """The bundled atlas, then every user atlas (a broken user atlas is skipped, not fatal)."""
-    atlases = [bundled_atlas()]
+    """The bundled atlas (unless :func:`bundled_enabled` is False), then every user atlas (a broken user
+    atlas is skipped, not fatal)."""
+    atlases = [bundled_atlas()] if bundled_enabled() else []
     for name in user_atlas_names():
         try:
             atlases.append(_load(user_atlases_dir() / name, "user", check_sha=False))
@@ -105,7 +118,7 @@ def load_atlases() -> list[Atlas]:
 
 def atlas_organs() -> list[str]:
     """Every organ name some atlas has (bundled + user), sorted: the atlas-based targets."""
-    names = set(json.loads((bundled_atlas_dir() / "atlas.json").read_text())["labels"])
+    names = set(json.loads((bundled_atlas_dir() / "atlas.json").read_text())["labels"]) if bundled_enabled() else set()
     for name in user_atlas_names():
         try:
             names |= set(json.loads((user_atlases_dir() / name / "atlas.json").read_text())["labels"])
