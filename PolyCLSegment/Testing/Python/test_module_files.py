@@ -1,6 +1,6 @@
 """The extension's files follow Slicer's conventions and stay consistent with each other.
 
-Fails when a file is added to PolyCLSegmentLib/ or Resources/ but not to the CMake lists, when the
+Fails when a file is added to PolyCLSegmentLib/, PolyCLSegmentWeb/ or Resources/ but not to the CMake lists, when the
 panel (.ui) and the parameter node disagree, or when building the panel would import torch.
 """
 
@@ -28,8 +28,8 @@ def test_module_cmake_lists_every_file():
     text = (MODULE / "CMakeLists.txt").read_text()
     scripts = _cmake_list(text, "MODULE_PYTHON_SCRIPTS")
     resources = _cmake_list(text, "MODULE_PYTHON_RESOURCES")
-    on_disk_py = {"PolyCLSegment.py"} | {str(p.relative_to(MODULE)) for p in (MODULE / "PolyCLSegmentLib").rglob("*.py")
-                                          if "__pycache__" not in p.parts}
+    on_disk_py = {"PolyCLSegment.py"} | {str(p.relative_to(MODULE)) for package in ("PolyCLSegmentLib", "PolyCLSegmentWeb")
+                                          for p in (MODULE / package).rglob("*.py") if "__pycache__" not in p.parts}
     on_disk_res = {str(p.relative_to(MODULE)) for p in (MODULE / "Resources").rglob("*") if p.is_file()}
     assert set(scripts) == on_disk_py, f"CMake vs disk: missing {on_disk_py - set(scripts)}, stale {set(scripts) - on_disk_py}"
     assert set(resources) == on_disk_res, f"missing {on_disk_res - set(resources)}, stale {set(resources) - on_disk_res}"
