@@ -121,6 +121,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._timer = None
+        self._lastSlice = None  # the red view's slice at the last timer tick (prefetch on scroll)
 
     # -- setup ------------------------------------------------------------------------------------
     def setup(self):
@@ -233,7 +234,8 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             logging.error("PolyCL: cannot list models: %s", exc)
             models = []
         for m in models:
-            combo.addItem(f"{m['name']} ({m['target'] or '?'}, {m['source']})", m["name"])
+            kind = "atlas-based, no network" if m.get("kind") == "atlas-based" else m["source"]
+            combo.addItem(f"{m['name']} ({m['target'] or '?'}, {kind})", m["name"])
             combo.setItemData(combo.count - 1, m["tooltip"], qt.Qt.ToolTipRole)
         if not models:
             combo.addItem("polycl-liver (not found: reinstall the extension)", "polycl-liver")
@@ -341,6 +343,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onTimer(self):
         update = self.controller.poll()  # the timer runs while the module is shown: prompts start jobs too
+        self._followSlice()
         if update is None:
             if self.ui.cancelButton.enabled:
                 self._showBusy(False)
@@ -356,6 +359,20 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(update.error, detailedText=update.detail)
         if update.finished and not self.controller.busy:  # a click may chain a propagation
             self._showBusy(False)
+
+    def _followSlice(self):
+        """While prompting, embed the slices around where the user scrolled in the red view (the
+        controller queues it only when a segment of the CT is being prompted and no job runs)."""
+        volumeNode = self._parameterNode.inputVolume if self._parameterNode else None
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            return
+        try:
+            k = self.controller.sliceIndexOfView(volumeNode)
+        except Exception:  # noqa: BLE001 - no red view (a custom layout): nothing to follow
+            return
+        if k != self._lastSlice:
+            self._lastSlice = k
+            self.controller.sliceChanged(volumeNode, k)
 
     def onCancel(self):
         self.ui.statusLabel.text = _("Cancelling (fine-tuning keeps a resumable state)...")
@@ -408,7 +425,7 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         from polycl.errors import PolyCLError
 
         try:
-            node = self.controller.interaction.pointNode(p.inputVolume, p.segmentation, self._segmentId(), include)
+            node = self.controller.placeList(p.inputVolume, p.segmentation, self._segmentId(), include)
         except PolyCLError as exc:  # no segment selected, or a locked one
             slicer.util.errorDisplay(str(exc))
             return

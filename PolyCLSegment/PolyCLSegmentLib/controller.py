@@ -91,7 +91,8 @@ class Controller:
     #: The operations a front end calls (a test checks both front ends call these and no Logic directly).
     OPERATIONS = ("segment", "refine", "propagate", "finetune", "batch", "undo", "cancel",
                   "addPoint", "addBox", "movePrompt", "removePrompt", "correctSlice", "propagateFromClicks",
-                  "clearPrompts", "finishSegment", "prefetchAround")
+                  "clearPrompts", "finishSegment", "resetPrompts", "sliceChanged", "placeList", "promptCount",
+                  "checkCT")
 
     def __init__(self, logic=None, settings: Settings | None = None):
         if logic is None:
@@ -122,6 +123,14 @@ class Controller:
 
     def canUndo(self, segmentationNode) -> bool:
         return segmentationNode is not None and self.logic.canUndo(segmentationNode)
+
+    def checkCT(self, volumeNode) -> None:
+        """Raise the module's error unless ``volumeNode`` is a CT that Segment accepts (changes nothing)."""
+        self.logic.readCT(volumeNode)
+
+    def promptCount(self) -> int:
+        """How many prompts (points and boxes, all segments) are shown."""
+        return len(self.interaction.prompts)
 
     # ------------------------------------------------------------------ geometry: one place
     @staticmethod
@@ -308,6 +317,24 @@ class Controller:
         """End prompting on the segment: markups removed, the session (embeddings, seeds) dropped."""
         self.interaction.finishSegment(segmentationNode, segmentId)
 
-    def prefetchAround(self, volumeNode, sliceIndex: int, radius: int = 1) -> None:
-        """Embed slices ``sliceIndex +- radius`` in the background (the user scrolled there)."""
-        self.interaction.prefetchAround(volumeNode, sliceIndex, radius)
+    def resetPrompts(self) -> None:
+        """A new CT: every prompt session ends and its markups go; bookkeeping of a segmentation that
+        is gone already is dropped even when removing its markups fails (the error is raised after)."""
+        try:
+            self.interaction.finishSegment()
+        finally:
+            self.interaction.targets.clear()
+            self.interaction.prompts.clear()
+
+    def placeList(self, volumeNode, segmentationNode, segmentId: str, include: bool = True):
+        """The markups node a front end makes the active place list for include (exclude) clicks on a
+        segment: each point placed on it becomes a prompt (raises for a missing or locked segment)."""
+        return self.interaction.pointNode(volumeNode, segmentationNode, segmentId, include)
+
+    def sliceChanged(self, volumeNode, sliceIndex: int, radius: int = 1) -> bool:
+        """The user scrolled to IJK slice ``sliceIndex``: while a segment of this CT is being prompted
+        and no job runs, the slices around it are embedded in the background (debounced, cancelled by
+        the next scroll or prompt). Returns whether a prefetch was queued."""
+        if volumeNode is None or self.busy:
+            return False
+        return self.interaction.prefetchAround(volumeNode, sliceIndex, radius)

@@ -460,23 +460,33 @@ class Interaction:
                     slicer.mrmlScene.RemoveNode(node)
                     self._quiet = False
 
-    def prefetchAround(self, volumeNode, sliceIndex: int, radius: int = 1) -> None:
-        """Embed the slices around ``sliceIndex`` on the worker thread (cancelled by the next prompt
-        or the next call), so the first click on a slice rarely waits."""
+    def prefetchAround(self, volumeNode, sliceIndex: int, radius: int = 1, delay: float = 0.3) -> bool:
+        """Embed the slices ``sliceIndex +- radius`` on the worker thread, so the first click on a
+        slice the user scrolled to rarely waits. Only while a segment of ``volumeNode`` is being
+        prompted (its session holds the CT's voxels and the shared segmenter: nothing is copied on
+        the GUI thread). The work starts after ``delay`` s and is cancelled by the next call or the
+        next prompt, so scrolling through many slices embeds only where the user stops. Returns
+        whether a prefetch was queued."""
+        import time
+
+        session = next((t.session for t in self.targets.values()
+                        if t.session is not None and t.volumeNodeId == volumeNode.GetID()), None)
+        if session is None:
+            return False
         for job in self._prefetch:
             job.cancel()
-        s = self.settings
-        volume = self.logic.readCT(volumeNode)
-        zs = [z for z in range(sliceIndex - radius, sliceIndex + radius + 1) if 0 <= z < volume.shape[0]]
+        zs = list(range(sliceIndex - radius, sliceIndex + radius + 1))
 
         def work(job):
-            from polycl.interact import InteractiveSession
-
-            session = InteractiveSession(volume, None, backend=s.samModel, device=s.device, engine=s.engine,
-                                         segmenter=self.logic.segmenterFor(volume, s.samModel, s.device))
+            end = time.monotonic() + delay
+            while time.monotonic() < end:  # the user may still be scrolling
+                if job.token.cancelled:
+                    return
+                time.sleep(0.02)
             session.prefetch(zs, cancel=job.token)
 
         self._prefetch = [self.controller.runner.background(work, name="prefetch")]
+        return True
 
     def shutdown(self) -> None:
         for node, tag in self._observed:

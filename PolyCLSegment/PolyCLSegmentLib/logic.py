@@ -51,20 +51,28 @@ class PolyCLLogic:
 
     @staticmethod
     def listModels() -> list[dict]:
-        """Segmentation models (bundled and the user's), each with a hover text of its scores."""
+        """Segmentation models (bundled and the user's) then the atlas-based targets (``atlas:<organ>``,
+        no network; issue 19), each with ``kind`` and a hover text of its scores."""
         from polycl.models import list_models
 
-        return [{"name": e.name, "target": e.target, "source": e.source, "scores": e.scores, "tooltip": e.describe(),
-                 "available": e.path.is_file()} for e in list_models("segmentation")]
+        return [{"name": e.name, "target": e.target, "source": e.source, "kind": e.kind, "scores": e.scores,
+                 "tooltip": e.describe(), "available": e.path.is_file()}
+                for e in list_models() if e.kind in ("segmentation", "atlas-based")]
 
     def loadModel(self, model: str | None, device: str = "auto"):
-        """A cached :class:`polycl.inference.LoadedModel` (loaded once per model and device)."""
+        """A cached :class:`polycl.inference.LoadedModel` (loaded once per model and device), or for
+        ``atlas:<organ>`` a :class:`polycl.atlas.segment.AtlasTarget` (unknown organ: InputError)."""
         from polycl.inference import load_model
 
         key = (str(model), str(device))
         with self._lock:
             if key not in self._models:
-                self._models[key] = load_model(model, device)
+                if str(model).startswith("atlas:"):
+                    from polycl.atlas.segment import AtlasTarget
+
+                    self._models[key] = AtlasTarget(str(model)[len("atlas:"):])
+                else:
+                    self._models[key] = load_model(model, device)
             return self._models[key]
 
     # ------------------------------------------------------------------ shared checks
@@ -131,12 +139,19 @@ class PolyCLLogic:
         if not result.mask.any():
             raise InputError(f"the model '{loaded.entry.name}' found no {target} in '{request.volume.source}'; "
                              "nothing was changed")
-        method = {"unet": "polycl U-Net", "refine": f"polycl U-Net + SAM refinement ({options.sam_model})",
-                  "pipeline": f"polycl U-Net + SAM ({options.sam_model}) reference slices + propagation"}
+        coarse = "atlas prior" if getattr(loaded, "atlas_only", False) else "polycl U-Net"
+        method = {"unet": coarse, "refine": f"{coarse} + SAM refinement ({options.sam_model})",
+                  "pipeline": f"{coarse} + SAM ({options.sam_model}) reference slices + propagation"}
         entry = loaded.entry
-        provenance = {"Operation": "segment", "Model": entry.name, "ModelSHA256": entry.sha256 or sha256_file(entry.path),
-                      "Target": loaded.target, "Device": str(loaded.device), "Mode": result.mode,
-                      "Method": method[result.mode], "Prompts": "none (automatic)", "Stats": result.summary()}
+        provenance = {"Operation": "segment", "Model": entry.name, "Target": loaded.target,
+                      "Device": str(loaded.device), "Mode": result.mode, "Method": method[result.mode],
+                      "Prompts": "none (automatic)", "Stats": result.summary()}
+        if hasattr(entry, "path"):  # a network (an atlas-based target has no weights)
+            provenance["ModelSHA256"] = entry.sha256 or sha256_file(entry.path)
+        if result.sources:  # which objects came from the U-Net, the atlas prior or both (issue 19)
+            from polycl.atlas.segment import sources_text
+
+            provenance["Sources"] = sources_text(result.sources)
         if result.mode == "pipeline":
             provenance["PropagationEngine"] = str(result.engine)
         term = terminology.termFor(loaded.target)

@@ -124,7 +124,8 @@ class PolyCLWebApp:
 
     def _models(self):
         try:
-            return [{"title": m["name"] + ("" if m["available"] else " (missing)"), "value": m["name"]}
+            return [{"title": m["name"] + (" (atlas-based, no network)" if m.get("kind") == "atlas-based" else "")
+                     + ("" if m["available"] else " (missing)"), "value": m["name"]}
                     for m in self.controller.listModels()]
         except Exception as exc:  # noqa: BLE001 - shown in the page
             log.warning("no models: %s", exc)
@@ -148,7 +149,7 @@ class PolyCLWebApp:
                 self.state.polycl_message = message
             self.state.polycl_error = error
             self.state.polycl_can_undo = self.controller.canUndo(self.segmentationNode)
-            self.state.polycl_prompts = len(self.controller.interaction.prompts)
+            self.state.polycl_prompts = self.controller.promptCount()
 
     def refresh(self):
         self.editor.trigger_all_signals()
@@ -162,6 +163,7 @@ class PolyCLWebApp:
         if k != self.state.polycl_slice:
             with self.state:
                 self.state.polycl_slice = k
+            self.controller.sliceChanged(self.volumeNode, k)  # while prompting: embed around it in the background
 
     def _onTool(self, polycl_tool=None, **_):
         if polycl_tool:
@@ -214,7 +216,7 @@ class PolyCLWebApp:
 
     def checkCt(self):
         """Raise the module's error if the loaded volume is not a CT it accepts (Segment's own check)."""
-        self.controller.logic.readCT(self.volumeNode)
+        self.controller.checkCT(self.volumeNode)
 
     def refreshFiles(self, select: str | None = None):
         with self.state:

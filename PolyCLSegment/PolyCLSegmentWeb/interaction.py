@@ -67,8 +67,6 @@ class Interaction:
     def reset(self):
         """A new CT: every prompt session ends (one whose segmentation is gone already just ends)."""
         try:
-            self.controller.finishSegment()
+            self.controller.resetPrompts()
         except Exception as exc:  # noqa: BLE001 - nothing left to write to
-            self.controller.interaction.targets.clear()
-            self.controller.interaction.prompts.clear()
             self.app.say(error=f"prompts dropped: {exc}")

@@ -40,6 +40,13 @@ def _logic_pipeline_calls(path: Path) -> set[str]:
     return found
 
 
+def _reaches_inside(path: Path) -> set[str]:
+    """``controller.interaction`` / ``controller.logic`` / ``controller.runner`` used in a file."""
+    return {node.attr for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr in ("interaction", "logic", "runner")
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "controller"}
+
+
 def test_front_ends_call_the_controller_operations():
     from PolyCLSegmentLib.controller import Controller
 
@@ -53,6 +60,9 @@ def test_front_ends_call_the_controller_operations():
     web_used = set().union(*(_controller_calls(p, "controller") for p in web))
     assert {"segment", "refine", "propagate", "finetune", "undo", "cancel", "addPoint", "addBox"} <= web_used, web_used
     assert not set().union(*(_logic_pipeline_calls(p) for p in web))
+    # both follow the red view's slice (prefetch while prompting) and neither reaches past the controller
+    assert "sliceChanged" in used and "sliceChanged" in web_used
+    assert not _reaches_inside(panel) and not set().union(*(_reaches_inside(p) for p in web))
 
 
 def test_settings_map_parameter_node_and_web_state():
@@ -125,3 +135,21 @@ def test_operations_through_the_controller(scene, ts, tmp_path, module, tiny_mod
         assert c.sliceIndexOfView(ct, red) == 7
     finally:
         c.shutdown()
+
+
+def test_model_list_shows_atlas_based_targets(module):
+    """Issue 19: the panel's and the page's model list (one controller call) has the atlas-based
+    targets, marked as such, and the Logic loads them as a network-free target."""
+    from PolyCLSegmentLib.controller import Controller
+
+    from polycl.errors import InputError
+
+    c = Controller(module.PolyCLSegmentLogic())
+    models = {m["name"]: m for m in c.listModels()}
+    assert models["polycl-liver"]["kind"] == "segmentation"
+    spleen = models["atlas:spleen"]
+    assert (spleen["kind"], spleen["target"], spleen["available"]) == ("atlas-based", "spleen", True)
+    kidneys = c.logic.loadModel("atlas:kidney")
+    assert kidneys.atlas_only and kidneys.components == 2  # left and right kidney are two objects
+    with pytest.raises(InputError, match="no atlas has 'brain'"):
+        c.logic.loadModel("atlas:brain")

@@ -49,6 +49,7 @@ def test_include_exclude_undo_and_other_segments(slab, module):
     oid = segmentedit.applyMask(seg, ct, other, segmentName="other")
     c = Controller(module.PolyCLSegmentLogic(), Settings(device="cpu", propagateFromClicks=False))
     try:
+        assert c.sliceChanged(ct, k) is False  # nothing is prompted on this CT yet: no background embedding
         y, x = _centre(liver[k])
         pid = c.addPoint(ct, seg, sid, c.rasOfVoxel(ct, (k, y, x)), include=True)
         assert c.wait(300).error is None
@@ -56,8 +57,8 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         assert dice(got[k], liver[k]) >= 0.85, dice(got[k], liver[k])
         assert not np.delete(got, k, axis=0).any()  # that slice only
         assert np.array_equal(c.segmentArray(seg, oid, ct), other)
-        include = c.interaction.pointNode(ct, seg, sid, True)
-        assert include.GetNumberOfControlPoints() == 1 and pid in c.interaction.prompts
+        include = c.placeList(ct, seg, sid, True)
+        assert include.GetNumberOfControlPoints() == 1 and pid in c.interaction.prompts and c.promptCount() == 1
 
         # moving the point re-answers its slice; the markup follows
         moved = c.rasOfVoxel(ct, (k, y, x + 1))
@@ -82,13 +83,16 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         assert c.wait(120).error is None
         assert dice(c.segmentArray(seg, bid, ct)[k], liver[k]) >= 0.85
 
-        # the next slice is embedded in the background, before any click there
+        # scrolling: only the slice where the user stops is embedded in the background, before any click there
         from PolyCLSegmentLib import conversions
 
         segmenter = c.logic.segmenterFor(conversions.volumeFromNode(ct), "litemedsam", "cpu")
         before = segmenter.embeddings_computed
-        c.prefetchAround(ct, k + 1, radius=0)
+        assert c.sliceChanged(ct, k - 1, radius=0) and c.sliceChanged(ct, k + 1, radius=0)  # k - 1 passed by
         assert c.interaction._prefetch[0].wait(120) and segmenter.embeddings_computed == before + 1
+        grid = c.interaction.targets[(seg.GetID(), sid)].session.grid  # IJK k -> the segmenter's canonical k
+        assert segmenter.is_cached(grid.to_canonical_voxel((k + 1, 0, 0))[0])
+        assert not segmenter.is_cached(grid.to_canonical_voxel((k - 1, 0, 0))[0])
         c.clearPrompts(seg, bid)
         assert np.array_equal(c.segmentArray(seg, sid, ct), got)  # the voxels stay
 
