@@ -1,9 +1,10 @@
 """Voxel index mapping between a volume's own array and its canonical (LPS) order.
 
-:func:`polycl.preprocess.to_canonical` only permutes and flips axes, so an input voxel index
-(z, y, x) of ``volume.array`` maps to a canonical index by ``c = origin + M @ (z, y, x)`` with ``M``
-a signed permutation matrix. :class:`IndexMap` measures ``M`` once by reorienting a probe volume
-(the same reorientation :func:`to_canonical` does), so the mapping can never disagree with it.
+Reorienting to canonical order (:mod:`polycl.orientation`) only permutes and flips axes, so an
+input voxel index (z, y, x) of ``volume.array`` maps to a canonical index by ``c = offset + M @ (z, y, x)``
+with ``M`` a signed permutation matrix: :meth:`polycl.orientation.Orientation.index_map`, read from
+SimpleITK's ``DICOMOrientImageFilter`` (the same object that reorients the arrays, so the mapping
+can never disagree with it). :class:`IndexMap` adds bounds checks and float positions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from polycl.errors import InputError
-from polycl.preprocess import CANONICAL, to_canonical
+from polycl.orientation import orientation
 from polycl.volume import Volume
 
 
@@ -23,23 +24,10 @@ class IndexMap:
     """
 
     def __init__(self, volume: Volume) -> None:
+        o = orientation(volume)
         self.shape = tuple(int(s) for s in volume.shape)
-        if volume.geometry.orientation_code() == CANONICAL:
-            self.matrix = np.eye(3)
-            self.offset = np.zeros(3)
-        else:
-            z, y, x = self.shape
-            probe = np.arange(z * y * x, dtype=np.int64).reshape(self.shape)
-            canon = to_canonical(Volume(probe, volume.geometry))
-            # where did input voxels 0, e_z, e_y, e_x go?
-            strides = (y * x, x, 1)
-            pos = {v: np.argwhere(canon == v)[0] for v in (0, *strides) if v < probe.size}
-            c0 = pos[0].astype(float)
-            cols = [(pos[s] - c0) if s in pos and n > 1 else np.eye(3)[i]
-                    for i, (s, n) in enumerate(zip(strides, self.shape))]
-            self.matrix = np.stack(cols, axis=1).astype(float)
-            self.offset = c0
-        self.canonical_shape = tuple(int(v) for v in np.abs(self.matrix) @ np.asarray(self.shape))
+        self.matrix, self.offset = o.index_map()
+        self.canonical_shape = tuple(int(v) for v in o.canonical_shape)
 
     def check(self, zyx) -> np.ndarray:
         """Validate an input (z, y, x) index (floats allowed): 3 finite values inside the volume."""
