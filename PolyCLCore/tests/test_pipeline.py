@@ -24,19 +24,20 @@ def test_options_are_checked_before_any_work(example_ct):
     assert MODES == ("unet", "refine", "pipeline")
 
 
-def test_sam_model_is_one_setting_with_one_cli_name_and_its_old_names():
-    """``sam_model`` / ``--sam-model``; ``--sam`` and ``sam=`` (the Slicer module's) mean the same."""
+def test_sam_model_is_one_setting_with_one_cli_name():
+    """``sam_model`` / ``--sam-model``, one name each (the old ``--sam`` and ``sam=`` are gone)."""
     from polycl.cli.main import build_parser
     from polycl.cli.segment import options_from_args
     from polycl.refine import RefineOptions
 
-    for argv in (["--sam-model", "sam_vit_b"], ["--sam", "sam_vit_b"]):
-        args = build_parser().parse_args(["segment", "ct.nii.gz", "-o", "m.nii.gz", *argv, "--margin", "5"])
-        opts = options_from_args(args)
-        assert (opts.sam_model, opts.margin) == ("sam_vit_b", 5)
-    assert SegmentOptions(sam="medsam_vit_b").sam_model == "medsam_vit_b"
-    assert SegmentOptions(sam_model="medsam_vit_b").sam == "medsam_vit_b"
-    assert RefineOptions(sam="sam_vit_l").sam_model == "sam_vit_l"
+    args = build_parser().parse_args(["segment", "ct.nii.gz", "-o", "m.nii.gz", "--sam-model", "sam_vit_b",
+                                      "--margin", "5"])
+    opts = options_from_args(args)
+    assert (opts.sam_model, opts.margin) == ("sam_vit_b", 5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["segment", "ct.nii.gz", "-o", "m.nii.gz", "--sam", "sam_vit_b"])
+    with pytest.raises(TypeError):
+        SegmentOptions(sam="medsam_vit_b")
     assert RefineOptions(plain=True).guards() == dict(expand_mm=(), min_quality=0.0, min_agreement=0.0)
 
 

@@ -46,9 +46,8 @@ def test_json_lines_and_terminal_bar(capsys):
 
 #: every long operation of polycl and the keyword arguments of the one protocol
 LONG_OPERATIONS = [
-    ("polycl.inference", "predict_probabilities"), ("polycl.inference", "segment_volume"),
-    ("polycl.segment", "run"), ("polycl.refine", "run"), ("polycl.pipeline", "propagate_case"),
-    ("polycl.propagate.api", "propagate_volume"),
+    ("polycl.inference", "predict_probabilities"),
+    ("polycl.segment", "run"), ("polycl.refine", "run"), ("polycl.propagate", "run"),
     ("polycl.finetune", "finetune"), ("polycl.pretrain.train", "pretrain"), ("polycl.batch", "run_batch"),
     ("polycl.download", "download"), ("polycl.sam.weights", "checkpoint_path"),
     ("polycl.propagate.checkpoints", "ensure_sam2"),
@@ -113,17 +112,16 @@ def test_retry_on_oom_shrinks_the_batch_and_keeps_other_errors():
 
 def test_typed_options_refuse_bad_settings_before_any_work(ts):
     from polycl.io import read_volume
-    from polycl.pipeline import PropagateOptions, propagate_case
-    from polycl.refine import RefineOptions
-    from polycl.refine import run as refine_case
+    from polycl import refine
+    from polycl.propagate import PropagateOptions
 
     volume = read_volume(ts / "example_ct_sm.nii.gz")
     seed = np.zeros(volume.shape, np.uint8)
-    with pytest.raises(InputError, match="unknown engine"):
-        propagate_case(volume, seed, PropagateOptions(engine="magic"))
+    with pytest.raises(InputError, match="unknown engine"):  # propagation's options are checked when made
+        PropagateOptions(engine="magic")
     with pytest.raises(InputError, match="stop_after"):
-        propagate_case(volume, seed, PropagateOptions(stop_after=0))
+        PropagateOptions(stop_after=0)
     with pytest.raises(InputError, match="unknown SAM backend"):
-        refine_case(volume, seed, RefineOptions(sam_model="sam_vit_z"))
+        refine.run(volume, seed, refine.RefineOptions(sam_model="sam_vit_z"))
     with pytest.raises(InputError, match="margin"):
-        refine_case(volume, seed, RefineOptions(margin=-1))
+        refine.run(volume, seed, refine.RefineOptions(margin=-1))

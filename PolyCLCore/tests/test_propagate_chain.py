@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from conftest import dice
-from polycl.propagate import input_slice_index, propagate_volume, reference_slice
+from polycl.propagate import PropagateOptions, input_slice_index, reference_slice, run
 from polycl.propagate.seeds import canonical_mask
 
 #: Measured Dice (chain engine, LiteMedSAM, default CHAIN_RULE) minus a small margin.
@@ -25,8 +25,8 @@ def test_chain_propagates_the_liver_of_example_ct_and_stops(abdomen, abdomen_seg
     volume, labels = abdomen
     liver = (labels == 5).astype(np.uint8)
     k = input_slice_index(volume, reference_slice(canonical_mask(volume, liver)))
-    res = propagate_volume(volume, liver, seed_slices=[k], engine="chain", refiner=abdomen_segmenter.loaded,
-                           segmenter=abdomen_segmenter, device="cpu")
+    res = run(volume, liver, PropagateOptions(engine="chain", device="cpu"), seed_slices=[k],
+              segmenter=abdomen_segmenter)
     assert res.engine.name == "chain"
     d = dice(res.mask, liver)
     assert d >= MIN_DICE_EXAMPLE_CT, d

@@ -128,14 +128,14 @@ def test_engine_that_changes_the_embedding_is_refused(engines_cache, monkeypatch
 def test_refinement_dice_equal_with_eager_and_fast_engine(dicom_ct, dicom_liver, engines_cache):
     """3D: the safe refiner on label-derived boxes gives the same masks with OpenVINO as with eager."""
     from polycl.sam import SliceSegmenter
-    from polycl.refine import run as refine_volume
+    from polycl import refine
 
     label = np.zeros_like(dicom_liver.array)
     label[list(SLICES)] = dicom_liver.array[list(SLICES)]
     masks = {}
     for engine in ("torch", "openvino"):
         seg = SliceSegmenter(dicom_ct, model=loaded(engine, engines_cache), cache_size=8)
-        masks[engine] = refine_volume(dicom_ct, label, segmenter=seg).mask
+        masks[engine] = refine.run(dicom_ct, label, segmenter=seg).mask
     assert dice(masks["torch"], label) >= 0.9
     assert dice(masks["openvino"], masks["torch"]) >= 0.995
     assert abs(dice(masks["openvino"], label) - dice(masks["torch"], label)) < 1e-3
@@ -143,13 +143,15 @@ def test_refinement_dice_equal_with_eager_and_fast_engine(dicom_ct, dicom_liver,
 
 def test_chain_propagation_dice_equal_with_eager_and_fast_engine(dicom_ct, dicom_liver, engines_cache):
     """3D: chain propagation over 9 slices from one seed slice, eager against OpenVINO."""
-    from polycl.propagate import propagate_volume
+    from polycl import propagate
+    from polycl.sam import SliceSegmenter
 
     liver = dicom_liver.array
     masks = {}
     for engine in ("torch", "openvino"):
-        res = propagate_volume(dicom_ct, liver, seed_slices=[10], engine="chain", refiner=loaded(engine, engines_cache),
-                               device="cpu", start=6, end=14)
+        seg = SliceSegmenter(dicom_ct, model=loaded(engine, engines_cache), cache_size=16)
+        res = propagate.run(dicom_ct, liver, propagate.PropagateOptions(engine="chain", device="cpu", start=6, end=14),
+                            seed_slices=[10], segmenter=seg)
         masks[engine] = res.mask
     window = np.zeros_like(liver)
     window[6:15] = liver[6:15]
@@ -170,13 +172,13 @@ torch.set_num_threads(1)
 from polycl.io import label_on_image_grid, read_label, read_volume, select_labels
 from polycl.datasets import data_dir
 from polycl.sam import SliceSegmenter, load_sam
-from polycl.refine import run as refine_volume
+from polycl import refine
 ts = data_dir(required=True) / 'totalsegmentator'
 vol = read_volume(ts / 'example_ct_dicom')
 liver = select_labels(label_on_image_grid(read_label(ts / 'example_seg_dicom.nii.gz'), vol).array, 5)
 label = np.zeros_like(liver); label[[4, 14]] = liver[[4, 14]]
 sam = load_sam('litemedsam', device='cpu', download=False)
-mask = refine_volume(vol, label, segmenter=SliceSegmenter(vol, model=sam)).mask
+mask = refine.run(vol, label, segmenter=SliceSegmenter(vol, model=sam)).mask
 d = 2 * (mask & label).sum() / (mask.sum() + label.sum())
 import json
 print(json.dumps({'engine': sam.encoder.name, 'dice': float(d), 'reason': sam.encoder.fallback_reason}))

@@ -172,5 +172,5 @@ def test_cli_refine(tmp_path, ts, dicom_ct, dicom_liver):
                  str(bad_out)]) == 2  # y-flipped label file: not on the image grid
     assert main(["refine", str(ts / "example_mr_sm.nii.gz"), str(ts / "example_seg_mr.nii.gz"), "-o",
                  str(bad_out), "--resample-mask"]) == 2  # MR
-    assert main(["refine", str(ts / "example_ct_dicom"), str(mpath), "-o", str(bad_out), "--sam", "nope"]) == 2
+    assert main(["refine", str(ts / "example_ct_dicom"), str(mpath), "-o", str(bad_out), "--sam-model", "nope"]) == 2
     assert not bad_out.exists()

@@ -238,12 +238,11 @@ class PolyCLLogic:
                          newSegment: bool = False, overwriteOthers: bool = False, limits=None,
                          predictor=None) -> JobInput:
         from polycl.errors import InputError
-        from polycl.pipeline import PropagateOptions
+        from polycl.propagate import PropagateOptions
 
         start, end = limits if limits else (None, None)
         options = PropagateOptions(engine=engine, stop_after=stopAfter, start=start, end=end, device=device,
                                    check_ct=False)
-        options.validate()
         volume = self.readCT(volumeNode)
         if segmentationNode is None or segmentId is None:
             raise InputError("select the segment that holds the annotated slice")
@@ -263,17 +262,17 @@ class PolyCLLogic:
                         overwriteOthers=overwriteOthers, mask=seed, sliceIndex=int(sliceIndex), predictor=predictor)
 
     def computePropagate(self, request: JobInput, progress=None, cancel=None) -> Outcome:
-        """polycl.pipeline.propagate_case from the request's slice (the same function as ``polycl propagate``);
+        """polycl.propagate.run from the request's slice (the same function as ``polycl propagate``);
         the annotated slice is kept exactly as drawn."""
-        from polycl.pipeline import propagate_case
+        from polycl import propagate
 
         o = request.options
         if request.predictor is None or o.engine == "chain":  # a ready SAM 2 predictor needs no weights check
             self._requireCapability(capabilities.propagateCapability(o.engine), f"propagation ({o.engine})")
         # the chain engine reuses this CT's embeddings from Segment/Refine (SAM 2 has its own)
         segmenter = self.segmenterFor(request.volume, device=o.device) if capabilities.refineCapability() else None
-        result = propagate_case(request.volume, request.mask, o, seed_slices=[request.sliceIndex], progress=progress,
-                                cancel=cancel, predictor=request.predictor, segmenter=segmenter)
+        result = propagate.run(request.volume, request.mask, o, seed_slices=[request.sliceIndex], progress=progress,
+                               cancel=cancel, predictor=request.predictor, segmenter=segmenter)
         objects = result.describe_objects()
         provenance = {"Operation": "propagate", "Method": "propagation from one annotated slice",
                       "PropagationEngine": f"{result.engine.name} ({result.engine.detail})",

@@ -10,32 +10,30 @@ On CUDA the SAM 2 engine runs under bf16 autocast. Model loading is excluded fro
 from benchmark import Row
 
 from polycl.io import read_label, read_volume, select_labels
-from polycl.propagate import input_slice_index, propagate, reference_slice
+from polycl import propagate
+from polycl.propagate import input_slice_index, reference_slice
 from polycl.propagate.seeds import canonical_mask
 
 HALF = 4
-
-
-def _run_all(run):
-    return [item.index for item in run]
 
 
 def run(ctx):
     import torch
 
     from polycl.propagate.checkpoints import build_predictor
-    from polycl.sam import load_sam
+    from polycl.sam import SliceSegmenter, load_sam
 
     vol = read_volume(ctx.data / "totalsegmentator/example_ct.nii.gz")
     lab = read_label(ctx.data / "totalsegmentator/example_seg_fast_force_split.nii.gz")
     liver = select_labels(lab.array, 5)
     k = input_slice_index(vol, reference_slice(canonical_mask(vol, liver)))
-    limits = dict(start=k - HALF, end=k + HALF, seed_slices=[k], stop_after=None, device=ctx.device)
+    limits = dict(start=k - HALF, end=k + HALF, stop_after=None, device=ctx.device)
     rows = []
 
     torch.manual_seed(0)
     predictor = build_predictor(random_weights=True, device=ctx.device)  # hiera-tiny at 1024
-    _, seconds, gpu = ctx.timed(lambda: _run_all(propagate(vol, liver, predictor=predictor, **limits)))
+    options = propagate.PropagateOptions(engine="sam2", **limits)
+    _, seconds, gpu = ctx.timed(lambda: propagate.run(vol, liver, options, seed_slices=[k], predictor=predictor))
     n = 2 * HALF + 1
     rows.append(Row("propagate", "sam2.1 tiny (random w.) example_ct", ctx.device, seconds, n_slices=n,
                     peak_gpu_mb=gpu, extra={"slices_per_s": round(n / seconds, 3), "image_size": predictor.image_size,
@@ -43,7 +41,9 @@ def run(ctx):
     del predictor
 
     refiner = load_sam("litemedsam", device=ctx.device, download=False)
-    _, seconds, gpu = ctx.timed(lambda: _run_all(propagate(vol, liver, engine="chain", refiner=refiner, **limits)))
+    options = propagate.PropagateOptions(engine="chain", **limits)
+    _, seconds, gpu = ctx.timed(lambda: propagate.run(vol, liver, options, seed_slices=[k],
+                                                      segmenter=SliceSegmenter(vol, model=refiner, cache_size=32)))
     rows.append(Row("propagate", "chain LiteMedSAM example_ct", ctx.device, seconds, n_slices=n, peak_gpu_mb=gpu,
                     extra={"slices_per_s": round(n / seconds, 3)}))
     return rows

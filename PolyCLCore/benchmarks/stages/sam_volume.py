@@ -26,7 +26,8 @@ def _dice(a, b) -> float:
 def run(ctx):
     from stages.pipeline import clinical_size_ct
 
-    from polycl.propagate import input_slice_index, propagate_volume, reference_slice
+    from polycl import propagate
+    from polycl.propagate import input_slice_index, reference_slice
     from polycl.propagate.seeds import canonical_mask
     from polycl.sam import SliceSegmenter, load_sam
     from polycl import refine as refine_op
@@ -49,7 +50,8 @@ def run(ctx):
                         peak_gpu_mb=gpu, extra={"embeddings": n, "dice": round(_dice(res.mask, liver), 3)}))
 
         def chain():
-            return propagate_volume(vol, liver, seed_slices=[seed], engine="chain", refiner=sam, device=ctx.device)
+            return propagate.run(vol, liver, propagate.PropagateOptions(engine="chain", device=ctx.device),
+                                 seed_slices=[seed], segmenter=SliceSegmenter(vol, model=sam, cache_size=32))
 
         res, seconds, gpu = ctx.timed(chain)
         rows.append(Row("sam_volume", f"propagate 512x512x120 [{name}]", ctx.device, seconds, n_slices=vol.shape[0],

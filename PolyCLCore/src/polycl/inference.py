@@ -19,7 +19,6 @@ from polycl.device import resolve_device
 from polycl.models import ModelEntry, resolve_model
 from polycl.progress import CancelToken, Progress, Reporter
 from polycl.preprocess import PreprocessConfig, from_model_grid, prepare_slices
-from polycl.volume import Volume
 
 
 @dataclass
@@ -70,15 +69,3 @@ def predict_probabilities(model: LoadedModel, hu_zyx: np.ndarray, *, batch_size:
         report(stop, z, "U-Net")
     return out
 
-
-def segment_volume(volume: Volume, model: LoadedModel | str | None = None, *, threshold: float = 0.5,
-                   largest_cc: bool = True, batch_size: int = 16, check_ct: bool = True,
-                   progress: Progress | None = None, cancel: CancelToken | None = None) -> np.ndarray:
-    """The U-Net's uint8 (z, y, x) mask on the volume's own grid (no atlas prior): the old name of
-    ``polycl.segment.run(volume, model, SegmentOptions(mode="unet", prior="off", ...)).mask``, kept for
-    the Slicer module's tests until they call :func:`polycl.segment.run`."""
-    from polycl.segment import SegmentOptions, run
-
-    options = SegmentOptions(mode="unet", threshold=threshold, largest_cc=largest_cc, batch_size=batch_size,
-                             check_ct=check_ct, prior="off")
-    return run(volume, model, options, progress=progress, cancel=cancel).mask

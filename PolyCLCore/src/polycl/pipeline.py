@@ -18,36 +18,22 @@
    and the report says so.
 
 Every step reuses one :class:`~polycl.sam.SliceSegmenter` per volume, so no slice is embedded twice.
-All work here is on the canonical (LPS) array.
-
-Propagation of a user's annotated slice has its own typed entry point, :func:`propagate_case`
-(:class:`PropagateOptions`). ``segment_case``, ``refine_case``, ``SegmentOptions`` and
-``RefineOptions`` are the old names of :func:`polycl.segment.run`, :func:`polycl.refine.run` and
-their options, kept only for the Slicer module (PolyCLSegment) until it calls those.
+All work here is on the canonical (LPS) array. Internal to Segment: the public entry points are
+:func:`polycl.segment.run`, :func:`polycl.refine.run` and :func:`polycl.propagate.run`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
-from polycl import refine, segment
-from polycl.errors import InputError
 from polycl.masks import component_boxes, components_by_size, dice
-from polycl.progress import CancelToken, Progress, Reporter
-from polycl.refine import RefineOptions
-from polycl.segment import DEFAULT_MODE, MODES, SegmentOptions, SegmentResult
-from polycl.volume import Volume
+from polycl.progress import Reporter
+from polycl.segment import SegmentOptions
 
-__all__ = ["DEFAULT_MODE", "MODES", "ComponentReport", "PropagateOptions", "RefineOptions", "SegmentOptions",
-           "SegmentResult", "propagate_case", "refine_case", "run_pipeline", "segment_case"]
-
-#: Old names (the Slicer module's) of :func:`polycl.segment.run` and :func:`polycl.refine.run`.
-segment_case = segment.run
-refine_case = refine.run
+__all__ = ["ComponentReport", "run_pipeline"]
 
 
 @dataclass
@@ -73,66 +59,15 @@ class ComponentReport:
         return text
 
 
-@dataclass
-class PropagateOptions:
-    """How :func:`propagate_case` carries annotated slices through a volume. ``engine``: auto
-    (SAM 2 when its weights are cached, else chain), sam2 or chain; ``sam2``: SAM 2.1 checkpoint
-    name or path; ``stop_after``: K empty slices in a row end a direction (None: run to the limits);
-    ``start``/``end``: inclusive limits as input slice indices (Slicer's IJK k); ``keep_seed``: the
-    slices named by ``seed_slices`` stay exactly as drawn in the result."""
-
-    engine: str = "auto"
-    sam2: str | None = None
-    stop_after: int | None = 3
-    start: int | None = None
-    end: int | None = None
-    keep_seed: bool = True
-    device: str = "auto"
-    check_ct: bool = True
-
-    def validate(self) -> None:
-        from polycl.propagate.api import ENGINES
-
-        if self.engine not in ENGINES:
-            raise InputError(f"unknown engine '{self.engine}'; use {', '.join(ENGINES)}")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise InputError(f"stop_after must be >= 1 (or None to run to the limits), got {self.stop_after}")
-
-
-def propagate_case(volume: Volume, seed: np.ndarray, options: PropagateOptions | None = None, *,
-                   seed_slices: Sequence[int] | None = None, progress: Progress | None = None,
-                   cancel: CancelToken | None = None, segmenter=None, predictor=None):
-    """Carry the annotated slices of ``seed`` (uint8 (z, y, x) on ``volume``'s grid; ``seed_slices``:
-    only these input slice indices) through the volume; returns the
-    :class:`~polycl.propagate.PropagationResult` (mask on the input grid, per-slice confidence, objects)."""
-    from polycl.propagate import propagate_volume
-
-    opts = options or PropagateOptions()
-    opts.validate()
-    result = propagate_volume(volume, seed, seed_slices=seed_slices, engine=opts.engine, sam2=opts.sam2,
-                              start=opts.start, end=opts.end, stop_after=opts.stop_after, device=opts.device,
-                              check_ct=opts.check_ct, predictor=predictor, segmenter=segmenter,
-                              progress=progress, cancel=cancel)
-    if opts.keep_seed and seed_slices is not None:
-        seed = np.asarray(seed)
-        for k in seed_slices:
-            result.mask[int(k)] = seed[int(k)] > 0
-    return result
-
-
 def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_report: Reporter, predictor):
     """Seed choice, propagation and fusion per 3D component of ``coarse`` (canonical (z, y, x) uint8)
     on ``hu`` (canonical HU) with ``spacing`` (sx, sy, sz) mm; returns (canonical mask, reports, engine)."""
-    from polycl.propagate.api import EngineChoice, choose_engine, default_rule, make_engine
     from polycl.propagate.seeds import Seed
+    from polycl.propagate.stream import choose_engine, default_rule, make_engine
 
     sx, sy, sz = spacing
-    if predictor is not None and opts.engine in ("auto", "sam2"):
-        choice = EngineChoice("sam2", "a ready SAM 2 predictor was given", getattr(predictor, "polycl_label", ""))
-    else:
-        choice = choose_engine(opts.engine, opts.sam2)
-    engine = make_engine(choice, device=opts.device, sam2=opts.sam2, predictor=predictor, refiner=segmenter.loaded,
-                         segmenter=segmenter)
+    choice = choose_engine(opts.engine, opts.sam2, predictor)
+    engine = make_engine(choice, device=opts.device, sam2=opts.sam2, predictor=predictor, segmenter=segmenter)
     rule = default_rule(choice.name)
     margin = int(math.ceil(opts.z_margin_mm / sz))
     z = hu.shape[0]

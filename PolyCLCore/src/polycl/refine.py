@@ -32,7 +32,6 @@ memory is retried with fewer slices embedded per batch (:func:`polycl.device.ret
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
@@ -46,23 +45,6 @@ from polycl.sam.refine import DEFAULT_EXPAND_MM, SliceRefinement, refine_slice
 from polycl.volume import Volume
 
 
-def sam_model_alias(cls):
-    """Let an options dataclass with a ``sam_model`` field also take and show it as ``sam``, its old
-    name, kept only for the Slicer module (PolyCLSegment) until it passes ``sam_model``."""
-    init = cls.__init__
-
-    @functools.wraps(init)
-    def __init__(self, *args, sam: str | None = None, **kwargs) -> None:
-        if sam is not None:
-            kwargs["sam_model"] = sam
-        init(self, *args, **kwargs)
-
-    cls.__init__ = __init__
-    cls.sam = property(lambda self: self.sam_model, doc="old name of ``sam_model``")
-    return cls
-
-
-@sam_model_alias
 @dataclass
 class RefineOptions:
     """How :func:`run` redraws a mask with SAM box prompts.

@@ -30,7 +30,6 @@ import numpy as np
 
 from polycl.errors import InputError
 from polycl.progress import CancelToken, Progress, Reporter
-from polycl.refine import sam_model_alias
 from polycl.volume import Volume
 
 MODES = ("unet", "refine", "pipeline")
@@ -38,7 +37,6 @@ MODES = ("unet", "refine", "pipeline")
 DEFAULT_MODE = "pipeline"
 
 
-@sam_model_alias
 @dataclass
 class SegmentOptions:
     """How to segment.

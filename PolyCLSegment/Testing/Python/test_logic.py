@@ -39,11 +39,11 @@ def logic(module):
 @pytest.fixture(scope="session")
 def reference_mask_file(ts, tiny_model, tmp_path_factory):
     """polycl's own result on the CT file (no MRML), written as a label file."""
-    from polycl.inference import load_model, segment_volume
+    from polycl import segment
     from polycl.io import read_volume, write_mask_like
 
     volume = read_volume(ts / "example_ct_sm.nii.gz")
-    mask = segment_volume(volume, load_model(str(tiny_model), "cpu"))
+    mask = segment.run(volume, str(tiny_model), segment.SegmentOptions(mode="unet", prior="off", device="cpu")).mask
     assert 0.02 < mask.mean() < 0.8, "the fixture model should give a structured, non-trivial mask"
     path = tmp_path_factory.mktemp("ref") / "reference.nii.gz"
     write_mask_like(mask, volume, path)

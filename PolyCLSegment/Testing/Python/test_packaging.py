@@ -80,11 +80,11 @@ torch.set_num_threads(1)
 import polycl
 from polycl.inference import load_model
 from polycl.io import read_label, read_volume, select_labels
-from polycl.pipeline import SegmentOptions, segment_case
+from polycl import segment
 ct = read_volume({str(ts / "example_ct.nii.gz")!r})
 truth = select_labels(read_label({str(ts / "example_seg_fast_force_split.nii.gz")!r}).array, 5)
 model = load_model("polycl-liver", "cpu")
-mask = segment_case(ct, model, SegmentOptions(mode="unet", device="cpu")).mask
+mask = segment.run(ct, model, segment.SegmentOptions(mode="unet", device="cpu")).mask
 dice = 2 * float((mask.astype(bool) & truth.astype(bool)).sum()) / float(mask.astype(bool).sum() + truth.sum())
 from PolyCLSegmentLib import dependencies
 print(json.dumps({{"polycl": polycl.__file__, "model": str(model.entry.path), "dice": dice,

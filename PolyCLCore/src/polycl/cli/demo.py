@@ -8,7 +8,7 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", default="demo-output", help="folder for the mask and overlay (default demo-output)")
     p.add_argument("--model", default=None)
     p.add_argument("--device", default="auto")
-    from polycl.pipeline import MODES
+    from polycl.segment import MODES
 
     p.add_argument("--mode", choices=MODES, default=None,
                    help="segment mode (default: the pipeline; see polycl segment --help)")

@@ -33,7 +33,7 @@ def run(args) -> int:
 
     from polycl.errors import InputError
     from polycl.io import has_image_suffix, read_label, read_volume, write_mask_like
-    from polycl.pipeline import PropagateOptions, propagate_case
+    from polycl import propagate
     from polycl.progress import terminal
     from polycl.validate import require_ct, require_nonempty, require_same_grid
 
@@ -50,10 +50,10 @@ def run(args) -> int:
 
         with terminal("download SAM 2", unit="B") as bar:
             ensure_sam2(args.sam2, download=args.download, progress=bar)
-    options = PropagateOptions(engine=args.engine, sam2=args.sam2, stop_after=args.stop_after or None,
-                               start=args.start, end=args.end, device=args.device, check_ct=False)
+    options = propagate.PropagateOptions(engine=args.engine, sam2=args.sam2, stop_after=args.stop_after or None,
+                                         start=args.start, end=args.end, device=args.device, check_ct=False)
     with terminal("propagate", unit="slice") as bar:
-        result = propagate_case(volume, seed.array, options, seed_slices=args.slices, progress=bar)
+        result = propagate.run(volume, seed.array, options, seed_slices=args.slices, progress=bar)
     write_mask_like(result.mask, volume, out)
     conf = np.array([result.confidence[k] for k in result.visited if k not in result.seeds] or [np.nan])
     low = result.low_confidence(0.5)

@@ -10,7 +10,7 @@ def register(sub) -> None:
     p.add_argument("--series", default=None, metavar="UID",
                    help="a DICOM folder with several series: the SeriesInstanceUID to read (listed when omitted)")
     p.add_argument("-o", "--output", required=True, help="refined mask file (.nii.gz, .nrrd, ...)")
-    p.add_argument("--sam-model", "--sam", dest="sam_model", default="litemedsam",
+    p.add_argument("--sam-model", dest="sam_model", default="litemedsam",
                    help="SAM model: litemedsam (bundled, default), sam_vit_b, sam_vit_l, sam_vit_h (downloaded on "
                         "first use with --download), medsam_vit_b (give --sam-checkpoint)")
     p.add_argument("--sam-checkpoint", default=None, help="path of a SAM checkpoint file you downloaded yourself")

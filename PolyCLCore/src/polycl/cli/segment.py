@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--engine", choices=["auto", "sam2", "chain"], default="auto",
                    help="pipeline: propagation engine (auto: SAM 2 if its weights are cached, else chain)")
     p.add_argument("--sam2", default=None, metavar="NAME|PATH", help="pipeline: SAM 2.1 checkpoint for --engine sam2")
-    p.add_argument("--sam-model", "--sam", dest="sam_model", default="litemedsam",
+    p.add_argument("--sam-model", dest="sam_model", default="litemedsam",
                    help="SAM model of refinement and chaining (default litemedsam; see polycl refine --help)")
     p.add_argument("--margin", type=int, default=3, help="refine/pipeline: pixels around each SAM box (default 3)")
     p.add_argument("--min-component", type=int, default=10,

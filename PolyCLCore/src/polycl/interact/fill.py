@@ -24,7 +24,7 @@ def fill_rule(engine: str):
     """The stop rule of the session's fill: the engine's default plus :data:`FILL_MIN_AREA_FRACTION`."""
     from dataclasses import replace
 
-    from polycl.propagate.api import default_rule
+    from polycl.propagate.stream import default_rule
 
     return replace(default_rule(engine), min_area_fraction=FILL_MIN_AREA_FRACTION)
 
@@ -41,11 +41,12 @@ def _seeds(session):
 
 def _engine_run(session, seeds, report: Reporter, work: np.ndarray | None) -> tuple[np.ndarray, dict]:
     """The engine's whole propagation from ``seeds``: (canonical (z, y, x) uint8, confidences)."""
-    from polycl.propagate import propagate
+    from polycl.propagate import PropagateOptions
+    from polycl.propagate.stream import prepare
 
-    rule = fill_rule(session.engine_choice.name)
-    run = propagate(session.volume, seeds, engine=session.engine_choice.name, segmenter=session.segmenter,
-                    rule=rule, stop_after=rule.stop_after, check_ct=False)
+    options = PropagateOptions(engine=session.engine_choice.name, check_ct=False)
+    run = prepare(session.volume, seeds, options, hu=session.hu, rule=fill_rule(session.engine_choice.name),
+                  segmenter=session.segmenter)
     out = np.zeros(session.hu.shape, np.uint8) if work is None else work
     conf: dict[int, float] = {}
     for i, item in enumerate(run):
@@ -54,7 +55,7 @@ def _engine_run(session, seeds, report: Reporter, work: np.ndarray | None) -> tu
             conf.get(item.index, 0.0)
         report(i + 1, run.n_slices, f"propagating, slice {item.index} (axial order)")
     if run.engine.name == "chain":
-        session._chain = run._engine
+        session._chain = run.runner
     return out, conf
 
 
@@ -96,8 +97,8 @@ def _objects_of(prev: np.ndarray, old_labels: np.ndarray) -> list[np.ndarray]:
 
 def local(session, work: np.ndarray, pending: list[int], report: Reporter) -> dict[int, float]:
     """Re-propagate from each slice of ``pending`` only as far as the result changes."""
-    from polycl.propagate.api import default_rule
     from polycl.propagate.local import repropagate_locally
+    from polycl.propagate.stream import default_rule
 
     if not pending:
         return {}
