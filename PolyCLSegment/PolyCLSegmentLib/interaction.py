@@ -6,7 +6,7 @@ prompts embed each slice once. Prompts are markups the user sees and can move or
 two ``vtkMRMLMarkupsFiducialNode`` per segment ("include", green; "exclude", red), boxes as
 ``vtkMRMLMarkupsROINode``. Observers on those nodes turn a point placed, dragged or deleted in a
 slice view into :meth:`Interaction.addPoint` / :meth:`movePrompt` / :meth:`removePrompt`, so the
-panel and the web page only put the view in place mode.
+panel and the web page only put the view in place mode (the markup side: :mod:`PolyCLSegmentLib.promptmarkups`).
 
 Each answer is a job on the worker thread (the slice answer is short; filling the volume has
 progress and cancel) and is written on the GUI thread into the selected segment only, on the
@@ -23,25 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from PolyCLSegmentLib import conversions, segmentedit
-
-INCLUDE_COLOR = (0.2, 0.85, 0.3)
-EXCLUDE_COLOR = (0.95, 0.25, 0.2)
-BOX_COLOR = (1.0, 0.85, 0.1)
-
-
-@dataclass
-class Prompt:
-    """One prompt: ``kind`` "include", "exclude" or "box"; the markup node and control point
-    (points) that show it; ``sessionId``: the InteractiveSession's id of the prompt."""
-
-    id: str
-    kind: str
-    key: tuple[str, str]
-    nodeId: str
-    pointId: str | None = None
-    sessionId: Any = None
-    ras: tuple = ()  # where the markup is (RAS mm)
-
+from PolyCLSegmentLib.promptmarkups import Prompt, PromptMarkups
 
 @dataclass
 class Target:
@@ -55,7 +37,7 @@ class Target:
     nodeIds: dict = field(default_factory=dict)  # "include"/"exclude" -> fiducial node ID
 
 
-class Interaction:
+class Interaction(PromptMarkups):
     """The prompt operations of :class:`~PolyCLSegmentLib.controller.Controller` (see the module docstring)."""
 
     def __init__(self, controller):
@@ -108,89 +90,6 @@ class Interaction:
         self._count += 1
         return f"prompt-{self._count}"
 
-    # ------------------------------------------------------------------ markups
-    def pointNode(self, volumeNode, segmentationNode, segmentId: str, include: bool):
-        """The fiducial node holding the include (or exclude) points of a segment (made on first use);
-        a front end makes it the active place list for its include/exclude place mode: each point
-        placed on it is then a prompt on ``volumeNode``."""
-        import slicer
-
-        target = self._target(volumeNode, segmentationNode, segmentId)
-        kind = "include" if include else "exclude"
-        node = slicer.mrmlScene.GetNodeByID(target.nodeIds.get(kind, ""))
-        if node is not None:
-            return node
-        name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
-        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"{name} {kind}")
-        node.CreateDefaultDisplayNodes()
-        display = node.GetDisplayNode()
-        if display is not None:
-            display.SetSelectedColor(*(INCLUDE_COLOR if include else EXCLUDE_COLOR))
-            display.SetColor(*(INCLUDE_COLOR if include else EXCLUDE_COLOR))
-        node.SetAttribute("PolyCL.PromptKind", kind)
-        node.SetAttribute("PolyCL.Segment", f"{target.segmentationNodeId}|{segmentId}")
-        target.nodeIds[kind] = node.GetID()
-        self._observe(node)
-        return node
-
-    def _observe(self, node) -> None:
-        for event, handler in ((node.PointPositionDefinedEvent, self._onPlaced),
-                               (node.PointEndInteractionEvent, self._onMoved),
-                               (node.PointRemovedEvent, self._onRemoved)):
-            self._observed.append((node, node.AddObserver(event, handler)))
-
-    # (Python observers do not get the event's control point index: the handlers find the point)
-    def _known(self, node) -> dict[str, Prompt]:
-        return {p.pointId: p for p in self.prompts.values() if p.nodeId == node.GetID()}
-
-    def _onPlaced(self, node, event=None) -> None:
-        """A point placed in a slice view (place mode on this node) becomes an include/exclude prompt."""
-        if self._quiet:
-            return
-        known = self._known(node)
-        segNodeId, segmentId = node.GetAttribute("PolyCL.Segment").split("|", 1)
-        volumeNode, segmentationNode = self._nodes(self.targets[(segNodeId, segmentId)])
-        for i in range(node.GetNumberOfControlPoints()):
-            pid = node.GetNthControlPointID(i)
-            if pid not in known and node.GetNthControlPointPositionStatus(i) == node.PositionDefined:
-                self.addPoint(volumeNode, segmentationNode, segmentId, node.GetNthControlPointPositionWorld(i),
-                              node.GetAttribute("PolyCL.PromptKind") == "include", pointId=pid)
-
-    def _onMoved(self, node, event=None) -> None:
-        """A point dragged to a new place: its slice is answered again."""
-        if self._quiet:
-            return
-        for pid, prompt in self._known(node).items():
-            ras = node.GetNthControlPointPositionWorld(node.GetNthControlPointIndexByID(pid))
-            if not np.allclose(ras, prompt.ras):
-                self.movePrompt(prompt.id, ras)
-
-    def _onRemoved(self, node, event=None) -> None:
-        """A point deleted by the user: its answer goes."""
-        if self._quiet:
-            return
-        present = {node.GetNthControlPointID(i) for i in range(node.GetNumberOfControlPoints())}
-        for pid, prompt in self._known(node).items():
-            if pid not in present:
-                self.removePrompt(prompt.id)
-
-    def _removeMarkup(self, prompt: Prompt) -> None:
-        import slicer
-
-        node = slicer.mrmlScene.GetNodeByID(prompt.nodeId)
-        if node is None:
-            return
-        self._quiet = True
-        try:
-            if prompt.kind == "box":
-                slicer.mrmlScene.RemoveNode(node)
-            else:
-                index = node.GetNthControlPointIndexByID(prompt.pointId)
-                if index >= 0:
-                    node.RemoveNthControlPoint(index)
-        finally:
-            self._quiet = False
-
     # ------------------------------------------------------------------ prompts
     def addPoint(self, volumeNode, segmentationNode, segmentId, ras, include=True, *, pointId=None,
                  onDone: Callable | None = None) -> str:
@@ -214,25 +113,11 @@ class Interaction:
         return prompt.id
 
     def addBox(self, volumeNode, segmentationNode, segmentId, ras0, ras1, onDone: Callable | None = None) -> str:
-        import slicer
-
         ras0, ras1 = _ras(ras0), _ras(ras1)
-
         (z0, y0, x0), (z1, y1, x1) = (self.controller.voxelAtRas(volumeNode, r) for r in (ras0, ras1))
         target = self._target(volumeNode, segmentationNode, segmentId)
-        self._quiet = True
-        try:
-            roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "PolyCL box")
-            roi.CreateDefaultDisplayNodes()
-            lo, hi = np.minimum(ras0[:3], ras1[:3]), np.maximum(ras0[:3], ras1[:3])
-            roi.SetCenter(*((lo + hi) / 2))
-            roi.SetSize(*np.maximum(hi - lo, 1.0))
-            if roi.GetDisplayNode() is not None:
-                roi.GetDisplayNode().SetSelectedColor(*BOX_COLOR)
-        finally:
-            self._quiet = False
-        prompt = Prompt(self._newPromptId(), "box", (target.segmentationNodeId, segmentId), roi.GetID(),
-                        ras=tuple(float(v) for v in ras0[:3]))
+        prompt = Prompt(self._newPromptId(), "box", (target.segmentationNodeId, segmentId),
+                        self._newBoxNode(ras0, ras1), ras=tuple(float(v) for v in ras0[:3]), ras1=tuple(float(v) for v in ras1[:3]))
         z = z0
         box = ((z, min(y0, y1), min(x0, x1)), (z, max(y0, y1), max(x0, x1)))
         self._answer(target, prompt, lambda s: s.add_box(*box), onDone)
@@ -244,15 +129,20 @@ class Interaction:
         volumeNode, _ = self._nodes(target)
         ras, ras1 = _ras(ras), (None if ras1 is None else _ras(ras1))
         zyx = self.controller.voxelAtRas(volumeNode, ras)
+        before = (prompt.ras, prompt.ras1)
         self._setMarkup(prompt, ras, ras1)
         prompt.ras = tuple(float(v) for v in ras[:3])
+        if ras1 is not None:
+            prompt.ras1 = tuple(float(v) for v in ras1[:3])
         if prompt.kind == "box" and ras1 is not None:
             z, y0, x0 = zyx
             _, y1, x1 = self.controller.voxelAtRas(volumeNode, ras1)
             self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, (z, min(y0, y1), min(x0, x1)),
-                                                                 (z, max(y0, y1), max(x0, x1))), onDone, new=False)
+                                                                 (z, max(y0, y1), max(x0, x1))), onDone, new=False,
+                         moved=before)
         else:
-            self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, zyx), onDone, new=False)
+            self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, zyx), onDone, new=False,
+                         moved=before)
 
     def removePrompt(self, promptId: str, onDone: Callable | None = None) -> None:
         prompt = self._prompt(promptId)
@@ -266,24 +156,6 @@ class Interaction:
         if promptId not in self.prompts:
             raise InputError(f"no prompt '{promptId}' (it was removed or undone)")
         return self.prompts[promptId]
-
-    def _setMarkup(self, prompt: Prompt, ras, ras1=None) -> None:
-        import slicer
-
-        node = slicer.mrmlScene.GetNodeByID(prompt.nodeId)
-        if node is None:
-            return
-        self._quiet = True
-        try:
-            if prompt.kind == "box" and ras1 is not None:
-                lo, hi = np.minimum(ras[:3], ras1[:3]), np.maximum(ras[:3], ras1[:3])
-                node.SetCenter(*((lo + hi) / 2))
-                node.SetSize(*np.maximum(hi - lo, 1.0))
-            elif prompt.kind != "box":
-                index = node.GetNthControlPointIndexByID(prompt.pointId)
-                node.SetNthControlPointPositionWorld(index, *[float(v) for v in ras[:3]])
-        finally:
-            self._quiet = False
 
     def correctSlice(self, volumeNode, segmentationNode, segmentId, sliceIndex: int,
                      onDone: Callable | None = None) -> None:
@@ -322,8 +194,10 @@ class Interaction:
 
     # ------------------------------------------------------------------ running answers
     def _answer(self, target: Target, prompt: Prompt, ask: Callable, onDone, *, new: bool = True,
-                removed: bool = False, fill: bool = False) -> None:
-        """Run ``ask(session)`` (a SliceAnswer) on the worker; write the answered slices when done."""
+                removed: bool = False, moved: tuple | None = None, fill: bool = False) -> None:
+        """Run ``ask(session)`` (a SliceAnswer) on the worker; write the answered slices when done.
+        ``moved``: the markup's place before a move, (ras, ras1), so that undo puts it back."""
+        step = (prompt, "added") if new else (prompt, "removed") if removed else (prompt, "moved", moved)
 
         if new:  # known at once, so that a second event on its markup does not add it twice
             self.prompts[prompt.id] = prompt
@@ -338,7 +212,7 @@ class Interaction:
             slab = answer.mask2d[None] if zs == [int(answer.slice)] else answer.mask[zs[0]:zs[-1] + 1]
             self._write(target, slab, zs[0], {
                 "Operation": "prompt", "SamModel": self.settings.samModel,
-                "Prompts": f"{prompt.kind} on slice {int(answer.slice)}"}, (prompt if new else None))
+                "Prompts": f"{prompt.kind} on slice {int(answer.slice)}"}, step)
             return target.segmentId
 
         def failed():
@@ -363,9 +237,10 @@ class Interaction:
 
         return then
 
-    def _write(self, target: Target, slab, first: int | None, provenance: dict, prompt=None) -> None:
+    def _write(self, target: Target, slab, first: int | None, provenance: dict, step: tuple | None = None) -> None:
         """Write ``slab`` ((n, y, x)) as slices ``first``.. of the segment with one undo state (also
-        when there is nothing to write, ``slab`` None: every session step is one undo step); log it."""
+        when there is nothing to write, ``slab`` None: every session step is one undo step); log it
+        with ``step`` ((prompt, "added" | "removed" | "moved", (ras, ras1)): what undo does to its markup)."""
         volumeNode, segmentationNode = self._nodes(target)
         if slab is None:
             self.logic.requireSegment(segmentationNode, target.segmentId, writable=True)
@@ -373,7 +248,7 @@ class Interaction:
         else:
             segmentedit.writeSlices(segmentationNode, volumeNode, target.segmentId, np.asarray(slab, np.uint8),
                                     int(first), provenance=provenance, history=self.logic.history)
-        self.record(target.segmentationNodeId, ("session", target, target.session, prompt))
+        self.record(target.segmentationNodeId, ("session", target, target.session, step))
 
     def _run(self, target: Target, name: str, compute: Callable, apply: Callable, *, then=None, onFail=None,
              withProgress: bool = False) -> None:
@@ -421,18 +296,29 @@ class Interaction:
     # ------------------------------------------------------------------ undo, clear, finish, prefetch
     def onUndone(self, segmentationNode) -> None:
         """The shared history stepped back on this segmentation: step its session back with it, and
-        remove the markup of a prompt that the step added."""
+        its markups with it (a prompt the step added goes, one it removed comes back, one it moved
+        goes back to where it was)."""
         entries = self.log.get(segmentationNode.GetID())
         entry = entries.pop() if entries else None
         if entry is None:
             return
-        _, target, session, prompt = entry
+        _, target, session, step = entry
         if session is not None and target.session is session:
             session.undo()
             target.filled = session.filled
-        if prompt is not None:
+        if step is None:
+            return
+        prompt, action = step[0], step[1]
+        if action == "added":
             self._removeMarkup(prompt)
             self.prompts.pop(prompt.id, None)
+        elif action == "removed":
+            self._restoreMarkup(prompt)
+            self.prompts[prompt.id] = prompt
+        else:
+            (ras, ras1), now = step[2], (prompt.ras, prompt.ras1)
+            self._setMarkup(prompt, np.asarray(ras), np.asarray(ras1) if ras1 else None)
+            prompt.ras, prompt.ras1 = ras, (ras1 or now[1])
 
     def _dropPrompts(self, match: Callable) -> None:
         """Forget the prompts whose (segmentation, segment) key ``match``es, and remove their markups."""

@@ -61,12 +61,23 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         assert include.GetNumberOfControlPoints() == 1 and pid in c.interaction.prompts and c.promptCount() == 1
 
         # moving the point re-answers its slice; the markup follows
+        first = c.segmentArray(seg, sid, ct)
         moved = c.rasOfVoxel(ct, (k, y, x + 1))
         c.movePrompt(pid, moved)
         assert c.wait(120).error is None
         assert np.allclose(include.GetNthControlPointPositionWorld(0), moved)
         assert dice(c.segmentArray(seg, sid, ct)[k], liver[k]) >= 0.85
-        # the user deletes the point in the view: its answer goes; places one again: it comes back
+        beforeRemoval = c.segmentArray(seg, sid, ct)
+        # the user deletes the point in the view: its answer goes
+        include.RemoveNthControlPoint(0)
+        assert c.wait(120).error is None and not c.segmentArray(seg, sid, ct).any() and not c.interaction.prompts
+        # undo brings the point back (markup and answer), a second undo puts it back where it was first
+        assert c.undo(seg) and c.promptCount() == 1 and include.GetNumberOfControlPoints() == 1
+        assert np.allclose(include.GetNthControlPointPositionWorld(0), moved)
+        assert np.array_equal(c.segmentArray(seg, sid, ct), beforeRemoval)
+        assert c.undo(seg) and np.allclose(include.GetNthControlPointPositionWorld(0), c.rasOfVoxel(ct, (k, y, x)))
+        assert np.array_equal(c.segmentArray(seg, sid, ct), first)
+        # deleted again; the user places one again: its answer comes back
         include.RemoveNthControlPoint(0)
         assert c.wait(120).error is None and not c.segmentArray(seg, sid, ct).any() and not c.interaction.prompts
         include.AddControlPointWorld(*moved)
