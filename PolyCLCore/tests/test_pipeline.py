@@ -10,7 +10,7 @@ from polycl.cli.main import main
 from polycl.errors import InputError, NotCTError
 from polycl.pipeline import _candidate_slices
 from polycl.segment import MODES, SegmentOptions
-from polycl.segment import run as segment_case
+from polycl import segment
 
 
 def test_options_are_checked_before_any_work(example_ct):
@@ -20,7 +20,7 @@ def test_options_are_checked_before_any_work(example_ct):
                          (dict(min_component_px=0), "min_component_px >= 1"),
                          (dict(mode="refine", sam_model="sam_vit_z"), "unknown SAM backend")):
         with pytest.raises(InputError, match=message):  # raised before the (missing) model is looked up
-            segment_case(example_ct, "no-such-model", SegmentOptions(**bad))
+            segment.run(example_ct, "no-such-model", SegmentOptions(**bad))
     assert MODES == ("unet", "refine", "pipeline")
 
 
@@ -45,13 +45,13 @@ def test_mr_is_refused(ts):
     from polycl.io import read_volume
 
     with pytest.raises(NotCTError):
-        segment_case(read_volume(ts / "example_mr_sm.nii.gz"), "polycl-liver", SegmentOptions(mode="unet"))
+        segment.run(read_volume(ts / "example_mr_sm.nii.gz"), "polycl-liver", SegmentOptions(mode="unet"))
 
 
 def test_unet_mode_runs_no_sam(example_ct, example_liver):
     from conftest import dice
 
-    result = segment_case(example_ct, "polycl-liver", SegmentOptions(mode="unet", device="cpu", prior="off"))
+    result = segment.run(example_ct, "polycl-liver", SegmentOptions(mode="unet", device="cpu", prior="off"))
     assert result.mode == "unet" and result.embeddings == 0 and not result.components and "sam" not in result.seconds
     assert result.mask.shape == example_ct.shape and dice(result.mask, example_liver.array) >= 0.85  # measured 0.901
 
@@ -84,16 +84,16 @@ def test_guard_falls_back_to_the_refined_unet_mask(data):
     model = load_model("polycl-liver", "cpu")
     seg = SliceSegmenter(ct, device="cpu")
     kw = dict(device="cpu", prior="off")
-    guarded = segment_case(ct, model, SegmentOptions(engine="chain", min_agreement=1.0, **kw), segmenter=seg)
-    refined = segment_case(ct, model, SegmentOptions(mode="refine", **kw), segmenter=seg)
-    free = segment_case(ct, model, SegmentOptions(engine="chain", min_agreement=0.0, **kw), segmenter=seg)
+    guarded = segment.run(ct, model, SegmentOptions(engine="chain", min_agreement=1.0, **kw), segmenter=seg)
+    refined = segment.run(ct, model, SegmentOptions(mode="refine", **kw), segmenter=seg)
+    free = segment.run(ct, model, SegmentOptions(engine="chain", min_agreement=0.0, **kw), segmenter=seg)
     (report,) = guarded.components
     assert report.guarded and "kept the SAM-refined U-Net mask" in guarded.summary()
     assert np.array_equal(guarded.mask, refined.mask)
     assert not free.components[0].guarded and free.components[0].agreement == pytest.approx(report.agreement)
     assert seg.embeddings_computed == 3  # three runs, three slices, each embedded once
     ref = label_on_image_grid(read_label(data / "dcmqi" / "liver_seg.nrrd"), ct).array > 0
-    unet = segment_case(ct, model, SegmentOptions(mode="unet", **kw)).mask
+    unet = segment.run(ct, model, SegmentOptions(mode="unet", **kw)).mask
     assert dice(refined.mask, ref) >= dice(unet, ref) + 0.03
 
 
@@ -110,7 +110,7 @@ def test_pipeline_runs_the_sam2_engine_when_given_a_predictor(data):
     ct = read_volume(data / "dcmqi" / "ct-3slice")
     predictor = build_predictor(random_weights=True, image_size=128, device="cpu")
     options = SegmentOptions(engine="sam2", device="cpu", prior="off")
-    result = segment_case(ct, "polycl-liver", options, predictor=predictor)
+    result = segment.run(ct, "polycl-liver", options, predictor=predictor)
     assert result.engine.startswith("sam2") and result.mask.shape == ct.shape
     (report,) = result.components
     assert report.propagated + report.fallback == 2  # the two non-seed slices, each from one source

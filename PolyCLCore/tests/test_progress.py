@@ -65,11 +65,11 @@ def test_every_long_operation_takes_progress_and_cancel(module, name):
     assert not {"callback", "show_progress"} & set(params), name  # no second convention beside it
 
 
-def test_segment_case_cancelled_in_the_unet_stage_returns_nothing(ts):
+def test_segment_cancelled_in_the_unet_stage_returns_nothing(ts):
     """Real CT, bundled model: a Cancel pressed after the first U-Net batch stops the run."""
     from polycl.io import read_volume
     from polycl.segment import SegmentOptions
-    from polycl.segment import run as segment_case
+    from polycl import segment
 
     volume = read_volume(ts / "example_ct_sm.nii.gz")
     token = CancelToken()
@@ -80,8 +80,8 @@ def test_segment_case_cancelled_in_the_unet_stage_returns_nothing(ts):
         token.cancel()
 
     with pytest.raises(Cancelled, match="nothing was changed"):
-        segment_case(volume, "polycl-liver", SegmentOptions(mode="unet", device="cpu", batch_size=8),
-                     progress=press_cancel, cancel=token)
+        segment.run(volume, "polycl-liver", SegmentOptions(mode="unet", device="cpu", batch_size=8),
+                    progress=press_cancel, cancel=token)
     assert len(seen) == 1 and seen[0][1] == "U-Net" and 0 < seen[0][0] < 1
 
 

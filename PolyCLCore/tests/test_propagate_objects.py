@@ -82,13 +82,13 @@ def test_default_pipeline_segments_both_kidneys_component_by_component(ct, kidne
     embedded twice: every embedding computed is of a slice the shared segmenter did not hold yet
     (its cache holds the whole slab), whichever tests ran before."""
     from polycl.segment import SegmentOptions
-    from polycl.segment import run as segment_case
+    from polycl import segment
 
     right, left = kidneys
     before = segmenter.embeddings_computed
     held = {k for k in range(ct.shape[0]) if segmenter.is_cached(k)}
-    result = segment_case(ct, "polycl-kidney", SegmentOptions(engine="chain", device="cpu"),
-                          segmenter=segmenter)
+    result = segment.run(ct, "polycl-kidney", SegmentOptions(engine="chain", device="cpu"),
+                         segmenter=segmenter)
     assert result.mode == "pipeline" and result.engine.startswith("chain") and len(result.components) == 2
     for comp, kidney in zip(sorted(result.components, key=lambda c: c.first), (right, left), strict=True):
         lo, hi = _slices(kidney, ct)[[0, -1]]

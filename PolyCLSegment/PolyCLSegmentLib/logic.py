@@ -115,7 +115,6 @@ class PolyCLLogic:
 
         options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device, sam_model=samModel, engine=engine,
                                  prior=prior, check_ct=False)
-        options.validate()
         volume = self.readCT(volumeNode)
         if segmentId is not None:
             self.requireSegment(segmentationNode, segmentId, writable=True)
@@ -181,7 +180,6 @@ class PolyCLLogic:
         from polycl.refine import RefineOptions
 
         options = RefineOptions(sam_model=samModel, device=device, check_ct=False)
-        options.validate()
         volume = self.readCT(volumeNode)
         if segmentationNode is None:
             raise InputError("no segmentation selected")
@@ -342,7 +340,6 @@ class PolyCLLogic:
         from polycl.segment import DEFAULT_MODE, SegmentOptions
 
         options = SegmentOptions(mode=mode or DEFAULT_MODE, device=device, prior=prior)
-        options.validate()
         if not Path(inputDir).is_dir():
             raise InputError(f"{inputDir}: not a folder")
         if Path(outputDir).resolve() == Path(inputDir).resolve():

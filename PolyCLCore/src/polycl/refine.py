@@ -47,7 +47,7 @@ from polycl.volume import Volume
 
 @dataclass
 class RefineOptions:
-    """How :func:`run` redraws a mask with SAM box prompts.
+    """How :func:`run` redraws a mask with SAM box prompts; checked when made (and again by :func:`run`).
 
     ``sam_model``: the SAM checkpoint ('litemedsam' bundled; 'sam_vit_b', ... downloaded by the user,
     ``checkpoint`` their path); ``margin``: pixels around each component's box; ``min_component_px``:
@@ -69,6 +69,9 @@ class RefineOptions:
     batch_size: int | None = None
     device: str = "auto"
     check_ct: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         from polycl.sam.weights import get_checkpoint

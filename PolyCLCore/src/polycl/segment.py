@@ -39,7 +39,7 @@ DEFAULT_MODE = "pipeline"
 
 @dataclass
 class SegmentOptions:
-    """How to segment.
+    """How to segment; checked when made (and again by :func:`run`).
 
     ``threshold``: U-Net probability threshold; ``largest_cc``: keep the model's number of largest
     3D components; ``batch_size``: U-Net slices per forward pass; ``sam_model``: the SAM checkpoint
@@ -68,6 +68,9 @@ class SegmentOptions:
     device: str = "auto"
     check_ct: bool = True
     prior: str = "auto"  # atlas location prior: auto, on, off (issue 19; see polycl.atlas.segment)
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
         if self.mode not in MODES:

@@ -35,7 +35,7 @@ from polycl.volume import Volume
 
 @dataclass
 class PropagateOptions:
-    """How :func:`run` carries annotated slices through a volume; checked when made.
+    """How :func:`run` carries annotated slices through a volume; checked when made (and again by :func:`run`).
 
     ``engine``: auto (SAM 2 when its weights are cached, else chain), sam2 or chain; ``sam2``: SAM 2.1
     checkpoint name or path; ``stop_after``: K vanished slices in a row end a direction (None: run to
