@@ -36,6 +36,7 @@ import numpy as np
 from polycl.errors import InputError
 from polycl.interact.grid import IndexMap
 from polycl.interact.slice_answer import SliceContext, answer_box, answer_include, remove_around
+from polycl.orientation import orientation
 from polycl.preprocess import canonical_spacing, from_canonical, to_canonical
 from polycl.progress import CancelToken, Progress, Reporter
 from polycl.volume import Volume
@@ -120,17 +121,18 @@ class InteractiveSession:
             require_ct(volume)
         self.volume = volume
         self.grid = IndexMap(volume)
-        self.hu = to_canonical(volume).astype(np.float32, copy=False)
+        shape = orientation(volume).canonical_shape
+        if segmenter is not None and segmenter.array.shape != shape:
+            raise InputError(f"segmenter array {segmenter.array.shape} is not this volume's canonical {shape}")
+        # the volume in canonical order once: the segmenter's array when one is given
+        self.hu = (segmenter.array if segmenter is not None else to_canonical(volume)).astype(np.float32, copy=False)
         sx, sy, _ = canonical_spacing(volume)
         self.pixel_mm = (float(sy), float(sx))
         self.engine_choice = choose_engine(engine)
         if segmenter is None:
             from polycl.sam import SliceSegmenter
 
-            segmenter = SliceSegmenter(volume, backend=backend, device=device,
-                                       cache_size=min(self.hu.shape[0], 256))
-        elif segmenter.array.shape != self.hu.shape:
-            raise InputError(f"segmenter array {segmenter.array.shape} is not this volume's canonical {self.hu.shape}")
+            segmenter = SliceSegmenter(self.hu, backend=backend, device=device, cache_size=min(self.hu.shape[0], 256))
         self.segmenter = segmenter
         self._canon = np.zeros(self.hu.shape, np.uint8)
         if mask is not None:
