@@ -127,12 +127,14 @@ def run(volume: Volume, seed, options: PropagateOptions | None = None, *, seed_s
     stream = prepare(volume, seed, opts, seed_slices=seed_slices, predictor=predictor, segmenter=segmenter,
                      hu=segmenter.array if segmenter is not None else None)
 
+    levels = 2 if stream.can_offload else 1  # 2: as asked; 1: SAM 2's state on the CPU (after an OOM)
+
     def attempt(level: int):
-        if level < 2:  # out of memory once: SAM 2 keeps its state on the CPU
+        if level < levels:
             stream.offload()
         return _collect(stream, report)
 
-    canon, per_obj, visited = retry_on_oom(attempt, 2 if stream.can_offload else 1, shrink=2)
+    canon, per_obj, visited = retry_on_oom(attempt, levels, shrink=2)
     mask = orientation(volume).from_canonical(canon)
     if opts.keep_seed and seed_slices is not None and isinstance(seed, (Volume, np.ndarray)):
         drawn = np.asarray(seed.array if isinstance(seed, Volume) else seed)
