@@ -66,6 +66,33 @@ def test_kidneys_located_on_a_deformed_copy_of_the_atlas_scan(deformed, prior):
     assert calls and any("affine" in m for _, _, m in calls)
 
 
+def test_registration_is_reused_for_the_same_ct_atlases_and_options(deformed, prior):
+    """Segment twice on one CT (kidneys, then another organ): the second prior reuses the registration
+    (the very same transform, no new registration); other options or another atlas set register anew."""
+    from dataclasses import replace
+
+    from polycl.atlas import cache
+    from polycl.atlas.prior import compute_prior
+    from polycl.atlas.registration import RegistrationOptions
+    from polycl.atlas.store import bundled_atlas
+
+    volume, _ = deformed
+    first, _ = prior
+    again = compute_prior(volume.with_array(volume.array.copy()), ("kidney_left",))  # an equal copy of the CT
+    assert again.cached and not first.cached
+    assert again.registrations[0] is first.registrations[0]
+    assert np.array_equal(again.probability["kidney_left"], first.probability["kidney_left"])
+    cheap = RegistrationOptions(z_candidates=1, affine_iterations=2, bspline_iterations=0)
+    misses = cache.info()["misses"]
+    other_options = compute_prior(volume, ("kidney_left",), options=cheap)
+    atlas = bundled_atlas()
+    other_set = compute_prior(volume, ("kidney_left",), options=cheap,
+                              atlases=[replace(atlas, image=atlas.image.with_array(atlas.image.array + 1))])
+    assert not other_options.cached and not other_set.cached and cache.info()["misses"] == misses + 2
+    assert other_options.registrations[0] is not first.registrations[0]
+    assert cache.info()["entries"] <= cache.MAX_ENTRIES
+
+
 def test_unet_components_are_filtered_by_the_prior(deformed, prior):
     """A 'kidney' U-Net mask holding the right kidney, the liver and the spleen (wrong organs): the right
     kidney is kept as the U-Net drew it ('both'), liver and spleen are not taken for any kidney, the left kidney comes
