@@ -63,10 +63,15 @@ def test_candidates_spread_over_the_middle_with_the_middle_first():
     assert _candidate_slices(np.array([7]), 5) == [7]
 
 
-def test_cli_refuses_contradicting_modes_and_writes_nothing(tmp_path, ts, capsys):
+def test_cli_mode_has_one_name_and_a_bad_one_writes_nothing(tmp_path, ts, capsys):
+    """``--mode`` is the one way to choose the mode (the old ``--refine`` alias is gone); a bad value is a
+    usage error (exit 2) before anything is read or written."""
     out = tmp_path / "m.nii.gz"
-    assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(out), "--refine", "--mode", "unet"]) == 2
-    assert "--refine contradicts --mode unet" in capsys.readouterr().err and not out.exists()
+    for bad in (["--refine"], ["--mode", "magic"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(out), *bad])
+        assert exit_.value.code == 2 and not out.exists()
+    assert "invalid choice: 'magic'" in capsys.readouterr().err
 
 
 def test_guard_falls_back_to_the_refined_unet_mask(data):

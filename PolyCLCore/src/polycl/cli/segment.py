@@ -25,7 +25,6 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=MODES, default=None,
                    help="unet: the U-Net alone; refine: + SAM box refinement; pipeline (default): U-Net, SAM-refined "
                         "reference slice per component, propagation, fusion (see docs/evaluation.md)")
-    p.add_argument("--refine", action="store_true", help="same as --mode refine (kept for older scripts)")
     p.add_argument("--engine", choices=["auto", "sam2", "chain"], default="auto",
                    help="pipeline: propagation engine (auto: SAM 2 if its weights are cached, else chain)")
     p.add_argument("--sam2", default=None, metavar="NAME|PATH", help="pipeline: SAM 2.1 checkpoint for --engine sam2")
@@ -52,14 +51,10 @@ def _is_batch(path) -> bool:
 
 def options_from_args(args):
     """The :class:`polycl.segment.SegmentOptions` of a ``segment`` command line."""
-    from polycl.errors import InputError
     from polycl.segment import DEFAULT_MODE, SegmentOptions
 
-    if args.refine and args.mode not in (None, "refine"):
-        raise InputError(f"--refine contradicts --mode {args.mode}")
-    mode = "refine" if args.refine else (args.mode or DEFAULT_MODE)
-    return SegmentOptions(mode=mode, threshold=args.threshold, largest_cc=args.largest_cc, batch_size=args.batch_size,
-                          sam_model=args.sam_model, margin=args.margin, min_component_px=args.min_component,
+    return SegmentOptions(mode=args.mode or DEFAULT_MODE, threshold=args.threshold, largest_cc=args.largest_cc,
+                          batch_size=args.batch_size, sam_model=args.sam_model, margin=args.margin, min_component_px=args.min_component,
                           engine=args.engine, sam2=args.sam2, device=args.device, prior=args.prior)
 
 
