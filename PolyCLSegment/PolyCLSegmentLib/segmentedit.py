@@ -34,7 +34,7 @@ TAG_PREFIX = "PolyCL."
 #: the propagation engine that carried the mask (chain or sam2, with its detail); ``SamModel``: the SAM
 #: model that answered boxes or prompts.
 PROVENANCE_KEYS = ("Operation", "Model", "ModelSHA256", "Target", "Mode", "Method", "PropagationEngine", "SamModel",
-                   "Prompts", "Device", "LowConfidenceSlices", "Objects", "Stats", "Time", "Version")
+                   "Prompts", "Device", "LowConfidenceSlices", "Objects", "Sources", "Stats", "Time", "Version")
 
 
 def segmentTag(segment, name: str) -> str | None:
