@@ -301,7 +301,7 @@ def plot(rows: list[dict], path: Path, scans: list[str]) -> None:
     for i, (recipe, mode) in enumerate(combos):
         vals = [next((r["dice"] for r in rows if (r["recipe"], r["mode"], r["scan"]) == (recipe, mode, s)), np.nan)
                 for s in scans]
-        ax.bar(np.arange(len(scans)) + i * width, vals, width, label=f"{recipe} / {mode}")
+        ax.bar(np.arange(len(scans)) + i * width, vals, width, label=f"{recipe} / {mode}", color=plt.cm.tab20(i % 20))
     ax.set_xticks(np.arange(len(scans)) + width * (len(combos) - 1) / 2, scans)
     ax.set_ylim(0, 1)
     ax.set_ylabel("3D Dice (held-out scan)")
