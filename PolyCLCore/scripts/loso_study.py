@@ -22,11 +22,13 @@ starter's input with strong augmentation (to tell the two changes apart).
 cards) and ``loso_<target>.png`` into --out, keeping the rows already there that this run did not
 measure again. Times are wall-clock seconds per volume on this machine.
 
-Atlas prior (issue 19): the modes ``pipeline prior=on|auto|off`` run the pipeline with
-``SegmentOptions(prior=...)``. The scan being segmented is never the atlas: the bundled atlas is
-``example_ct``, so that fold runs with ``POLYCL_BUNDLED_ATLAS=off`` and the atlases of
-:data:`FOLD_ATLASES` (other labelled scans, added with ``polycl.atlas.store.add_atlas`` into a
-temporary ``POLYCL_HOME`` under WORK); the other folds use the bundled atlas, as a user does.
+Atlas prior (issue 19): the modes ``unet``, ``refine`` and ``pipeline`` run with the prior off (as
+they were measured before it existed: under 'auto' the bundled atlas would hand ``example_ct`` its own
+label); the modes ``pipeline prior=on|auto|off`` run the pipeline with ``SegmentOptions(prior=...)``.
+The scan being segmented is never the atlas: the bundled atlas is ``example_ct``, so that fold runs
+with ``POLYCL_BUNDLED_ATLAS=off`` and the atlases of :data:`FOLD_ATLASES` (other labelled scans, added
+with ``polycl.atlas.store.add_atlas`` into a temporary ``POLYCL_HOME`` under WORK); the other folds
+use the bundled atlas, as a user does.
 
     .venv/bin/python PolyCLCore/scripts/loso_study.py evaluate --recipe starter --work /tmp/loso \
         --modes "pipeline prior=on" "pipeline prior=off"
@@ -167,7 +169,8 @@ def evaluate(args) -> None:
                 if cached.exists():  # one row per (recipe, scan, mode): re-running resumes
                     rows.append(json.loads(cached.read_text()))
                     continue
-                opts = segment.SegmentOptions(mode=mode.split()[0], engine="chain", prior=PRIOR_MODES.get(mode, "auto"))
+                prior = PRIOR_MODES.get(mode, "off")
+                opts = segment.SegmentOptions(mode=mode.split()[0], engine="chain", prior=prior)
                 with fold_atlases(args.work, scan.name, mode) as atlases:
                     t0 = time.perf_counter()
                     try:
