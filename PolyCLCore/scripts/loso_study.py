@@ -283,8 +283,8 @@ def write_outputs(rows: list[dict], out: Path, target: str) -> None:
             mean = np.mean([c["dice"] for c in cells.values()])
             lines.append(f"| {recipe} | {mode} | " + " | ".join(text) + f" | {mean:.3f} |")
     if any(PRIOR_FAILED in r["detail"] for r in rows):
-        lines += ["", f"\\* {PRIOR_FAILED} on this scan (registration error in the row's detail, "
-                  f"loso_{target}.csv): the cell is the pipeline run without the prior."]
+        lines += ["", (f"\\* {PRIOR_FAILED} on this scan (registration error in the row's detail, "
+                       f"loso_{target}.csv): the cell is the pipeline run without the prior.")]
     write_text_atomic(out / f"loso_{target}.md", "\n".join(lines) + "\n")
     plot(rows, out / f"loso_{target}.png", scans)
     print("\n".join(lines))
