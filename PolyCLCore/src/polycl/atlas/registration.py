@@ -33,6 +33,9 @@ from polycl.progress import CancelToken, Progress, Reporter
 from polycl.volume import Volume
 
 BODY_HU = -500.0
+#: The thinnest scan placed on an atlas: SimpleITK's smoothing needs 4 voxels per axis, and a few mm of
+#: anatomy cannot be placed along the body (a 3-slice scan gets no prior: a clear error, 'auto' skips it).
+MIN_SLICES, MIN_EXTENT_MM = 4, 20.0
 #: HU range the registration sees: soft tissue gets most of the histogram bins, bone and air saturate.
 CLIP_HU = (-300.0, 400.0)
 
@@ -220,6 +223,10 @@ def register(volume: Volume, atlas_image: Volume, options: RegistrationOptions |
     report = Reporter(progress, cancel, cancelled_message="registration cancelled; nothing was changed")
     if volume.array.ndim != 3 or min(volume.shape) < 2:
         raise InputError(f"registration needs a 3D volume, got shape {volume.shape}")
+    extent_mm = volume.shape[0] * volume.geometry.spacing[2]
+    if min(volume.shape) < MIN_SLICES or extent_mm < MIN_EXTENT_MM:
+        raise InputError(f"the scan is too thin to place on the atlas ({volume.shape[0]} slices, {extent_mm:.0f} mm; "
+                         f"at least {MIN_SLICES} slices and {MIN_EXTENT_MM:.0f} mm are needed)")
     clock = time.perf_counter()
 
     seconds = {}
