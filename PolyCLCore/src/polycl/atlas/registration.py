@@ -14,10 +14,13 @@ input into the atlas and the atlas's labels can be resampled onto the input's gr
 3. *Deformable*: a B-spline with a coarse control grid (``bspline_mm`` between nodes), L-BFGS-B.
 
 Cost (2 cores, 512 x 512 x 120 CT, ``benchmarks/stages/registration.py``; docs/benchmarks.md has the
-rows): the B-spline step dominates (its metric costs samples x control points per evaluation, so it is
-bounded by ``bspline_evaluations``); the input is bin-averaged before any float work, so resampling a
-512 x 512 CT takes a fraction of a second. Progress and cancel follow :mod:`polycl.progress` (checked
-between optimizer iterations). :mod:`polycl.atlas.cache` keeps the result for a CT seen again.
+rows): about 11 s on the idle machine, the B-spline step ~80 % of it (its metric costs samples x control
+points per evaluation, so it is bounded by ``bspline_evaluations``), the full-resolution smoothing most
+of the rest. Faster settings were tried and rejected for accuracy (docs/benchmarks.md, "Atlas
+registration"): 10 iterations / 15 evaluations, or a bin average before the smoothing, keep the mean
+prior Dice but lose the end-to-end spleen on the DICOM series. Progress and cancel follow
+:mod:`polycl.progress` (checked between optimizer iterations). :mod:`polycl.atlas.cache` keeps the result
+for a CT seen again in the same process.
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ class RegistrationOptions:
     thin_mm: float = 120.0
     affine_iterations: int = 80
     bspline_mm: float = 80.0
-    bspline_iterations: int = 10  # 20 / 30 gave the same Dice (4 seeds, 3 scans) at twice the time
-    bspline_evaluations: int = 15  # metric evaluations, line searches included: bounds the time
+    bspline_iterations: int = 20
+    bspline_evaluations: int = 30  # metric evaluations, line searches included: bounds the time
     sampling: float = 0.25
     bspline_sampling: float = 0.25
     seed: int = 7
@@ -72,11 +75,9 @@ class Registration:
 
 
 def low_res(image: sitk.Image, spacing_mm: float) -> sitk.Image:
-    """``image`` (HU) as float32 on an axis-aligned (identity direction) grid of about ``spacing_mm``
-    covering it; z spacing is finer for thin scans (at least 8 slices when possible). Anti-aliasing:
-    a bin average (:func:`sitk.BinShrink`, by about half the spacing ratio per axis, so a 512 x 512 CT
-    is shrunk 16-fold before any float work), then a Gaussian for the rest of the way: together as much
-    smoothing as a Gaussian of sigma (new - old spacing) / 2 on the full image."""
+    """``image`` (float HU) smoothed and resampled onto an axis-aligned (identity direction) grid of about
+    ``spacing_mm`` covering it; z spacing is finer for thin scans (at least 8 slices when possible)."""
+    image = sitk.Cast(image, sitk.sitkFloat32)
     size = np.asarray(image.GetSize())
     spacing = np.asarray(image.GetSpacing())
     d = np.asarray(image.GetDirection()).reshape(3, 3)
@@ -86,14 +87,7 @@ def low_res(image: sitk.Image, spacing_mm: float) -> sitk.Image:
     extent = hi - lo
     sz = min(spacing_mm, max(float(np.min(spacing)), extent[2] / 8.0))
     new_spacing = np.array([spacing_mm, spacing_mm, sz], dtype=float)
-    target = new_spacing[np.argmax(np.abs(d), axis=0)]  # the new spacing along each index axis
-    shrink = [max(1, int(t / s / 2.0)) for t, s in zip(target, spacing)]
-    if max(shrink) > 1:
-        image = sitk.BinShrink(image, shrink)
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    # Gaussian of sigma (t - s) / 2 in all, the bin average counting as one of variance (f^2 - 1) s^2 / 12
-    var = [((t - s) / 2.0) ** 2 - (f * f - 1) * s * s / 12.0 for t, s, f in zip(target, spacing, shrink)]
-    sigma = [float(np.sqrt(max(0.0, v))) for v in var]
+    sigma = [max(0.0, (t - s) / 2.0) for t, s in zip(new_spacing, np.abs(d.T @ spacing))]
     if max(sigma) > 0:
         image = sitk.SmoothingRecursiveGaussian(image, [max(s, 1e-3) for s in sigma])
     ref = sitk.Image([int(np.floor(e / s)) + 1 for e, s in zip(extent, new_spacing)], sitk.sitkFloat32)
