@@ -64,7 +64,7 @@ class Prior:
 def _warp_organs(atlas, organs, reg, volume: Volume) -> dict:
     """The atlas's ``organs`` masks, warped (linear, so a soft boundary) onto the registration's low-res
     grid refined to <= 3 mm in one pass (a vector image), then resampled (linear) onto ``volume``'s grid;
-    organ -> float32 (z, y, x) 0..1. The transform (affine + B-spline) is sampled once as a displacement
+    organ -> (start (z, y, x), float32 box 0..1) from :func:`_box_on_grid`. The transform (affine + B-spline) is sampled once as a displacement
     field on the registration's grid (plus one voxel all round) and interpolated from there: 5x faster than
     evaluating the B-spline at every 3 mm point, the warped masks differ by < 0.001."""
     lab = atlas.labels.to_sitk()
@@ -88,18 +88,18 @@ def _warp_organs(atlas, organs, reg, volume: Volume) -> dict:
     for k, organ in enumerate(organs):
         small = sitk.GetImageFromArray(np.ascontiguousarray(warped[..., k]))
         small.CopyInformation(mid)
-        out[organ] = _onto_grid(small, volume)
+        out[organ] = _box_on_grid(small, volume)
     return out
 
 
-def _onto_grid(small: sitk.Image, volume: Volume) -> np.ndarray:
-    """``small`` (a soft mask, mostly 0) resampled (linear) onto ``volume``'s grid, float32 (z, y, x).
-    Only the box of ``volume`` voxels that can see a non-zero voxel of ``small`` is resampled (an organ
-    fills a few % of a 512 x 512 CT): the same values as resampling the whole grid, many times faster."""
-    out = np.zeros(volume.shape, np.float32)
+def _box_on_grid(small: sitk.Image, volume: Volume):
+    """``small`` (a soft mask, mostly 0) resampled (linear) onto ``volume``'s grid, only in the box of
+    ``volume`` voxels that can see a non-zero voxel of ``small`` (an organ fills a few % of a 512 x 512 CT):
+    (start index (z, y, x), float32 box), zero outside it; None when nothing is non-zero on the grid. The
+    same values as resampling the whole grid, many times faster."""
     nz = np.argwhere(sitk.GetArrayViewFromImage(small) > 0)
     if not len(nz):
-        return out
+        return None
     full = volume.geometry.apply_to(sitk.Image([int(v) for v in volume.shape[::-1]], sitk.sitkUInt8))
     lo, hi = nz.min(0)[::-1] - 1.0, nz.max(0)[::-1] + 1.0  # (x, y, z): linear interpolation reaches 1 voxel out
     corners = [small.TransformContinuousIndexToPhysicalPoint([float(c[0]), float(c[1]), float(c[2])])
@@ -108,13 +108,28 @@ def _onto_grid(small: sitk.Image, volume: Volume) -> np.ndarray:
     start = np.maximum(np.floor(idx.min(0)), 0).astype(int)
     stop = np.minimum(np.ceil(idx.max(0)), np.asarray(full.GetSize()) - 1).astype(int)
     if np.any(stop < start):
-        return out
+        return None
     ref = sitk.Image([int(v) for v in stop - start + 1], sitk.sitkFloat32)
     ref.SetSpacing(full.GetSpacing())
     ref.SetDirection(full.GetDirection())
     ref.SetOrigin(full.TransformIndexToPhysicalPoint([int(v) for v in start]))
     box = sitk.GetArrayFromImage(sitk.Resample(small, ref, sitk.Transform(), sitk.sitkLinear, 0.0))
-    out[start[2]:stop[2] + 1, start[1]:stop[1] + 1, start[0]:stop[0] + 1] = box
+    return start[::-1].copy(), box
+
+
+def _mean_of_boxes(boxes: list, shape, n: int) -> np.ndarray:
+    """uint8 0..255 (z, y, x) of ``shape``: the sum of ``boxes`` ((start, float box) pairs) / ``n``, computed
+    only over their union (the rest of a 512 x 512 CT stays 0 without numpy passing over it)."""
+    out = np.zeros(shape, np.uint8)
+    if not boxes:
+        return out
+    lo = np.min([b[0] for b in boxes], axis=0)
+    hi = np.max([b[0] + b[1].shape for b in boxes], axis=0)
+    acc = np.zeros(hi - lo, np.float32)
+    for start, box in boxes:
+        a = start - lo
+        acc[a[0]:a[0] + box.shape[0], a[1]:a[1] + box.shape[1], a[2]:a[2] + box.shape[2]] += box
+    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = np.clip(np.rint(acc * (255.0 / n)), 0, 255).astype(np.uint8)
     return out
 
 
@@ -139,7 +154,7 @@ def compute_prior(volume: Volume, organs, *, atlases=None, options=None, progres
     key = cache.key(volume, [a.image for a in usable], options)
     regs = cache.get(key)
     cached = regs is not None
-    sums = {o: np.zeros(volume.shape, np.float32) for o in organs}
+    boxes = {o: [] for o in organs}
     steps, fresh = [], []
     for i, atlas in enumerate(usable):
         span = report.span(i / len(usable), (i + 1) / len(usable))
@@ -149,11 +164,12 @@ def compute_prior(volume: Volume, organs, *, atlases=None, options=None, progres
         steps.append(f"{atlas.name}: " + ("registration reused (same CT, atlases and options)" if cached
                                           else "; ".join(reg.steps)))
         for o, warped in _warp_organs(atlas, organs, reg, volume).items():
-            sums[o] += warped
+            if warped is not None:
+                boxes[o].append(warped)
         span(1, 1, f"atlas {atlas.name}: warped")
     if not cached:
         cache.put(key, fresh)
-    prob = {o: np.clip(np.rint(s * (255.0 / len(usable))), 0, 255).astype(np.uint8) for o, s in sums.items()}
+    prob = {o: _mean_of_boxes(boxes[o], volume.shape, len(usable)) for o in organs}
     return Prior(prob, [a.name for a in usable], time.perf_counter() - t0, steps, fresh, cached)
 
 
