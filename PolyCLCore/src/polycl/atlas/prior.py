@@ -64,9 +64,10 @@ class Prior:
 def _warp_organs(atlas, organs, reg, volume: Volume) -> dict:
     """The atlas's ``organs`` masks, warped (linear, so a soft boundary) onto the registration's low-res
     grid refined to <= 3 mm in one pass (a vector image), then resampled (linear) onto ``volume``'s grid;
-    organ -> (start (z, y, x), float32 box 0..1) from :func:`_box_on_grid`. The transform (affine + B-spline) is sampled once as a displacement
-    field on the registration's grid (plus one voxel all round) and interpolated from there: 5x faster than
-    evaluating the B-spline at every 3 mm point, the warped masks differ by < 0.001."""
+    organ -> (start (z, y, x), float32 box 0..1) from :func:`_box_on_grid`, or None. The transform (affine
+    + B-spline) is sampled once as a displacement field on the registration's grid (plus one voxel all
+    round) and interpolated from there: 5x faster than evaluating the B-spline at every 3 mm point, the
+    warped masks differ by < 0.001."""
     lab = atlas.labels.to_sitk()
     vector = sitk.Compose([sitk.Cast(lab == atlas.organs[o], sitk.sitkFloat32) for o in organs])
     grid = reg.grid
@@ -155,12 +156,12 @@ def compute_prior(volume: Volume, organs, *, atlases=None, options=None, progres
     regs = cache.get(key)
     cached = regs is not None
     boxes = {o: [] for o in organs}
-    steps, fresh = [], []
+    steps, used = [], []
     for i, atlas in enumerate(usable):
         span = report.span(i / len(usable), (i + 1) / len(usable))
         reg = regs[i] if cached else register(volume, atlas.image, options, progress=span.span(0.0, 0.9),
                                               cancel=cancel)
-        fresh.append(reg)
+        used.append(reg)
         steps.append(f"{atlas.name}: " + ("registration reused (same CT, atlases and options)" if cached
                                           else "; ".join(reg.steps)))
         for o, warped in _warp_organs(atlas, organs, reg, volume).items():
@@ -168,9 +169,9 @@ def compute_prior(volume: Volume, organs, *, atlases=None, options=None, progres
                 boxes[o].append(warped)
         span(1, 1, f"atlas {atlas.name}: warped")
     if not cached:
-        cache.put(key, fresh)
+        cache.put(key, used)
     prob = {o: _mean_of_boxes(boxes[o], volume.shape, len(usable)) for o in organs}
-    return Prior(prob, [a.name for a in usable], time.perf_counter() - t0, steps, fresh, cached)
+    return Prior(prob, [a.name for a in usable], time.perf_counter() - t0, steps, used, cached)
 
 
 def plausible(organ: str, component: np.ndarray, hu: np.ndarray, voxel_ml: float, coverage: float = 1.0) -> bool:
