@@ -117,7 +117,8 @@ class Interaction(PromptMarkups):
         (z0, y0, x0), (z1, y1, x1) = (self.controller.voxelAtRas(volumeNode, r) for r in (ras0, ras1))
         target = self._target(volumeNode, segmentationNode, segmentId)
         prompt = Prompt(self._newPromptId(), "box", (target.segmentationNodeId, segmentId),
-                        self._newBoxNode(ras0, ras1), ras=tuple(float(v) for v in ras0[:3]), ras1=tuple(float(v) for v in ras1[:3]))
+                        self._newBoxNode(ras0, ras1), ras=tuple(float(v) for v in ras0[:3]),
+                        ras1=tuple(float(v) for v in ras1[:3]))
         z = z0
         box = ((z, min(y0, y1), min(x0, x1)), (z, max(y0, y1), max(x0, x1)))
         self._answer(target, prompt, lambda s: s.add_box(*box), onDone)
@@ -316,9 +317,9 @@ class Interaction(PromptMarkups):
             self._restoreMarkup(prompt)
             self.prompts[prompt.id] = prompt
         else:
-            (ras, ras1), now = step[2], (prompt.ras, prompt.ras1)
+            ras, ras1 = step[2]  # where the markup was before the move (ras1: a box's second corner, else ())
             self._setMarkup(prompt, np.asarray(ras), np.asarray(ras1) if ras1 else None)
-            prompt.ras, prompt.ras1 = ras, (ras1 or now[1])
+            prompt.ras, prompt.ras1 = ras, ras1
 
     def _dropPrompts(self, match: Callable) -> None:
         """Forget the prompts whose (segmentation, segment) key ``match``es, and remove their markups."""

@@ -138,14 +138,15 @@ class PolyCLLogic:
         if not result.mask.any():
             raise InputError(f"the model '{loaded.entry.name}' found no {target} in '{request.volume.source}'; "
                              "nothing was changed")
-        coarse = "atlas prior" if getattr(loaded, "atlas_only", False) else "polycl U-Net"
+        atlasOnly = getattr(loaded, "atlas_only", False)  # an atlas-based target: no network, no weights
+        coarse = "atlas prior" if atlasOnly else "polycl U-Net"
         method = {"unet": coarse, "refine": f"{coarse} + SAM refinement ({options.sam_model})",
                   "pipeline": f"{coarse} + SAM ({options.sam_model}) reference slices + propagation"}
         entry = loaded.entry
         provenance = {"Operation": "segment", "Model": entry.name, "Target": loaded.target,
                       "Device": str(loaded.device), "Mode": result.mode, "Method": method[result.mode],
                       "Prompts": "none (automatic)", "Stats": result.summary()}
-        if hasattr(entry, "path"):  # a network (an atlas-based target has no weights)
+        if not atlasOnly:
             provenance["ModelSHA256"] = entry.sha256 or sha256_file(entry.path)
         if result.sources:  # which objects came from the U-Net, the atlas prior or both (issue 19)
             from polycl.atlas.segment import sources_text

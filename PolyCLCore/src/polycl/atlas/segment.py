@@ -10,9 +10,10 @@
 ``auto``: for targets an atlas has; a one-object target (liver) gets the prior only when the U-Net's
 mask is empty or implausible in volume/HU (in the liver leave-one-scan-out study ``on`` changed no
 scan whose U-Net liver was plausible and only added a registration, docs/evaluation.md); a
-several-object target (kidneys) always gets it. Either way a U-Net object that overlaps its prior and is plausible is kept exactly as the U-Net
-drew it (source 'both'). A registration that fails (e.g. no body in the image) under ``auto`` leaves
-the U-Net's mask with a note; under ``on`` or for an atlas-only target it is an error.
+several-object target (kidneys) always gets it. Either way a U-Net object that overlaps its prior
+and is plausible is kept exactly as the U-Net drew it (source 'both'). A registration that fails
+(e.g. no body in the image, a scan too thin to place) under ``auto`` leaves the U-Net's mask with a
+note; under ``on`` or for an atlas-only target it is an error.
 """
 
 from __future__ import annotations

@@ -54,8 +54,8 @@ def options_from_args(args):
     from polycl.segment import DEFAULT_MODE, SegmentOptions
 
     return SegmentOptions(mode=args.mode or DEFAULT_MODE, threshold=args.threshold, largest_cc=args.largest_cc,
-                          batch_size=args.batch_size, sam_model=args.sam_model, margin=args.margin, min_component_px=args.min_component,
-                          engine=args.engine, sam2=args.sam2, device=args.device, prior=args.prior)
+                          batch_size=args.batch_size, sam_model=args.sam_model, margin=args.margin,
+                          min_component_px=args.min_component, engine=args.engine, sam2=args.sam2, device=args.device, prior=args.prior)
 
 
 def run(args) -> int:
