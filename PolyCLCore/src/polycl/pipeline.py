@@ -91,7 +91,7 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_repor
         lo, hi = max(0, first - margin), min(z - 1, last + margin)
         propagated: dict[int, tuple[np.ndarray, float]] = {}
         for k, m, conf in engine.run(hu, [Seed(seed_k, seed_mask)], start=lo, end=hi, rule=rule,
-                                     pixel_area_mm2=sx * sy):
+                                     pixel_area_mm2=sx * sy, slice_mm=sz):
             propagated[int(k)] = (np.asarray(m, bool), float(conf))
             tick(f"component {ci + 1}: propagating")
         fused = np.zeros_like(out)

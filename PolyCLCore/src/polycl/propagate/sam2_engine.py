@@ -87,8 +87,9 @@ class Sam2Engine:
         return p_obj * (float(fg.mean()) if fg.numel() else 0.0)
 
     def run(self, hu: np.ndarray, seeds: list[Seed], *, start: int, end: int, rule: StopRule,
-            pixel_area_mm2: float = 1.0) -> Iterator[tuple[int, np.ndarray, float]]:
-        """Yield (canonical slice index, bool mask (y, x), confidence) for slices start..end (inclusive)."""
+            pixel_area_mm2: float = 1.0, slice_mm: float | None = None) -> Iterator[tuple[int, np.ndarray, float]]:
+        """Yield (canonical slice index, bool mask (y, x), confidence) for slices start..end (inclusive).
+        ``slice_mm`` is not used: SAM 2 carries its memory through every frame."""
         p = self.predictor
         frames = CTFrames(hu[start:end + 1], p.image_size)
         state = init_state_from_frames(p, frames, offload_state_to_cpu=self.offload_state_to_cpu)

@@ -113,8 +113,9 @@ class Propagation:
         self.hu, self.seeds = hu, seeds
         self.engine, self.runner = engine, runner
         self.start, self.end, self.rule = start, end, rule
-        sx, sy, _ = spacing_xyz
+        sx, sy, sz = spacing_xyz
         self.pixel_area_mm2 = float(sx * sy)
+        self.slice_mm = float(sz)
 
     @property
     def objects(self) -> list[int]:
@@ -141,7 +142,8 @@ class Propagation:
         for obj in self.objects:
             seeds = [s for s in self.seeds if s.obj == obj]
             for idx, mask, conf in self.runner.run(self.hu, seeds, start=self.start, end=self.end,
-                                                   rule=self.rule, pixel_area_mm2=self.pixel_area_mm2):
+                                                   rule=self.rule, pixel_area_mm2=self.pixel_area_mm2,
+                                                   slice_mm=self.slice_mm):
                 yield PropagatedSlice(int(idx), np.asarray(mask, dtype=bool), float(conf), obj)
 
 
