@@ -1,6 +1,6 @@
 """The field's simulated user ("robot user") that measures interactive segmentation.
 
-The standard protocol (nnInteractive, the SAM-family papers, the CVPR 2025 interactive challenge):
+Two protocols. *Clicks* (:func:`run_robot`; nnInteractive, the SAM-family papers):
 
 1. the first include click at the centre (largest in-plane distance-transform value, in mm) of
    the organ's largest axial slice, one click per object (each 3D connected component of the
@@ -11,6 +11,13 @@ The standard protocol (nnInteractive, the SAM-family papers, the CVPR 2025 inter
 3. 3D Dice after every click; NoC90 / NoC95 = clicks needed to reach Dice 0.90 / 0.95, capped at
    ``max_clicks`` (the cap is reported when the target is never reached). The run stops once
    Dice 0.95 is reached (the curve stays at its last value from there) or at ``max_clicks``.
+
+*Box* (:func:`run_box_protocol`; the CVPR 2025 challenge "Foundation Models for Interactive 3D
+Biomedical Image Segmentation"): the challenge's box of each object, a 2D box on the object's
+largest axial slice with the object's z-range, then 5 corrective clicks placed as above; after each
+of the 6 interactions the 3D Dice and the normalised surface Dice (NSD, 2 mm tolerance; 0 when Dice
+is under 0.2, as the challenge counts it); DSC AUC and NSD AUC are the challenge's trapezoid areas
+over the 5 click steps (0..4), final DSC and NSD are after the 5th click.
 
 All choices are made in canonical (LPS) slice space; the clicks are handed to the session as
 voxel indices of the input array, as a front end would.
@@ -49,11 +56,19 @@ class RobotResult:
     max_clicks: int = 20
 
     def noc(self, target: float) -> int:
-        """Clicks to reach Dice ``target``; ``max_clicks`` when never reached."""
+        """Clicks to reach Dice ``target``; ``max_clicks`` when never reached (see :meth:`reached`)."""
         for i, d in enumerate(self.dice):
             if d >= target:
                 return i + 1
         return self.max_clicks
+
+    def reached(self, target: float) -> bool:
+        """Whether any click reached Dice ``target``."""
+        return any(d >= target for d in self.dice)
+
+    def noc_text(self, target: float) -> str:
+        """:meth:`noc` as printed: ``'3'``, or ``'>10'`` when 10 clicks never reached ``target``."""
+        return str(self.noc(target)) if self.reached(target) else f">{len(self.dice)}"
 
     def dice_at(self, n: int) -> float:
         """Dice after ``n`` clicks (the last value when the run stopped earlier)."""
@@ -70,8 +85,11 @@ class RobotResult:
         return [self.dice_at(n) for n in range(1, self.max_clicks + 1)]
 
     def summary(self) -> str:
-        return (f"NoC90={self.noc(0.90)} NoC95={self.noc(0.95)} dice@1={self.dice_at(1):.3f} "
-                f"dice@5={self.dice_at(5):.3f} seconds_per_click={self.seconds_per_click:.2f}")
+        """``NoC90=<n> NoC95=<n> dice@1=<d> [dice@5=<d>] seconds_per_click=<s>``: a target never reached
+        reads ``>N`` (N clicks made), and ``dice@5`` appears only when five clicks were made."""
+        at5 = f"dice@5={self.dice_at(5):.3f} " if len(self.dice) >= 5 else ""
+        return (f"NoC90={self.noc_text(0.90)} NoC95={self.noc_text(0.95)} dice@1={self.dice_at(1):.3f} "
+                f"{at5}seconds_per_click={self.seconds_per_click:.2f}")
 
 
 def centre(mask2d: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[int, int]:
@@ -150,6 +168,123 @@ def run_robot(session, gt: np.ndarray, *, max_clicks: int = 20, stop_at: float =
                            "seconds": res.seconds[-1], "answer_seconds": answer.seconds})
         if not pending and res.dice[-1] >= stop_at:
             break
+    return res
+
+
+#: The challenge's corrective clicks after the box, and its NSD tolerance (mm).
+BOX_PROTOCOL_CLICKS = 5
+NSD_TOLERANCE_MM = 2.0
+
+
+@dataclass
+class BoxProtocolResult:
+    """Per interaction (the box, then each click): ``dsc``, ``nsd``, ``seconds``, ``steps`` (what was
+    done: 'box' or 'include'/'exclude' with its input (z, y, x))."""
+
+    dsc: list[float] = field(default_factory=list)
+    nsd: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)
+
+    @staticmethod
+    def _auc(values: list[float]) -> float:
+        tail = values[-BOX_PROTOCOL_CLICKS:]
+        return float(np.trapezoid(tail, dx=1.0)) if len(tail) > 1 else 0.0
+
+    @property
+    def dsc_auc(self) -> float:
+        """Trapezoid area of DSC over the click steps (x = 0..4: at most 4.0), as the challenge computes it."""
+        return self._auc(self.dsc)
+
+    @property
+    def nsd_auc(self) -> float:
+        return self._auc(self.nsd)
+
+    @property
+    def final_dsc(self) -> float:
+        return self.dsc[-1] if self.dsc else 0.0
+
+    @property
+    def final_nsd(self) -> float:
+        return self.nsd[-1] if self.nsd else 0.0
+
+    @property
+    def seconds_per_interaction(self) -> float:
+        return float(np.mean(self.seconds)) if self.seconds else 0.0
+
+    def summary(self) -> str:
+        return (f"DSC_AUC={self.dsc_auc:.3f} NSD_AUC={self.nsd_auc:.3f} final_DSC={self.final_dsc:.3f} "
+                f"final_NSD={self.final_nsd:.3f} box_DSC={self.dsc[0] if self.dsc else 0.0:.3f} "
+                f"seconds_per_interaction={self.seconds_per_interaction:.2f}")
+
+
+def challenge_boxes(gt: np.ndarray) -> list[tuple[int, int, int, int, int, int, int]]:
+    """The challenge's box per object of a canonical (z, y, x) reference: (z_min, z_max, z_mid, y0, x0,
+    y1, x1), z_mid the object's largest axial slice and (y0, x0)..(y1, x1) its extent there."""
+    lab, n = ndimage.label(gt > 0, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        raise InputError("the reference mask is empty: nothing to segment")
+    sizes = np.bincount(lab.ravel())[1:]
+    out = []
+    for i in np.argsort(sizes)[::-1]:
+        if sizes[i] < MIN_OBJECT_FRACTION * sizes.max():
+            break
+        comp = lab == i + 1
+        zs = np.flatnonzero(comp.any(axis=(1, 2)))
+        z = int(np.argmax(comp.reshape(comp.shape[0], -1).sum(axis=1)))
+        ys, xs = np.nonzero(comp[z])
+        out.append((int(zs[0]), int(zs[-1]), z, int(ys.min()), int(xs.min()), int(ys.max()), int(xs.max())))
+    return out
+
+
+def run_box_protocol(session, gt: np.ndarray, *, clicks: int = BOX_PROTOCOL_CLICKS, progress: Progress | None = None,
+                     cancel: CancelToken | None = None) -> BoxProtocolResult:
+    """The challenge's protocol on ``session`` (an empty :class:`~polycl.interact.InteractiveSession`)
+    against ``gt`` ((z, y, x) on the session's input grid): each object's box on its largest slice,
+    one fill limited to the boxes' z-ranges, then ``clicks`` corrective clicks (:func:`next_click`),
+    each followed by local re-propagation. Scores after every interaction."""
+    from polycl.evaluate import surface_dice
+    from polycl.orientation import orientation
+
+    gt_c = session._canonical_mask(gt) > 0
+    if not gt_c.any():
+        raise InputError("the reference mask is empty: nothing to segment")
+    sx, sy, sz = orientation(session.volume).spacing_xyz
+    spacing = (sz, sy, sx)
+    report = Reporter(progress, cancel, cancelled_message="box protocol cancelled")
+    res = BoxProtocolResult()
+
+    def score(t0: float, step: dict) -> None:
+        res.seconds.append(time.perf_counter() - t0)
+        pred = session.canonical_mask > 0
+        d = dice3d(pred, gt_c)
+        res.dsc.append(d)
+        res.nsd.append(surface_dice(pred, gt_c, spacing, NSD_TOLERANCE_MM) if d >= 0.2 else 0.0)
+        res.steps.append({**step, "dsc": d, "nsd": res.nsd[-1], "seconds": res.seconds[-1]})
+
+    report(0, clicks + 1, "box")
+    t0 = time.perf_counter()
+    boxes = challenge_boxes(gt_c)
+    for z0, z1, z, y0, x0, y1, x1 in boxes:
+        a = tuple(float(v) for v in session.grid.to_input((z, y0, x0)))
+        b = tuple(float(v) for v in session.grid.to_input((z, y1, x1)))
+        session.add_box(a, b)
+    zin = [tuple(int(round(session.grid.to_input((zz, 0, 0))[0])) for zz in (z0, z1)) for z0, z1, *_ in boxes]
+    session.propagate(cancel=cancel, limits=zin)
+    score(t0, {"step": "box"})
+    for i in range(clicks):
+        report(i + 1, clicks + 1, f"click {i + 1}")
+        nxt = next_click(session.canonical_mask, gt_c, session.pixel_mm)
+        if nxt is None:  # perfect: the scores stay as they are
+            res.dsc.append(res.dsc[-1])
+            res.nsd.append(res.nsd[-1])
+            continue
+        c, include = nxt
+        pos = tuple(float(v) for v in session.grid.to_input(c))
+        t0 = time.perf_counter()
+        session.add_point(pos, include=include)
+        session.propagate(cancel=cancel)
+        score(t0, {"step": "include" if include else "exclude", "z": pos[0], "y": pos[1], "x": pos[2]})
     return res
 
 

@@ -146,6 +146,7 @@ class InteractiveSession:
         self._undo: list[dict] = []
         self._ids = itertools.count(1)
         self._chain = None
+        self._limits: np.ndarray | None = None   # canonical slices a propagation may write (None: all)
         self.last_propagation: VolumeAnswer | None = None
 
     # -- state -----------------------------------------------------------------------------------
@@ -369,13 +370,22 @@ class InteractiveSession:
         return done
 
     # -- propagation -------------------------------------------------------------------------------
-    def propagate(self, progress: Progress | None = None, cancel: CancelToken | None = None) -> VolumeAnswer:
+    def propagate(self, progress: Progress | None = None, cancel: CancelToken | None = None,
+                  limits: list[tuple[int, int]] | None = None) -> VolumeAnswer:
         """Fill the volume from the fixed slices (first time), or re-propagate locally from the
-        slices corrected since the last call. Fixed slices stay exactly as set. Cancelled
-        (:class:`~polycl.errors.Cancelled`): nothing is changed."""
+        slices corrected since the last call. Fixed slices stay exactly as set. ``limits``: input z
+        ranges (first, last; inclusive) the result may occupy, e.g. the z-range of a 3D box; kept for
+        later calls until new limits are given. Cancelled (:class:`~polycl.errors.Cancelled`): nothing
+        is changed."""
         from polycl.interact.fill import fill, local
 
         t0 = time.perf_counter()
+        if limits is not None:
+            inside = np.zeros(self.hu.shape[0], bool)
+            for a, b in limits:
+                ka, kb = (self.grid.to_canonical_voxel((int(v), 0, 0))[0] for v in (a, b))
+                inside[min(ka, kb):max(ka, kb) + 1] = True
+            self._limits = inside
         report = Reporter(progress, cancel, cancelled_message="propagation cancelled; nothing was changed")
         if not self._fixed and not self._filled:
             raise InputError("nothing to propagate: place a prompt or correct a slice first")
@@ -385,6 +395,8 @@ class InteractiveSession:
             conf, mode = fill(self, work, report), "fill"
         else:
             conf, mode = local(self, work, sorted(self._pending), report), "local"
+        if self._limits is not None:
+            work[~self._limits] = 0
         for k, m in self._fixed.items():
             work[k] = m
         diff = np.flatnonzero((work != before).reshape(work.shape[0], -1).any(axis=1))
