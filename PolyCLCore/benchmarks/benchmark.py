@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: Stage modules in run order. Issues add theirs here.
+#: Stage modules in run order.
 STAGES = ["load", "segment", "encoder", "refine", "propagate", "sam_volume", "pipeline", "train", "batch",
-          "interactive", "registration"]
+          "interactive", "registration", "clinical"]
 
 
 @dataclass

@@ -62,13 +62,19 @@ class ComponentReport:
 def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_report: Reporter, predictor):
     """Seed choice, propagation and fusion per 3D component of ``coarse`` (canonical (z, y, x) uint8)
     on ``hu`` (canonical HU) with ``spacing`` (sx, sy, sz) mm; returns (canonical mask, reports, engine)."""
+    from polycl.propagate.chain_engine import slice_step
     from polycl.propagate.seeds import Seed
     from polycl.propagate.stream import choose_engine, default_rule, make_engine
 
     sx, sy, sz = spacing
     choice = choose_engine(opts.engine, opts.sam2, predictor)
-    engine = make_engine(choice, device=opts.device, sam2=opts.sam2, predictor=predictor, segmenter=segmenter)
+    # the chain's box margin: the refiner's pixels (opts.margin), tighter than the interactive fill's 9 mm:
+    # here the U-Net's refined slices fill what a tight propagation misses, and a loose box lets the
+    # propagation leak into the liver's neighbours on thin slices (validation scan: 0.96 -> 0.94)
+    engine = make_engine(choice, device=opts.device, sam2=opts.sam2, predictor=predictor, segmenter=segmenter,
+                         margin_px=opts.margin)
     rule = default_rule(choice.name)
+    step = slice_step(sz) if choice.name == "chain" else 1
     margin = int(math.ceil(opts.z_margin_mm / sz))
     z = hu.shape[0]
     out = np.zeros_like(coarse, dtype=np.uint8)
@@ -86,7 +92,7 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_repor
     for ci, (comp, (first, last)) in enumerate(zip(comps, spans)):
         report = ComponentReport(first, last)
         seed_k, seed_mask, report.seed_score, report.candidates = _choose_seed(
-            segmenter, comp, (sx, sy), opts, lambda: tick(f"component {ci + 1}: reference slice"))
+            segmenter, comp, (sx, sy), opts, lambda: tick(f"component {ci + 1}: reference slice"), step)
         report.seed = seed_k
         lo, hi = max(0, first - margin), min(z - 1, last + margin)
         propagated: dict[int, tuple[np.ndarray, float]] = {}
@@ -125,11 +131,15 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_repor
     return out, reports, f"{choice.name} ({choice.detail})" if choice.detail else choice.name
 
 
-def _candidate_slices(nonempty: np.ndarray, n: int) -> list[int]:
-    """``n`` slices spread over the middle 40 % of a component's slices, the middle slice first."""
+def _candidate_slices(nonempty: np.ndarray, n: int, step: int = 1) -> list[int]:
+    """``n`` slices spread over the middle 40 % of a component's slices, the middle slice first, each a
+    multiple of ``step`` slices from it: whichever becomes the seed, the others lie on the slices the
+    chain walks from it (:func:`polycl.propagate.chain_engine.slice_step`), so none is embedded for
+    the seed choice alone."""
     mid = int(nonempty[len(nonempty) // 2])
     picks = [mid] + [int(nonempty[int(round(q * (len(nonempty) - 1)))]) for q in np.linspace(0.3, 0.7, n)]
-    return list(dict.fromkeys(picks))[:n]
+    picks = [mid + step * int(round((k - mid) / step)) for k in picks]
+    return [k for k in dict.fromkeys(picks) if nonempty[0] <= k <= nonempty[-1]][:n]
 
 
 def _refine_2d(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: SegmentOptions):
@@ -149,12 +159,12 @@ def _refined(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: SegmentO
     return coarse2d > 0 if r is None else r.apply(coarse2d)
 
 
-def _choose_seed(segmenter, comp: np.ndarray, spacing_xy, opts: SegmentOptions, tick):
+def _choose_seed(segmenter, comp: np.ndarray, spacing_xy, opts: SegmentOptions, tick, step: int = 1):
     """(slice, seed mask, score, candidates): the candidate where SAM is confident and agrees with the U-Net."""
     nonempty = np.flatnonzero(comp.any(axis=(1, 2)))
     best = None
     cands = []
-    for k in _candidate_slices(nonempty, opts.candidates):
+    for k in _candidate_slices(nonempty, opts.candidates, step):
         r = _refine_2d(segmenter, k, comp[k], spacing_xy, opts)
         tick()
         if r is None:

@@ -192,7 +192,14 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
                                    cache_size=min(hu.shape[0], MAX_CACHED_SLICES))
     before = segmenter.embeddings_computed
     t1 = time.perf_counter()
-    if opts.mode == "refine":
+    located = any(src["source"] == "prior" for src in prior.sources)
+    drawn = prior.draw_from_image(hu, segmenter, (sx, sy, sz), sam_report.span(0.0, 0.6) if located else None)
+    coarse = prior.coarse  # objects the prior only located are drawn by SAM above; the rest go on below
+    if located:
+        sam_report = sam_report.span(0.6, 1.0)
+    if not coarse.any():  # every object was drawn from the image
+        result.mask, result.engine = o.from_canonical(drawn.astype(np.uint8)), "chain (from the atlas prior's location)"
+    elif opts.mode == "refine":
         from polycl import refine
 
         refined = refine.run(volume, o.from_canonical(coarse), refine.RefineOptions(
@@ -204,6 +211,8 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
 
         out, reports, engine = run_pipeline(hu, coarse, (sx, sy, sz), segmenter, opts, sam_report, predictor)
         result.mask, result.components, result.engine = o.from_canonical(out), reports, engine
+    if drawn is not None and coarse.any():
+        result.mask = np.maximum(result.mask, o.from_canonical(drawn.astype(np.uint8)))
     result.seconds["sam"] = time.perf_counter() - t1
     result.embeddings = segmenter.embeddings_computed - before
     result.encoder = segmenter.loaded.encoder.name if result.embeddings else ""

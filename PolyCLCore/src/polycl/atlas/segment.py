@@ -75,6 +75,35 @@ class PriorOutcome:
     sources: list = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""
+    masks: list = field(default_factory=list)  # per object of ``sources`` (when the prior ran): bool (z, y, x)
+
+    def draw_from_image(self, hu: np.ndarray, segmenter, spacing_xyz, report=None) -> np.ndarray | None:
+        """Objects taken from the prior alone (source 'prior') are redrawn from the image
+        (:func:`polycl.atlas.delineate.delineate`): returns their union (bool (z, y, x)), which is the
+        final mask of those objects (already SAM's, propagated), or None when none was drawn, and
+        leaves in :attr:`coarse` only the objects Segment still has to work on. Each drawn source
+        gets ``seed`` and ``seed_quality``; a prior that stays gets a ``note``. ``report``: a
+        :class:`~polycl.progress.Reporter`."""
+        from polycl.atlas.delineate import delineate
+
+        if not any(s["source"] == "prior" for s in self.sources) or len(self.masks) != len(self.sources):
+            return None
+        drawn = np.zeros(self.coarse.shape, bool)
+        rest = np.zeros_like(self.coarse)
+        n = len(self.sources)
+        for i, (m, src) in enumerate(zip(self.masks, self.sources)):
+            span = report.span(i / n, (i + 1) / n) if report is not None else None
+            d = delineate(hu, m, segmenter, spacing_xyz, src["organ"], span) if src["source"] == "prior" else None
+            if d is not None and d.mask is not None:
+                drawn |= d.mask
+                src.update(seed=d.seed, seed_quality=round(d.quality, 3),
+                           ml=round(float(d.mask.sum()) * float(np.prod(spacing_xyz)) / 1000.0, 1))
+            else:
+                if d is not None:
+                    src["note"] = f"kept the atlas prior: {d.note}"
+                rest[m] = 1
+        self.coarse = rest
+        return drawn if drawn.any() else None
 
 
 def wanted(model, prior: str) -> tuple[str, ...]:
@@ -126,7 +155,8 @@ def apply_prior(volume, hu: np.ndarray, coarse: np.ndarray, model, prior: str = 
         out[m] = 1
     seconds = time.perf_counter() - t0
     return PriorOutcome(out, [{"organ": s.organ, "source": s.source, "dropped": s.dropped, "ml": round(s.ml, 1),
-                               "prior_s": round(seconds, 1)} for s in sources], seconds, "; ".join(pr.steps))
+                               "prior_s": round(seconds, 1)} for s in sources], seconds, "; ".join(pr.steps),
+                        [m > 0 for m in kept])
 
 
 def _plausible_single(objects, coarse, hu, voxel_ml: float, orient) -> bool:
@@ -143,12 +173,14 @@ def _plausible_single(objects, coarse, hu, voxel_ml: float, orient) -> bool:
 
 
 def sources_text(sources: list) -> str:
-    """'objects: kidney_right from prior, kidney_left from both (1 U-Net piece dropped)' for a report line."""
+    """'objects: kidney_right from prior (drawn from the image, seed slice 34), kidney_left from both (1 U-Net
+    piece(s) dropped)' for a report line."""
     if not sources:
         return ""
     parts = []
     for s in sources:
-        extra = f" ({s['dropped']} U-Net piece(s) dropped)" if s.get("dropped") else ""
+        extra = f" (drawn from the image, seed slice {s['seed']})" if "seed" in s else ""
+        extra += f" ({s['dropped']} U-Net piece(s) dropped)" if s.get("dropped") else ""
         extra += f" ({s['note']})" if s.get("note") else ""
         parts.append(f"{s['organ']} from {s['source']}{extra}")
     return "objects: " + ", ".join(parts)

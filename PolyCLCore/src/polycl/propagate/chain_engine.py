@@ -79,11 +79,13 @@ class ChainEngine:
 
     name = "chain"
 
-    def __init__(self, refiner=None, *, device="cpu", margin_mm: float = MARGIN_MM, segmenter=None) -> None:
+    def __init__(self, refiner=None, *, device="cpu", margin_mm: float = MARGIN_MM, margin_px: float | None = None,
+                 segmenter=None) -> None:
         self.refiner = refiner
         self.device = device
         self.margin_mm = float(margin_mm)
-        self.margin = 3.0  # pixels; set from the pixel size by run() and next_slice()
+        self.margin_px = margin_px
+        self.margin = float(margin_px) if margin_px is not None else 3.0  # pixels: set by run() and next_slice()
         self.segmenter = segmenter
         self.hu_range: tuple[float, float] | None = None
 
@@ -101,13 +103,24 @@ class ChainEngine:
         return self.segmenter
 
     def _set_margin(self, pixel_area_mm2: float) -> None:
-        """:attr:`margin_mm` in pixels of side sqrt(``pixel_area_mm2``) (CT pixels are square)."""
-        self.margin = self.margin_mm / max(float(np.sqrt(pixel_area_mm2)), 1e-6)
+        """:attr:`margin_mm` in pixels of side sqrt(``pixel_area_mm2``) (CT pixels are square), unless
+        the engine was given a margin in pixels."""
+        if self.margin_px is None:
+            self.margin = self.margin_mm / max(float(np.sqrt(pixel_area_mm2)), 1e-6)
 
-    def _step(self, seg, k: int, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """(cleaned mask, raw SAM mask, quality) on slice ``k`` from the box of ``prev``."""
+    def _step(self, seg, k: int, prev: np.ndarray, trend=None) -> tuple[np.ndarray, np.ndarray, float]:
+        """(cleaned mask, raw SAM mask, quality) on slice ``k`` from the box of ``prev``. ``trend``: the
+        box's change per slice (x0, y0, x1, y1) and the number of slices to carry it over (the slices
+        stepped over), so that the box follows an organ that shrinks or grows between walked slices."""
         seg.set_slice(k)
-        raw, quality = seg.predict(box=box_from_mask(prev, self.margin))
+        box = np.asarray(box_from_mask(prev, self.margin), float)
+        if trend is not None:
+            per_slice, n = trend
+            moved = box + per_slice * n
+            h, w = prev.shape
+            if moved[2] - moved[0] >= 2 and moved[3] - moved[1] >= 2:
+                box = np.clip(moved, 0, [w - 1, h - 1, w - 1, h - 1])
+        raw, quality = seg.predict(box=tuple(box))
         raw = raw > 0
         return self._clean(raw, seg.array[k], prev), raw, quality
 
@@ -210,9 +223,11 @@ class ChainEngine:
         slice at a time (the organ's tip, found as on thick slices)."""
         prev_k, prev, prev_q = first, mask, 1.0
         k = walked = first
+        velocity = None  # the box's change per slice between the last two accepted masks
         while (last - k) * d > 0:
             k = k + d * step if (last - k - d * step) * d >= 0 else last
-            m, raw, q = self._step(seg, k, prev)
+            skipped = abs(k - prev_k) - 1
+            m, raw, q = self._step(seg, k, prev, (velocity, skipped) if velocity is not None and skipped else None)
             stop = False
             if tracker is not None:
                 if self._leaks(raw, hu[k], tracker):
@@ -225,6 +240,8 @@ class ChainEngine:
                 if walked == prev_k:  # nothing walked in between: fill the slices stepped over
                     for j in range(prev_k + d, k, d):
                         yield j, interpolate_masks(prev, m, (j - prev_k) / (k - prev_k)), min(prev_q, q)
+                velocity = (np.asarray(box_from_mask(m, 0), float) - np.asarray(box_from_mask(prev, 0), float)) \
+                    / abs(k - prev_k)
                 prev_k, prev, prev_q = k, m, q
             yield k, m, (q if m.any() else 0.0)
             walked = k

@@ -81,8 +81,10 @@ def default_rule(engine: str, stop_after: int | None = 3) -> StopRule:
     return StopRule(stop_after=stop_after, min_area_mm2=10.0)
 
 
-def make_engine(choice: EngineChoice, *, device="auto", sam2=None, predictor=None, segmenter=None):
-    """The engine object of ``choice``; ``segmenter`` (chain only) shares a volume's slice embeddings."""
+def make_engine(choice: EngineChoice, *, device="auto", sam2=None, predictor=None, segmenter=None,
+                margin_px: float | None = None):
+    """The engine object of ``choice``; ``segmenter`` (chain only) shares a volume's slice embeddings;
+    ``margin_px`` (chain only): its box margin in pixels instead of :data:`~polycl.propagate.chain_engine.MARGIN_MM`."""
     from polycl.device import resolve_device
 
     dev = resolve_device(device)
@@ -96,7 +98,8 @@ def make_engine(choice: EngineChoice, *, device="auto", sam2=None, predictor=Non
         return Sam2Engine(predictor, label=choice.detail)
     from polycl.propagate.chain_engine import ChainEngine
 
-    return ChainEngine(segmenter.loaded if segmenter is not None else None, device=dev, segmenter=segmenter)
+    return ChainEngine(segmenter.loaded if segmenter is not None else None, device=dev, segmenter=segmenter,
+                       margin_px=margin_px)
 
 
 class Propagation:
