@@ -10,10 +10,13 @@ slices for a 43-slice liver), so :data:`CHAIN_RULE` was measured on real CT (doc
 Thin slices: the chain walks slices about :data:`STEP_MM` apart (every 2nd slice of a 1.6 mm scan,
 every slice of a 3 mm one) and fills the slices it stepped over by shape-based interpolation
 (:func:`interpolate_masks`) of the two walked masks around them: neighbouring 1-1.6 mm slices are
-nearly the same image, so embedding each costs time without adding information. Where a direction
-ends, the slices between its last accepted mask and the first vanished one are chained one by one,
-so the organ's tip is found as on thick slices. All sizes are physical (mm), so the engine behaves
-the same on 0.6 mm and 3 mm pixels.
+nearly the same image, so embedding each costs time without adding information. Between walked
+slices the box follows the organ's trend (the change of the last two accepted masks' boxes per
+slice), so a box taken from a larger slice does not invite a neighbour in as the organ shrinks. The
+first slice the stop rule rejects sends the walk back to the last accepted one, from where it goes
+on one slice at a time, so the organ's tip is found as on thick slices. The interactive fill's box
+margin is in mm (:data:`MARGIN_MM`), the same on 0.6 mm and 3 mm pixels; Segment's pipeline gives a
+margin in pixels (:mod:`polycl.pipeline`).
 """
 
 from __future__ import annotations
