@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/Testing/setup_venv.sh"
-# the web front end's extra (slicer-layer-dm) and Debian's Chromium for its browser tests (issue 12)
+# the web front end's extra (slicer-layer-dm) and Debian's Chromium for its browser tests
 bash "$root/Testing/setup_web.sh" --browser
 cd "$root"
 export MPLBACKEND=Agg

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The web front end's extra (PolyCLSegment/PolyCLSegmentWeb, issue 12), after Testing/setup_venv.sh:
+# The web front end's extra (PolyCLSegment/PolyCLSegmentWeb), after Testing/setup_venv.sh:
 # trame-slicer and Playwright come from Testing/requirements.txt; this adds slicer-layer-dm, the compiled
 # "layer displayable manager" trame-slicer's views and Segment Editor need. Its wheel declares
 # slicer-core==5.11.0.*, which would replace the project's slicer-core 5.13 pin, so it is installed

@@ -22,7 +22,7 @@ starter's input with strong augmentation (to tell the two changes apart).
 cards) and ``loso_<target>.png`` into --out, keeping the rows already there that this run did not
 measure again. Times are wall-clock seconds per volume on this machine.
 
-Atlas prior (issue 19): the modes ``unet``, ``refine`` and ``pipeline`` run with the prior off (as
+Atlas prior: the modes ``unet``, ``refine`` and ``pipeline`` run with the prior off (as
 they were measured before it existed: under 'auto' the bundled atlas would hand ``example_ct`` its own
 label); the modes ``pipeline prior=on|auto|off`` run the pipeline with ``SegmentOptions(prior=...)``.
 The scan being segmented is never the atlas: the bundled atlas is ``example_ct``, so that fold runs

@@ -1,4 +1,4 @@
-"""``POLYCL_BUNDLED_ATLAS=off`` leaves the bundled atlas out (issue 19: the liver leave-one-scan-out study
+"""``POLYCL_BUNDLED_ATLAS=off`` leaves the bundled atlas out (the liver leave-one-scan-out study
 segments the bundled atlas's own scan, so that fold must use another scan's atlas only)."""
 
 from __future__ import annotations

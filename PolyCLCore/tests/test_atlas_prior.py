@@ -1,4 +1,4 @@
-"""Atlas location prior (issue 19): registration mechanics and the prior against U-Net components.
+"""Atlas location prior: registration mechanics and the prior against U-Net components.
 
 MECHANICS ONLY: the bundled atlas IS example_ct (downsampled). Here it is registered onto a smoothly
 deformed (random B-spline, ~6 mm per control point), shifted copy of example_ct resampled to 0.8 mm in

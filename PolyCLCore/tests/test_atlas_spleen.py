@@ -1,4 +1,4 @@
-"""The real test of the atlas prior (issue 19): the spleen of the DICOM series, segmented with no spleen
+"""The real test of the atlas prior: the spleen of the DICOM series, segmented with no spleen
 network (`--target spleen`: atlas prior -> SAM seed -> propagation). The DICOM series is a different
 patient from the atlas scan (example_ct), 20 slices of the upper abdomen at 0.98 x 0.98 x 2 mm, so the
 registration must also find where this slab sits along the atlas. Its label file is y-flipped: it is

@@ -1,4 +1,4 @@
-"""Atlases on disk (issue 19): the bundled atlas's checksums, `polycl atlas add` / `list` (atomic, with
+"""Atlases on disk: the bundled atlas's checksums, `polycl atlas add` / `list` (atomic, with
 clear errors on bad input) and the atlas-based targets in `polycl models`."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Atomic writes: complete under the final name or absent; the usual permissions; the process
-umask is never changed, not even for a moment (issue 10: a brief umask(0) races with other threads)."""
+umask is never changed, not even for a moment (a brief umask(0) races with other threads)."""
 
 from __future__ import annotations
 

@@ -38,8 +38,8 @@ def test_importing_every_module_loads_no_forbidden_package():
 
 def test_every_third_party_import_is_declared_in_pyproject():
     """A package polycl imports must be a dependency or an extra of polycl-core, i.e. listed in
-    polycl/requirements/*.txt, which pyproject.toml and the Slicer installer read (issue 10 found
-    scipy imported but undeclared): pip would otherwise install a polycl that fails at run time."""
+    polycl/requirements/*.txt, which pyproject.toml and the Slicer installer read (scipy imported but
+    undeclared is the case this catches): pip would otherwise install a polycl that fails at run time."""
     import re
     from importlib.metadata import packages_distributions
 

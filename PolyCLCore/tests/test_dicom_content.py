@@ -1,4 +1,4 @@
-"""DICOM found by content, not by file name (issue 10): exports name files by UID or number with
+"""DICOM found by content, not by file name: exports name files by UID or number with
 no extension. Real series: the shared example_ct_dicom, copied to such names. A folder holding two
 series is refused with both listed, never merged; ``--series UID`` picks one."""
 

@@ -4,7 +4,7 @@
 Two cases (example_ct_sm with its liver, 30 slices; the DICOM series with its y-flipped label
 resampled in physical space, 20 slices), 64 px, a small U-Net (8..64 channels), standard
 augmentation, global batch 10: 5 steps per epoch. Both cases validate (val fraction 0), one per
-rank. What must hold (issue 13): both ranks end with identical weights; they match the
+rank. What must hold: both ranks end with identical weights; they match the
 single-process run on the same global batches within float tolerance (same losses, same
 validation Dice, weights within 1e-4); a state written by 2 processes resumes in 1. One torchrun
 launch; everything else runs in this process (a subprocess spends ~8 s of CPU importing torch).

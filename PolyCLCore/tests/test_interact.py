@@ -3,7 +3,7 @@
 Everything runs on a 9-slice slab of example_ct around the liver's largest slice (3 mm slices,
 RAS-oriented file: the session's canonical reorientation and index mapping are exercised), with
 one SliceSegmenter shared by all sessions so each slice is embedded once (~9 embeddings).
-Thresholds: the issue's (slice Dice >= 0.85 for one include click, 3D Dice >= 0.85 for
+Thresholds (slice Dice >= 0.85 for one include click, 3D Dice >= 0.85 for
 propagation from one click); measured 0.93 and 0.9x on this slab.
 """
 

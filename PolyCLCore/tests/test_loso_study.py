@@ -1,6 +1,6 @@
 """The leave-one-scan-out study script: its data preparation (one label convention on each image's
 grid), its outputs (CSV, the markdown table of the docs, the plot; a partial rerun keeps the older
-rows) and its atlas prior folds (issue 19: a fold never uses its own scan as the atlas). Training and
+rows) and its atlas prior folds (a fold never uses its own scan as the atlas). Training and
 evaluation themselves are the library's finetune and pipeline, tested elsewhere."""
 
 import csv

@@ -1,7 +1,7 @@
 """CPU inference engines for the SAM image encoder (polycl.sam.encoder_engines) against eager torch.
 
 Real model (bundled LiteMedSAM), real CT (example_ct_dicom, its liver label resampled in physical
-space). The bar from issue 11: the fast engine keeps masks identical in practice, per-slice mask
+space). The bar: the fast engine keeps masks identical in practice, per-slice mask
 Dice >= 0.995 against eager torch, and the same 3D Dice on refinement and propagation. Measured on
 the 2-core machine: embeddings differ from eager by a relative L2 of ~3e-6 (OpenVINO fp32, ONNX
 Runtime), masks by 0 pixels on these slices.

@@ -59,7 +59,7 @@ def test_label_boxes_reach_dice(dicom_ct, liver, seg):
     seen = []
     result = refine(dicom_ct, liver, segmenter=seg, progress=lambda d, t, m: seen.append((d, t)))
     assert result.mask.shape == dicom_ct.shape and result.mask.dtype == np.uint8
-    # docs/refinement.md: 0.976 over all 20 slices with the plain refiner; 0.90 is the bar
+    # docs/refinement.md: 0.976 over all 20 slices with the plain refiner; 0.90 is the bar
     assert dice(result.mask, liver) >= 0.90
     s = result.stats
     assert s.components == 3 and s.refined == 3 and s.slices_with_mask == 3 and s.mean_quality > 0.9

@@ -22,7 +22,7 @@ def test_segment_example_ct_dice(tmp_path, ts, capsys):
     assert mask.shape == ct.shape and mask.geometry == ct.geometry
     assert main(["evaluate", str(out), str(ts / "example_seg_fast_force_split.nii.gz"), "--label", "5"]) == 0
     s = evaluate_files(out, ts / "example_seg_fast_force_split.nii.gz", label=5)
-    assert s.dice >= 0.85, s  # the foundation issue's bar on this (training) scan; measured 0.901
+    assert s.dice >= 0.85, s  # the bar on this (training) scan; measured 0.901
 
 
 def test_default_pipeline_on_dicom_series_overlays_liver_in_physical_space(tmp_path, ts, dicom_liver, capsys):

@@ -52,7 +52,7 @@ class PolyCLLogic:
     @staticmethod
     def listModels() -> list[dict]:
         """Segmentation models (bundled and the user's) then the atlas-based targets (``atlas:<organ>``,
-        no network; issue 19), each with ``kind`` and a hover text of its scores."""
+        no network), each with ``kind`` and a hover text of its scores."""
         from polycl.models import list_models
 
         return [{"name": e.name, "target": e.target, "source": e.source, "kind": e.kind, "scores": e.scores,
@@ -148,7 +148,7 @@ class PolyCLLogic:
                       "Prompts": "none (automatic)", "Stats": result.summary()}
         if not atlasOnly:
             provenance["ModelSHA256"] = entry.sha256 or sha256_file(entry.path)
-        if result.sources:  # which objects came from the U-Net, the atlas prior or both (issue 19)
+        if result.sources:  # which objects came from the U-Net, the atlas prior or both
             from polycl.atlas.segment import sources_text
 
             provenance["Sources"] = sources_text(result.sources)

@@ -1,4 +1,4 @@
-"""Interact (issue 18): the toolbar's prompts on the red view, each one call of the module's controller.
+"""Interact: the toolbar's prompts on the red view, each one call of the module's controller.
 
 Include / exclude points and boxes (:class:`PolyCLSegmentWeb.redview.MouseTools` turns clicks and drags
 into RAS positions), "Correct slice" (the slice as painted becomes a fixed slice), "Propagate from

@@ -1,6 +1,6 @@
 """Who may talk to the web app: bind address, access token, Host/Origin checks (no trame, no MRML).
 
-Policy (issue 12, "safe to expose"):
+Policy ("safe to expose"):
 
 * the default host is ``127.0.0.1`` (loopback only);
 * any other host needs a token: ``--token`` or, when none is given, a random one that is printed at

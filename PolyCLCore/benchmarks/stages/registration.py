@@ -1,4 +1,4 @@
-"""Stage 'registration': the atlas location prior (issue 19) on a 512 x 512 x 120 CT.
+"""Stage 'registration': the atlas location prior on a 512 x 512 x 120 CT.
 
 Input: ``example_ct`` resampled to 512 x 512 x 120 (:func:`stages.pipeline.clinical_size_ct`, the
 pipeline stage's volume). Rows:

@@ -104,7 +104,7 @@ def _user() -> list[ModelEntry]:
     return entries
 
 def _atlas_based() -> list[ModelEntry]:
-    """Targets segmented with no network (issue 19): ``atlas:<organ>``, kind "atlas-based"; segment them
+    """Targets segmented with no network: ``atlas:<organ>``, kind "atlas-based"; segment them
     with ``polycl segment --target <organ>`` or :class:`polycl.atlas.segment.AtlasTarget`."""
     from polycl.atlas.segment import atlas_targets
     from polycl.atlas.store import bundled_atlas_dir, user_atlas_names

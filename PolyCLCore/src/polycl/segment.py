@@ -67,7 +67,7 @@ class SegmentOptions:
     min_slice_agreement: float = 0.2
     device: str = "auto"
     check_ct: bool = True
-    prior: str = "auto"  # atlas location prior: auto, on, off (issue 19; see polycl.atlas.segment)
+    prior: str = "auto"  # atlas location prior: auto, on, off (see polycl.atlas.segment)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -164,13 +164,13 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
     t0 = time.perf_counter()
     hu = segmenter.array if segmenter is not None else o.to_canonical(volume.array)  # the one reorientation
     sx, sy, sz = o.spacing_xyz
-    prob = np.zeros(hu.shape, np.float32) if getattr(model, "atlas_only", False) else retry_on_oom(  # issue 19
+    prob = np.zeros(hu.shape, np.float32) if getattr(model, "atlas_only", False) else retry_on_oom(
         lambda bs: predict_probabilities(model, hu, batch_size=bs, spacing_yx=(sy, sx), progress=unet_report),
         opts.batch_size)
     coarse = (prob >= opts.threshold).astype(np.uint8)
     if opts.largest_cc and coarse.any():
         coarse = largest_components(coarse, keep=model.components, min_fraction=0.2)
-    # --- atlas location prior (issue 19): all logic in polycl.atlas.segment ---
+    # --- atlas location prior: all logic in polycl.atlas.segment ---
     from polycl.atlas.segment import apply_prior
 
     prior = apply_prior(volume, hu, coarse, model, opts.prior, progress=report.span(0.1, 0.1), cancel=cancel)

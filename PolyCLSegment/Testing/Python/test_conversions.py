@@ -136,7 +136,7 @@ def test_roi_boxes_of_a_rotated_roi_match_the_full_mask(scene):
 
 
 def test_roi_boxes_of_a_clinical_size_volume_stay_under_20_mb(scene):
-    """512 x 512 x 300 (issue 10: the old every-voxel float64 coordinates needed ~6 GB): box prompts
+    """512 x 512 x 300 (the old every-voxel float64 coordinates needed ~6 GB): box prompts
     are found one slice at a time, so the peak is a few MB."""
     import tracemalloc
 

@@ -1,8 +1,8 @@
 """Prompts through the Controller on real CT and real MRML, with the bundled LiteMedSAM.
 
 A slab of 10 slices of ``example_ct_sm`` (3 mm voxels) around the liver's largest slice keeps the
-embeddings (~2 s each on 2 cores) within the budget. Thresholds: issue 18's (Dice >= 0.85 on the
-clicked slice and 3D Dice >= 0.85 after "propagate from clicks").
+embeddings (~2 s each on 2 cores) within the budget. Thresholds: Dice >= 0.85 on the
+clicked slice and 3D Dice >= 0.85 after "propagate from clicks".
 """
 
 from __future__ import annotations

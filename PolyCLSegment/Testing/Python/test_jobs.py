@@ -80,8 +80,8 @@ def test_core_process_parses_progress_and_cancels(tmp_path):
 
 
 def test_cancel_ends_the_launchers_child_too(tmp_path):
-    """PythonSlicer is a launcher: the polycl process is its child. Cancel must end both (issue 10:
-    signalling only the launcher left the child training). Here a launcher script starts a child
+    """PythonSlicer is a launcher: the polycl process is its child. Cancel must end both
+    (signalling only the launcher would leave the child training). Here a launcher script starts a child
     that ignores SIGINT and SIGTERM (as a stuck CUDA call would), then waits for it."""
     from PolyCLSegmentLib.processes import CoreProcess
 

@@ -88,7 +88,7 @@ def test_bundled_liver_model_overlays_the_liver_label(scene, ts, logic):
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     sid = logic.segment(ct, seg, model="polycl-liver", device="cpu", mode="unet")
     truth = slicer.util.arrayFromVolume(label) == 5
-    # 0.85: the foundation issue's bar for this scan (measured 0.901 through polycl; see the model card).
+    # 0.85: the bar for this scan (measured 0.901 through polycl; see the model card).
     assert dice(conversions.segmentArray(seg, sid, label), truth) > 0.85
     # the segment carries the standard code of what it is (SNOMED CT 10200004 Liver)
     segment = seg.GetSegmentation().GetSegment(sid)

@@ -1,4 +1,4 @@
-"""The extension ships polycl (issue 10): CMake lists every file of the package, and polycl imports and
+"""The extension ships polycl: CMake lists every file of the package, and polycl imports and
 segments from the extension's install layout in a fresh interpreter with no repository on the path.
 
 The layout is what ``ctkMacroCompilePythonScript`` / ``slicerMacroBuildScriptedModule`` produce in

@@ -1,4 +1,4 @@
-"""The web front end end to end, in a real browser (issue 12).
+"""The web front end end to end, in a real browser.
 
 The test starts the app with the installed command (``polycl-web``, as a user does) on a free
 127.0.0.1 port with a token, over a temporary data folder that links ``example_ct``;

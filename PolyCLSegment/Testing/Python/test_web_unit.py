@@ -1,6 +1,6 @@
 """The web front end's rules that need no browser: access policy, data-folder confinement, the Qt
 stand-ins it runs the module with, and that it is a product (no import from Testing/, an installed
-command) (PolyCLSegment/PolyCLSegmentWeb, issues 12 and 20)."""
+command) (PolyCLSegment/PolyCLSegmentWeb)."""
 
 from __future__ import annotations
 

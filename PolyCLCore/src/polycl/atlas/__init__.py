@@ -1,4 +1,4 @@
-"""Atlas location prior (issue 19): organs located by anatomy through registration to labelled CT.
+"""Atlas location prior: organs located by anatomy through registration to labelled CT.
 
 * :mod:`polycl.atlas.store`: the bundled atlas and the user's (``polycl atlas add`` / ``list``);
 * :mod:`polycl.atlas.registration`: SimpleITK registration of a CT to an atlas at low resolution;

@@ -1,4 +1,4 @@
-"""Registrations kept within a process, so one CT is registered to an atlas set once (issue 19).
+"""Registrations kept within a process, so one CT is registered to an atlas set once.
 
 A Slicer session or the web app often runs Segment on the same CT more than once (kidneys, then
 ``--target spleen``; a rerun with other SAM settings). The registration does not depend on the

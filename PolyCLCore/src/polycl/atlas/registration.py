@@ -1,4 +1,4 @@
-"""Registration of a CT to an atlas with SimpleITK, at low resolution (issue 19).
+"""Registration of a CT to an atlas with SimpleITK, at low resolution.
 
 The input CT is the fixed image, the atlas CT the moving one, so the result maps points of the
 input into the atlas and the atlas's labels can be resampled onto the input's grid. Steps

@@ -1,4 +1,4 @@
-"""Atlases: labelled CT scans that locate organs by anatomy (issue 19).
+"""Atlases: labelled CT scans that locate organs by anatomy.
 
 Two sources, used together (several atlases vote, :mod:`polycl.atlas.prior`):
 

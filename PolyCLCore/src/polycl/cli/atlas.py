@@ -1,4 +1,4 @@
-"""``polycl atlas add IMAGE LABEL`` / ``polycl atlas list``: the atlases of the location prior (issue 19)."""
+"""``polycl atlas add IMAGE LABEL`` / ``polycl atlas list``: the atlases of the location prior."""
 
 from __future__ import annotations
 
