@@ -83,3 +83,31 @@ def test_a_misplaced_prior_is_drawn_from_the_image(kidney_crop):
     d = delineate(hu, prior, seg, (sx, sy, sz), "kidney_left")
     assert d.mask is not None, d.note
     assert dice3d(d.mask, gt_c) >= 0.85
+
+
+def test_a_corrective_click_answer_is_bounded_by_the_neighbouring_slice(kidney_crop):
+    """An include click on an empty slice of a filled segment: SAM's answer may not be much larger than
+    the segment on the nearest slice (else a click at an organ's tip could answer with a neighbour).
+    With the kidney's own neighbouring slice the kidney is the answer; with a 5 mm speck as the
+    neighbour every kidney-sized answer is refused."""
+    from polycl.interact.robot import centre, dice3d
+    from polycl.interact.slice_answer import SliceContext, first_answer
+    from polycl.orientation import orientation
+    from polycl.sam import SliceSegmenter
+
+    vol, gt = kidney_crop
+    o = orientation(vol)
+    hu = o.to_canonical(vol.array).astype(np.float32)
+    gt_c = o.to_canonical(gt) > 0
+    sx, sy, _ = o.spacing_xyz
+    k = 20
+    seg = SliceSegmenter(hu, device="cpu", cache_size=2)
+    ctx = SliceContext.of(hu[k], (sy, sx))
+    yx = centre(gt_c[k], (sy, sx))
+    answer, q = first_answer(seg, k, ctx, yx, neighbour=gt_c[k + 1])
+    assert dice3d(answer, gt_c[k]) >= 0.9 and q >= 0.9
+    speck = np.zeros_like(gt_c[k])
+    speck[yx[0] - 4:yx[0] + 5, yx[1] - 4:yx[1] + 5] = True
+    small, _ = first_answer(seg, k, ctx, yx, neighbour=speck)
+    ys, xs = np.nonzero(small)
+    assert small.sum() < 0.5 * gt_c[k].sum() and np.ptp(xs) * sx < 1.5 * 9 * sx + 10 + 1

@@ -76,6 +76,7 @@ class PriorOutcome:
     seconds: float = 0.0
     note: str = ""
     masks: list = field(default_factory=list)  # per object of ``sources`` (when the prior ran): bool (z, y, x)
+    others: dict = field(default_factory=dict)  # the atlas's other organs' priors (bool (z, y, x)), canonical
 
     def draw_from_image(self, hu: np.ndarray, segmenter, spacing_xyz, report=None) -> np.ndarray | None:
         """Objects taken from the prior alone (source 'prior') are redrawn from the image
@@ -93,7 +94,9 @@ class PriorOutcome:
         n = len(self.sources)
         for i, (m, src) in enumerate(zip(self.masks, self.sources)):
             span = report.span(i / n, (i + 1) / n) if report is not None else None
-            d = delineate(hu, m, segmenter, spacing_xyz, src["organ"], span) if src["source"] == "prior" else None
+            rivals = {**self.others, **{o["organ"]: mm for mm, o in zip(self.masks, self.sources) if o is not src}}
+            d = (delineate(hu, m, segmenter, spacing_xyz, src["organ"], span, rivals) if src["source"] == "prior"
+                 else None)
             if d is not None and d.mask is not None:
                 drawn |= d.mask
                 src.update(seed=d.seed, seed_quality=round(d.quality, 3),
@@ -150,13 +153,30 @@ def apply_prior(volume, hu: np.ndarray, coarse: np.ndarray, model, prior: str = 
     masks = {o: orient.to_canonical(pr.mask(o)) > 0 for o in objects}
     unet = None if getattr(model, "atlas_only", False) else coarse
     kept, sources = combine(unet, masks, hu, voxel_ml)
+    others = _other_organs(volume, objects, orient)
     out = np.zeros_like(coarse, dtype=np.uint8)
     for m in kept:
         out[m] = 1
     seconds = time.perf_counter() - t0
     return PriorOutcome(out, [{"organ": s.organ, "source": s.source, "dropped": s.dropped, "ml": round(s.ml, 1),
                                "prior_s": round(seconds, 1)} for s in sources], seconds, "; ".join(pr.steps),
-                        [m > 0 for m in kept])
+                        [m > 0 for m in kept], others)
+
+
+def _other_organs(volume, objects, orient) -> dict:
+    """The priors of the atlas organs other than ``objects`` (canonical bool masks), from the registration
+    just made (cached: only the warping runs); {} when no atlas has them all."""
+    from polycl.atlas.prior import compute_prior
+    from polycl.atlas.store import atlas_organs
+
+    rest = [o for o in atlas_organs() if o not in objects]
+    if not rest:
+        return {}
+    try:
+        pr = compute_prior(volume, rest)
+    except InputError:
+        return {}
+    return {o: orient.to_canonical(pr.mask(o)) > 0 for o in rest}
 
 
 def _plausible_single(objects, coarse, hu, voxel_ml: float, orient) -> bool:

@@ -334,7 +334,7 @@ class InteractiveSession:
             for p in sorted(mine, key=lambda p: (p.kind == "exclude", p.id)):
                 yx = self.grid.to_canonical_voxel(p.position)[1:]
                 if p.kind == "include":
-                    current, quality = answer_include(self.segmenter, k, ctx, current, yx)
+                    current, quality = answer_include(self.segmenter, k, ctx, current, yx, self._neighbour(k))
                 elif p.kind == "exclude":
                     current, quality = remove_around(self.segmenter, k, ctx, current, yx, includes)
                 else:
@@ -351,6 +351,14 @@ class InteractiveSession:
                 self._pending.add(k)
             del self._base[k]
         return current, quality
+
+    def _neighbour(self, k: int, reach_mm: float = 15.0) -> np.ndarray | None:
+        """The segment on the canonical slice nearest to ``k`` (within ``reach_mm``) that has one, else None."""
+        dz = max(1, int(round(reach_mm / max(float(canonical_spacing(self.volume)[2]), 1e-6))))
+        for j in sorted(range(max(0, k - dz), min(self.hu.shape[0], k + dz + 1)), key=lambda j: abs(j - k)):
+            if j != k and self._canon[j].any():
+                return self._canon[j] > 0
+        return None
 
     # -- background embedding ----------------------------------------------------------------------
     def prefetch(self, zs, cancel: CancelToken | None = None) -> int:

@@ -51,6 +51,10 @@ CANDIDATE_SQUARES_MM = (20.0, 35.0, 50.0, 70.0, 100.0, 140.0, 200.0)
 CANDIDATE_TOLERANCES_HU = (10.0, GROW_TOLERANCE_HU)
 #: First click: an answer that does not hold the click counts when it passes this close (mm).
 CLICK_REACH_MM = 3.0
+#: A click on an empty slice of a filled segment: its answer may be at most this many times as wide
+#: and tall as the segment on the nearest slice that has one, plus this slack (mm).
+NEIGHBOUR_GROWTH = 1.5
+NEIGHBOUR_SLACK_MM = 10.0
 #: When SAM misses the click, the grown region within this radius (mm) of it is added.
 CLICK_RADIUS_MM = 10.0
 #: Box margin (px) around a region given to SAM.
@@ -147,10 +151,11 @@ def _plausible(ctx: SliceContext, mask: np.ndarray, reference: np.ndarray) -> np
 
 
 def answer_include(segmenter, k: int, ctx: SliceContext, current: np.ndarray,
-                   yx: tuple[int, int]) -> tuple[np.ndarray, float]:
+                   yx: tuple[int, int], neighbour: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """``current`` plus the organ under an include click at ``yx``; returns (mask, quality).
 
-    With no mask near the click the answer is :func:`first_answer`'s. On a slice whose mask the
+    With no mask near the click the answer is :func:`first_answer`'s (``neighbour``: the segment on the
+    nearest slice that has one, which bounds the answer's size). On a slice whose mask the
     click touches (within 5 mm of its grown region), the click adds what SAM finds for the box of
     the grown region and the mask's pieces it touches: all of it when SAM's mask covers those pieces
     (:data:`REDRAW_COVER`) without growing past :data:`REDRAW_GROWTH` times their area (SAM then
@@ -161,7 +166,7 @@ def answer_include(segmenter, k: int, ctx: SliceContext, current: np.ndarray,
     grown = grow_region(ctx, yx)
     touching = current & ndimage.binary_dilation(grown, disk(ctx.px(5.0)))
     if not touching.any():
-        piece, quality = first_answer(segmenter, k, ctx, yx)
+        piece, quality = first_answer(segmenter, k, ctx, yx, neighbour)
         return current | piece, quality
     lab, _ = ndimage.label(current, structure=np.ones((3, 3)))
     near = np.isin(lab, np.unique(lab[touching & (lab > 0)]))
@@ -192,7 +197,8 @@ def candidate_boxes(ctx: SliceContext, yx: tuple[int, int]) -> list[tuple[float,
     return boxes
 
 
-def first_answer(segmenter, k: int, ctx: SliceContext, yx: tuple[int, int]) -> tuple[np.ndarray, float]:
+def first_answer(segmenter, k: int, ctx: SliceContext, yx: tuple[int, int],
+                 neighbour: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The organ under a click on an empty part of slice ``k``: (y, x) bool mask, SAM quality.
 
     SAM answers every box of :func:`candidate_boxes` in one decoder pass; an answer counts when it
@@ -201,15 +207,27 @@ def first_answer(segmenter, k: int, ctx: SliceContext, yx: tuple[int, int]) -> t
     LiteMedSAM was trained on boxes around whole organs, and its quality estimate is highest for
     the box that fits the organ: on the clinical validation scan the winning box gives the kidney,
     liver and spleen at 2D Dice 0.92-0.97 where the grown region alone gave 24 pixels of renal sinus
-    (evaluation.md). With no answer near the click: the grown region, quality 0."""
+    (evaluation.md). ``neighbour``: the segment's mask on the nearest slice that has one (a click
+    that corrects a filled volume): an answer wider or taller than :data:`NEIGHBOUR_GROWTH` times
+    its box plus :data:`NEIGHBOUR_SLACK_MM` is another, larger structure and does not count. With no
+    answer near the click: the grown region, quality 0."""
     segmenter.set_slice(k)
     masks, qualities = segmenter.predict_boxes(candidate_boxes(ctx, yx))
     reach = ctx.px(CLICK_REACH_MM)
+    limit = None
+    if neighbour is not None and neighbour.any():
+        ys, xs = np.nonzero(neighbour)
+        limit = (NEIGHBOUR_GROWTH * (np.ptp(ys) + 1) + ctx.px(NEIGHBOUR_SLACK_MM),
+                 NEIGHBOUR_GROWTH * (np.ptp(xs) + 1) + ctx.px(NEIGHBOUR_SLACK_MM))
     best, best_q = None, -1.0
     for m, q in zip(masks, qualities):
         m = m > 0
         if q <= best_q or not m.any():
             continue
+        if limit is not None:
+            ys, xs = np.nonzero(m)
+            if np.ptp(ys) + 1 > limit[0] or np.ptp(xs) + 1 > limit[1]:
+                continue
         y0, y1 = max(0, yx[0] - reach), yx[0] + reach + 1
         x0, x1 = max(0, yx[1] - reach), yx[1] + reach + 1
         holds = ndimage.binary_fill_holes(m)[yx] or (m[y0:y1, x0:x1] & disk_at(

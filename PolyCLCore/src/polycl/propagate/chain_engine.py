@@ -220,12 +220,13 @@ class ChainEngine:
     def _walk(self, seg, hu, first: int, mask: np.ndarray, last: int, d: int, step: int, *,
               tracker=None) -> Iterator[tuple[int, np.ndarray, float]]:
         """Chain from slice ``first`` (its ``mask``) towards ``last`` (inclusive) in direction ``d``, every
-        ``step``-th slice and ``last``; a slice stepped over between two accepted masks is interpolated.
+        ``step``-th slice and ``last``; a slice between two accepted masks (stepped over, or rejected by the
+        stop rule: an organ does not vanish for a slice and come back) is interpolated from them.
         With a ``tracker`` (a stop rule) the walk ends where the rule says the organ ended; the first
         slice the rule rejects sends the walk back to the last accepted one, from where it goes on one
         slice at a time (the organ's tip, found as on thick slices)."""
         prev_k, prev, prev_q = first, mask, 1.0
-        k = walked = first
+        k = first
         velocity = None  # the box's change per slice between the last two accepted masks
         while (last - k) * d > 0:
             k = k + d * step if (last - k - d * step) * d >= 0 else last
@@ -239,14 +240,12 @@ class ChainEngine:
                     step, k = 1, prev_k  # the organ ends near here: walk on one slice at a time
                     continue
                 m, stop = tracker.check(m, hu[k], q)
-            if m.any():
-                if walked == prev_k:  # nothing walked in between: fill the slices stepped over
-                    for j in range(prev_k + d, k, d):
-                        yield j, interpolate_masks(prev, m, (j - prev_k) / (k - prev_k)), min(prev_q, q)
+            if m.any():  # the slices stepped over, or rejected between two accepted ones, are interpolated
+                for j in range(prev_k + d, k, d):
+                    yield j, interpolate_masks(prev, m, (j - prev_k) / (k - prev_k)), min(prev_q, q)
                 velocity = (np.asarray(box_from_mask(m, 0), float) - np.asarray(box_from_mask(prev, 0), float)) \
                     / abs(k - prev_k)
                 prev_k, prev, prev_q = k, m, q
             yield k, m, (q if m.any() else 0.0)
-            walked = k
             if stop:
                 return
