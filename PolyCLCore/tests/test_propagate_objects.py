@@ -60,7 +60,9 @@ def test_seed_slice_with_both_kidneys_propagates_each_on_its_own(ct, kidneys, se
         assert len(found) >= 0.8 * len(_slices(kidney, ct))
     one_box = _run(ct, seed, k, segmenter, split_objects=False)
     assert len(one_box.objects) == 1
-    assert per_object > dice(one_box.mask, seed) + 0.15  # one box around both kidneys: measured 0.744 (slab)
+    # one box around both kidneys: measured 0.83 (slab; 0.74 before rejected slices between accepted
+    # ones were interpolated, which helps the one-box run most), per object 0.945
+    assert per_object > dice(one_box.mask, seed) + 0.1
 
 
 def test_seed_slice_with_one_kidney_propagates_that_one_and_says_so(ct, kidneys, segmenter):
