@@ -98,18 +98,24 @@ def centre(mask2d: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[int, int]
     return tuple(int(v) for v in np.unravel_index(int(np.argmax(edt)), edt.shape))
 
 
-def first_clicks(gt: np.ndarray, pixel_mm) -> list[tuple[int, int, int]]:
-    """One canonical (z, y, x) per object of ``gt``: the centre of the object's largest slice."""
+def objects(gt: np.ndarray):
+    """The objects of a reference mask, largest first: (bool (z, y, x) component, its largest axial
+    slice) per 3D component of at least :data:`MIN_OBJECT_FRACTION` of the largest."""
     lab, n = ndimage.label(gt > 0, structure=np.ones((3, 3, 3)))
     if n == 0:
         raise InputError("the reference mask is empty: nothing to segment")
     sizes = np.bincount(lab.ravel())[1:]
-    clicks = []
     for i in np.argsort(sizes)[::-1]:
         if sizes[i] < MIN_OBJECT_FRACTION * sizes.max():
             break
         comp = lab == i + 1
-        z = int(np.argmax(comp.reshape(comp.shape[0], -1).sum(axis=1)))
+        yield comp, int(np.argmax(comp.reshape(comp.shape[0], -1).sum(axis=1)))
+
+
+def first_clicks(gt: np.ndarray, pixel_mm) -> list[tuple[int, int, int]]:
+    """One canonical (z, y, x) per object of ``gt``: the centre of the object's largest slice."""
+    clicks = []
+    for comp, z in objects(gt):
         clicks.append((z, *centre(comp[z], pixel_mm)))
     return clicks
 
@@ -221,17 +227,9 @@ class BoxProtocolResult:
 def challenge_boxes(gt: np.ndarray) -> list[tuple[int, int, int, int, int, int, int]]:
     """The challenge's box per object of a canonical (z, y, x) reference: (z_min, z_max, z_mid, y0, x0,
     y1, x1), z_mid the object's largest axial slice and (y0, x0)..(y1, x1) its extent there."""
-    lab, n = ndimage.label(gt > 0, structure=np.ones((3, 3, 3)))
-    if n == 0:
-        raise InputError("the reference mask is empty: nothing to segment")
-    sizes = np.bincount(lab.ravel())[1:]
     out = []
-    for i in np.argsort(sizes)[::-1]:
-        if sizes[i] < MIN_OBJECT_FRACTION * sizes.max():
-            break
-        comp = lab == i + 1
+    for comp, z in objects(gt):
         zs = np.flatnonzero(comp.any(axis=(1, 2)))
-        z = int(np.argmax(comp.reshape(comp.shape[0], -1).sum(axis=1)))
         ys, xs = np.nonzero(comp[z])
         out.append((int(zs[0]), int(zs[-1]), z, int(ys.min()), int(xs.min()), int(ys.max()), int(xs.max())))
     return out
