@@ -6,7 +6,8 @@ Rows:
 * ``encoder``: one slice embedding (LiteMedSAM encoder, the CPU engine ``auto`` picks);
 * ``decoder (box)``: ``SliceSegmenter.predict(box=...)`` on an embedded slice (mask decoder only);
 * ``include click`` / ``exclude click``: :meth:`InteractiveSession.add_point` on an embedded slice
-  (region growing + decoder + clean-up: what a user waits for after a click);
+  (on an empty slice: SAM answers 9 candidate boxes around the click in one decoder pass, then
+  clean-up: what a user waits for after a click);
 * ``slice change -> first answer``: an include click on a slice not embedded yet (embedding + answer);
 * ``robot user``: :func:`polycl.interact.robot.run_robot` on the liver (NoC90, NoC95, seconds/click).
 
