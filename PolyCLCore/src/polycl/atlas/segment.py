@@ -153,7 +153,8 @@ def apply_prior(volume, hu: np.ndarray, coarse: np.ndarray, model, prior: str = 
     masks = {o: orient.to_canonical(pr.mask(o)) > 0 for o in objects}
     unet = None if getattr(model, "atlas_only", False) else coarse
     kept, sources = combine(unet, masks, hu, voxel_ml)
-    others = _other_organs(volume, objects, orient)
+    # the other organs' priors tell a drawn object from its neighbours: only needed when one is drawn
+    others = _other_organs(volume, objects, orient) if any(s.source == "prior" for s in sources) else {}
     out = np.zeros_like(coarse, dtype=np.uint8)
     for m in kept:
         out[m] = 1

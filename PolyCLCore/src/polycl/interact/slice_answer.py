@@ -166,7 +166,7 @@ def answer_include(segmenter, k: int, ctx: SliceContext, current: np.ndarray,
     grown = grow_region(ctx, yx)
     touching = current & ndimage.binary_dilation(grown, disk(ctx.px(5.0)))
     if not touching.any():
-        piece, quality = first_answer(segmenter, k, ctx, yx, neighbour)
+        piece, quality = first_answer(segmenter, k, ctx, yx, neighbour, grown)
         return current | piece, quality
     lab, _ = ndimage.label(current, structure=np.ones((3, 3)))
     near = np.isin(lab, np.unique(lab[touching & (lab > 0)]))
@@ -185,12 +185,14 @@ def answer_include(segmenter, k: int, ctx: SliceContext, current: np.ndarray,
     return current | piece, quality
 
 
-def candidate_boxes(ctx: SliceContext, yx: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+def candidate_boxes(ctx: SliceContext, yx: tuple[int, int],
+                    grown: np.ndarray | None = None) -> list[tuple[float, float, float, float]]:
     """The boxes (x0, y0, x1, y1) a first click at ``yx`` offers SAM: those of the regions grown
     within :data:`CANDIDATE_TOLERANCES_HU`, then squares of :data:`CANDIDATE_SQUARES_MM` centred on
-    the click (clipped to the slice)."""
+    the click (clipped to the slice). ``grown``: the region already grown at :data:`GROW_TOLERANCE_HU`."""
     h, w = ctx.hu.shape
-    boxes = [box_of(grow_region(ctx, yx, tol)) for tol in CANDIDATE_TOLERANCES_HU]
+    boxes = [box_of(grown if grown is not None and tol == GROW_TOLERANCE_HU else grow_region(ctx, yx, tol))
+             for tol in CANDIDATE_TOLERANCES_HU]
     for mm in CANDIDATE_SQUARES_MM:
         ry, rx = (mm / 2.0 / p for p in ctx.pixel_mm)
         boxes.append((max(0.0, yx[1] - rx), max(0.0, yx[0] - ry), min(w - 1.0, yx[1] + rx), min(h - 1.0, yx[0] + ry)))
@@ -198,7 +200,7 @@ def candidate_boxes(ctx: SliceContext, yx: tuple[int, int]) -> list[tuple[float,
 
 
 def first_answer(segmenter, k: int, ctx: SliceContext, yx: tuple[int, int],
-                 neighbour: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                 neighbour: np.ndarray | None = None, grown: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """The organ under a click on an empty part of slice ``k``: (y, x) bool mask, SAM quality.
 
     SAM answers every box of :func:`candidate_boxes` in one decoder pass; an answer counts when it
@@ -210,9 +212,10 @@ def first_answer(segmenter, k: int, ctx: SliceContext, yx: tuple[int, int],
     (evaluation.md). ``neighbour``: the segment's mask on the nearest slice that has one (a click
     that corrects a filled volume): an answer wider or taller than :data:`NEIGHBOUR_GROWTH` times
     its box plus :data:`NEIGHBOUR_SLACK_MM` is another, larger structure and does not count. With no
-    answer near the click: the grown region, quality 0."""
+    answer near the click: the grown region, quality 0. ``grown``: the click's region at
+    :data:`GROW_TOLERANCE_HU` when the caller has it."""
     segmenter.set_slice(k)
-    masks, qualities = segmenter.predict_boxes(candidate_boxes(ctx, yx))
+    masks, qualities = segmenter.predict_boxes(candidate_boxes(ctx, yx, grown))
     reach = ctx.px(CLICK_REACH_MM)
     limit = None
     if neighbour is not None and neighbour.any():
@@ -235,7 +238,7 @@ def first_answer(segmenter, k: int, ctx: SliceContext, yx: tuple[int, int],
         if holds:
             best, best_q = m, float(q)
     if best is None:
-        return grow_region(ctx, yx), 0.0
+        return (grown if grown is not None else grow_region(ctx, yx)), 0.0
     best = ndimage.binary_fill_holes(ndimage.binary_opening(best, disk(1)))
     return (nearest_component(best, yx) if best.any() else best), best_q
 
