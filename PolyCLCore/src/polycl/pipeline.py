@@ -11,7 +11,9 @@
    ``min_slice_agreement``: a propagation that drifted onto another organ is not trusted);
    elsewhere inside the component's extent (propagation stopped early, drifted, or SAM was
    unsure) the SAM-refined U-Net slice is used. So a propagation that stops early cannot lose the
-   slices the U-Net found.
+   slices the U-Net found. On thin slices, an untrusted slice that the chain stepped over (never
+   embedded) lying between two filled slices is interpolated from them instead, so that the
+   fallback does not embed slices the walk saved (a ~100-slice liver: <= 50 embeddings).
 4. *Guard*: when the fused component agrees with the U-Net's component less than
    ``min_agreement`` (3D Dice), the seed was most likely another organ (a U-Net that is badly
    wrong on this scan); the component is then the SAM-refined U-Net mask (what ``refine`` gives),
@@ -47,22 +49,27 @@ class ComponentReport:
     candidates: list = field(default_factory=list)  # [(slice, SAM quality, Dice with the U-Net)]
     propagated: int = 0   # slices taken from the propagation
     fallback: int = 0     # slices taken from the refined U-Net mask (low confidence / not reached)
+    interpolated: int = 0  # untrusted slices the walk stepped over, interpolated from their filled neighbours
     agreement: float = 1.0  # 3D Dice of the fused component with the U-Net's component
     guarded: bool = False   # the guard replaced the fused component by the refined U-Net mask
+    coarse: str = "U-Net"   # what the coarse mask came from, as the text names it (or "atlas prior")
 
     def text(self) -> str:
         text = (f"slices {self.first}..{self.last}, seed {self.seed} (score {self.seed_score:.2f}), "
-                f"{self.propagated} propagated + {self.fallback} refined U-Net slices")
+                f"{self.propagated} propagated + {self.fallback} refined {self.coarse} slices")
+        if self.interpolated:
+            text += f" + {self.interpolated} interpolated between them"
         if self.guarded:
-            text += (f"; propagation agreed with the U-Net at Dice {self.agreement:.2f} only: "
-                     "kept the SAM-refined U-Net mask")
+            text += (f"; propagation agreed with the {self.coarse} at Dice {self.agreement:.2f} only: "
+                     f"kept the SAM-refined {self.coarse} mask")
         return text
 
 
-def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_report: Reporter, predictor):
+def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_report: Reporter, predictor,
+                 coarse_name: str = "U-Net"):
     """Seed choice, propagation and fusion per 3D component of ``coarse`` (canonical (z, y, x) uint8)
     on ``hu`` (canonical HU) with ``spacing`` (sx, sy, sz) mm; returns (canonical mask, reports, engine)."""
-    from polycl.propagate.chain_engine import slice_step
+    from polycl.propagate.chain_engine import interpolate_masks, slice_step
     from polycl.propagate.seeds import Seed
     from polycl.propagate.stream import choose_engine, default_rule, make_engine
 
@@ -90,11 +97,11 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_repor
         sam_report(done, total, message)
 
     for ci, (comp, (first, last)) in enumerate(zip(comps, spans)):
-        report = ComponentReport(first, last)
+        report = ComponentReport(first, last, coarse=coarse_name)
         seed_k, seed_mask, report.seed_score, report.candidates = _choose_seed(
             segmenter, comp, (sx, sy), opts, lambda: tick(f"component {ci + 1}: reference slice"), step)
         report.seed = seed_k
-        lo, hi = max(0, first - margin), min(z - 1, last + margin)
+        lo, hi = _walk_range(first - margin, last + margin, seed_k, step, z)
         propagated: dict[int, tuple[np.ndarray, float]] = {}
         for k, m, conf in engine.run(hu, [Seed(seed_k, seed_mask)], start=lo, end=hi, rule=rule,
                                      pixel_area_mm2=sx * sy, slice_mm=sz):
@@ -108,6 +115,7 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_repor
                 refined[k] = _refined(segmenter, k, comp[k], (sx, sy), opts)
             return refined[k]
 
+        stepped_over = []  # untrusted slices the walk did not embed: filled from their neighbours below
         for k in range(lo, hi + 1):
             m, conf = propagated.get(k, (None, 0.0))
             if k == seed_k:
@@ -117,6 +125,19 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_repor
                 fused[k][m] = 1
                 report.propagated += 1
             elif comp[k].any():
+                if step > 1 and not segmenter.is_cached(k):
+                    stepped_over.append(k)
+                else:
+                    fused[k][refined_slice(k)] = 1
+                    report.fallback += 1
+        pending = set(stepped_over)
+        for k in stepped_over:  # between two filled slices: interpolated, as the chain fills what it steps over
+            a = next((j for j in range(k - 1, lo - 1, -1) if j not in pending), None)
+            b = next((j for j in range(k + 1, hi + 1) if j not in pending), None)
+            if a is not None and b is not None and fused[a].any() and fused[b].any():
+                fused[k][interpolate_masks(fused[a], fused[b], (k - a) / (b - a))] = 1
+                report.interpolated += 1
+            else:
                 fused[k][refined_slice(k)] = 1
                 report.fallback += 1
         report.agreement = dice(fused > 0, comp)
@@ -129,6 +150,15 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_repor
         out |= fused
         reports.append(report)
     return out, reports, f"{choice.name} ({choice.detail})" if choice.detail else choice.name
+
+
+def _walk_range(lo: int, hi: int, seed: int, step: int, z: int) -> tuple[int, int]:
+    """The slices ``lo..hi`` widened to the chain's walk grid (slices a multiple of ``step`` from the
+    ``seed``), within the volume's ``z`` slices: the walk's last slice is then one it steps to, not an
+    off-grid slice embedded for the range's end alone."""
+    lo = seed - step * int(math.ceil((seed - lo) / step)) if lo < seed else lo
+    hi = seed + step * int(math.ceil((hi - seed) / step)) if hi > seed else hi
+    return max(0, lo), min(z - 1, hi)
 
 
 def _candidate_slices(nonempty: np.ndarray, n: int, step: int = 1) -> list[int]:
