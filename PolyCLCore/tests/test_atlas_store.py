@@ -69,8 +69,10 @@ def test_atlas_add_bad_input_writes_nothing(ts, home, tmp_path, monkeypatch):
     empty = tmp_path / "empty.nii.gz"
     lab = sitk.ReadImage(str(seg))
     sitk.WriteImage(lab * 0, str(empty))
-    with pytest.raises(InputError, match="none of the labels"):
+    with pytest.raises(InputError, match="no labelled voxel"):
         store.add_atlas(ts / "example_ct.nii.gz", empty, name="empty")
+    with pytest.raises(InputError, match="none of the labels"):
+        store.add_atlas(ts / "example_ct.nii.gz", seg, name="other", labels={"pancreas": 250})
     with pytest.raises(InputError, match="NAME=VALUE"):
         store.parse_labels("liver")
 

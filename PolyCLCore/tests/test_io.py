@@ -59,7 +59,7 @@ def test_label_far_away_is_refused(example_ct):
 
 
 def test_require_same_grid_option(ts, dicom_ct):
-    with pytest.raises(GeometryError, match="not on the grid"):
+    with pytest.raises(GeometryError, match="not on the image.s grid"):
         label_on_image_grid(read_label(ts / "example_seg_dicom.nii.gz"), dicom_ct, require_same_grid=True)
 
 

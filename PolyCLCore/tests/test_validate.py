@@ -60,7 +60,7 @@ def test_real_cts_are_ct(data, rel):
 def test_info_command(ts, capsys):
     assert main(["info", str(ts / "example_ct.nii.gz")]) == 0
     out = capsys.readouterr().out
-    assert "122 x 101 x 112" in out and "looks like CT" in out and "RAS" in out
+    assert "122 x 101 x 112" in out and "looks like CT" in out and "point to R, A, S" in out and "(LPS: x to the left" in out
     assert main(["info", str(ts / "example_mr_sm.nii.gz")]) == 1
     assert "NOT CT" in capsys.readouterr().out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import sys
@@ -32,7 +33,30 @@ def parseArgs(argv=None):
     p.add_argument("--finetune-args", default="", help="extra arguments the server adds to every `polycl finetune` "
                    "it starts (e.g. \"--size 128\"); the page cannot change them")
     p.add_argument("--testing", action="store_true", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from pathlib import Path
+
+    if not Path(args.data).is_dir():  # one line and exit 2, before the server starts
+        p.error(f"--data {args.data}: {'not a folder' if Path(args.data).exists() else 'no such folder'}")
+    return args
+
+
+@contextlib.contextmanager
+def quietViews():
+    """VTK's warnings while the server makes its render windows off-screen ("bad X server connection"
+    on a machine without a display, VTK deprecation notes): expected there, and not the user's concern.
+    Warnings after start-up are shown as usual."""
+    import vtk
+
+    verbosity = vtk.vtkLogger.GetCurrentVerbosityCutoff()
+    vtk.vtkLogger.SetStderrVerbosity(vtk.vtkLogger.VERBOSITY_ERROR)
+    shown = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    try:
+        yield
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(shown)
+        vtk.vtkLogger.SetStderrVerbosity(verbosity)
 
 
 def main(argv=None):
@@ -51,9 +75,10 @@ def main(argv=None):
     from trame.app import get_server
 
     server = get_server(None, client_type="vue3")
-    app = PolyCLWebApp(server, data, policy, mode=args.mode, device=args.device, engine=args.engine,
-                       testing=args.testing, maxUploadMb=args.max_upload_mb,
-                       finetuneArgs=shlex.split(args.finetune_args))
+    with quietViews():
+        app = PolyCLWebApp(server, data, policy, mode=args.mode, device=args.device, engine=args.engine,
+                           testing=args.testing, maxUploadMb=args.max_upload_mb,
+                           finetuneArgs=shlex.split(args.finetune_args))
     server.controller.on_server_bind.add(lambda wslinkServer: bind(app, wslinkServer))
 
     def ready(**_):

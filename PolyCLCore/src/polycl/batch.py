@@ -1,8 +1,8 @@
 """Resumable batch processing of a folder of CT volumes (``polycl segment DIR -o OUT``).
 
 One output file per case, ``<out>/<case>.nii.gz``, written atomically. A case whose output already
-exists is skipped, so a run that was stopped resumes where it left off. One failing case is
-reported and does not stop the others. A CSV report (``report.csv``) lists every case's outcome.
+exists is skipped (unless ``overwrite``), so a run that was stopped resumes where it left off. One
+failing case (unreadable, refused, or its output not writable) is reported and does not stop the others. A CSV report (``report.csv``) lists every case's outcome.
 
 Under ``torchrun`` (see :mod:`polycl.distributed`) each rank takes its share of the sorted case
 list (every ``world_size``-th case from its rank: no case on two ranks), writes its progress to
@@ -59,6 +59,8 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, process: Processor, *,
     cases = shard(all_cases, dist)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not dist.enabled:  # (under torchrun another rank may be writing its own right now)
+        remove_stale_partials(out)
     report = out / (f"report.rank{dist.rank}.csv" if dist.enabled else "report.csv")
     prefix = f"[rank {dist.rank}] " if dist.enabled else ""
     outcomes: list[CaseOutcome] = []
@@ -77,6 +79,9 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, process: Processor, *,
                 raise
             except PolyCLError as exc:
                 outcome = CaseOutcome(case.name, "failed", 0.0, str(exc).splitlines()[0], target)
+            except OSError as exc:  # this case's output could not be written (disk full, permissions): go on
+                outcome = CaseOutcome(case.name, "failed", 0.0, f"cannot write {target.name}: "
+                                      f"{exc.strerror or exc}", target)
             except (RuntimeError, ValueError, MemoryError) as exc:  # keep going on unexpected per-case errors
                 outcome = CaseOutcome(case.name, "failed", 0.0, f"{type(exc).__name__}: {exc}", target)
             outcome.seconds = time.perf_counter() - t0
@@ -98,11 +103,25 @@ def run_batch(input_dir: str | Path, out_dir: str | Path, process: Processor, *,
     return outcomes
 
 
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete the temporary files (``.tmp-*``, :func:`polycl.atomic.atomic_path`) that a run killed while
+    writing left in ``out``: never a result, and the rerun writes those cases again."""
+    stale = [p for p in out.glob(".tmp-*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def summary_line(outcomes: list[CaseOutcome], out: Path, dist: DistInfo | None = None) -> str:
-    """``summary: 4 done, 1 skipped, 0 failed -> OUT`` (the last line of a batch run)."""
+    """``summary: 4 done, 1 skipped, 0 failed -> OUT`` (the last line of a batch run); when cases were
+    skipped, the rule that skipped them."""
+    from polycl.outputs import OVERWRITE_RULE
+
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     ranks = f" on {dist.world_size} ranks" if dist is not None and dist.enabled else ""
-    return f"summary: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed{ranks} -> {out}"
+    rule = f" ({OVERWRITE_RULE})" if counts["skipped"] else ""
+    return (f"summary: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed{ranks} -> "
+            f"{out}{rule}")
 
 
 def _write_report(path: Path, outcomes: list[CaseOutcome]) -> None:

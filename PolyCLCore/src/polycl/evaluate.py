@@ -19,7 +19,8 @@ import torch
 
 from polycl.atomic import atomic_path
 from polycl.errors import InputError
-from polycl.io import label_on_image_grid, read_label, select_labels, strip_image_suffix
+from polycl.io import (describe_values, has_image_suffix, label_on_image_grid, label_values, parse_label_spec, read_label,
+                       select_labels, strip_image_suffix)
 
 
 @dataclass
@@ -66,26 +67,44 @@ def mask_scores(pred: np.ndarray, ref: np.ndarray, spacing_zyx: tuple[float, flo
 
 def evaluate_files(pred_path: str | os.PathLike, ref_path: str | os.PathLike, label: str | int | None = None,
                    pred_label: str | int | None = None) -> Scores:
-    """Compare a predicted mask file with a reference label file (``label`` selects reference values)."""
+    """Compare a predicted mask file with a reference label file (``label`` selects reference values;
+    a reference holding several labels needs it: one organ is scored, never their union by accident)."""
     ref = read_label(ref_path)
     pred = read_label(pred_path)
     pred = label_on_image_grid(pred, ref)
+    present = label_values(ref.array)
+    if label is None and len(present) > 1:
+        raise InputError(f"{ref_path}: the reference holds several labels: {describe_values(present)}; choose the "
+                         "organ to score with --label (a name such as liver, or values such as 5 or 2,3)")
     ref_mask = select_labels(ref.array, label) if label is not None else (ref.array > 0).astype(np.uint8)
     pred_mask = select_labels(pred.array, pred_label) if pred_label is not None else (pred.array > 0).astype(np.uint8)
     if not ref_mask.any():
-        raise InputError(f"{ref_path}: the reference has no voxel with label {label}")
+        raise InputError(f"{ref_path}: the reference has no voxel with label {label} "
+                         f"({', '.join(map(str, parse_label_spec(label)))}); it holds {describe_values(present)}")
     return mask_scores(pred_mask, ref_mask, ref.spacing_zyx)
 
 
 def evaluate_folders(pred_dir: str | Path, ref_dir: str | Path, out_csv: str | Path, label=None) -> list[dict]:
-    """Match files by case name, score each, write a CSV (atomically) and return the rows."""
-    preds = {strip_image_suffix(p.name): p for p in Path(pred_dir).iterdir() if p.is_file() and not p.name.startswith(".")}
-    refs = {strip_image_suffix(p.name): p for p in Path(ref_dir).iterdir() if p.is_file() and not p.name.startswith(".")}
+    """Match image files by case name, score each, write a CSV (atomically) and return the rows. A case
+    with a prediction but no reference (or the reverse) gets a row whose ``error`` says so: nothing is
+    left out silently."""
+    def images(folder):
+        return {strip_image_suffix(p.name): p for p in Path(folder).iterdir()
+                if p.is_file() and has_image_suffix(p) and not p.name.startswith(".")}
+
+    preds, refs = images(pred_dir), images(ref_dir)
     common = sorted(set(preds) & set(refs))
     if not common:
-        raise InputError(f"no case names in common between {pred_dir} and {ref_dir}")
+        raise InputError(f"no case names in common between {pred_dir} ({len(preds)} images) and {ref_dir} "
+                         f"({len(refs)} images)")
     rows = []
-    for name in common:
+    for name in sorted(set(preds) | set(refs)):
+        if name not in refs:
+            rows.append({"case": name, "error": f"not scored: no reference file named {name}.* in {ref_dir}"})
+            continue
+        if name not in preds:
+            rows.append({"case": name, "error": f"not scored: no prediction file named {name}.* in {pred_dir}"})
+            continue
         try:
             rows.append({"case": name, **evaluate_files(preds[name], refs[name], label).row(), "error": ""})
         except InputError as exc:

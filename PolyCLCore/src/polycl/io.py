@@ -19,8 +19,24 @@ from polycl.volume import Volume
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
-# TotalSegmentator 'total' class ids of the targets we ship models for.
+#: TotalSegmentator 'total' class ids of the organs this package knows by name (its default label map).
+TOTALSEG_LABELS: dict[str, int] = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5}
+#: The same ids per target we ship models for ("kidney": both kidneys).
 TARGET_LABELS: dict[str, tuple[int, ...]] = {"liver": (5,), "kidney": (2, 3), "spleen": (1,)}
+
+
+def label_values(array: np.ndarray) -> dict[int, int]:
+    """{label value: voxel count} of the nonzero values of a label map."""
+    values, counts = np.unique(array[array != 0], return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
+
+
+def describe_values(values) -> str:
+    """'1 (spleen), 2 (kidney_right), 7' for label values, TotalSegmentator names where known (at most 12)."""
+    names = {v: k for k, v in TOTALSEG_LABELS.items()}
+    values = sorted(values)
+    text = ", ".join(f"{v} ({names[v]})" if v in names else str(v) for v in values[:12])
+    return text + (f", ... ({len(values)} values)" if len(values) > 12 else "") if values else "none (all 0)"
 
 
 def has_image_suffix(path: str | os.PathLike) -> bool:
@@ -108,9 +124,106 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> sitk.Image:
                          + _describe_series(found))
     else:
         chosen = found
+    paths = chosen[0]["paths"]  # already sorted by GDCM: no second scan of the folder
+    check_slice_positions(folder, paths)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(chosen[0]["paths"])  # already sorted by GDCM: no second scan of the folder
+    reader.SetFileNames(paths)
     return reader.Execute()
+
+
+#: A gap between two neighbouring DICOM slices larger than this many times the series' usual
+#: spacing means slices are missing (or unreadable, so GDCM left them out).
+MAX_GAP_RATIO = 1.5
+
+
+def check_slice_positions(folder: Path, paths) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced along the slice normal: ITK would
+    make one volume of it with an averaged spacing, so every distance and volume would be wrong.
+    Positions come from each file's Image Position (Patient) (0020,0032) projected on the normal of
+    its Image Orientation (Patient) (0020,0037); files without them are left to ITK."""
+    if len(paths) < 3:
+        return
+    positions = []
+    normal = None
+    reader = sitk.ImageFileReader()
+    for path in paths:
+        reader.SetFileName(path)
+        try:
+            reader.ReadImageInformation()
+            ipp = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            if normal is None:
+                iop = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                normal = np.cross(iop[:3], iop[3:])
+        except (RuntimeError, ValueError):
+            return
+        positions.append(float(np.dot(ipp, normal)))
+    order = np.argsort(positions)
+    z = np.asarray(positions)[order]
+    gaps = np.diff(z)
+    usual = float(np.median(gaps))
+    if usual <= 0:
+        dup = int(order[int(np.argmin(gaps)) + 1])
+        raise InputError(f"{folder}: two slices of the series share one position (e.g. {Path(paths[dup]).name}); "
+                         "it holds duplicates or several acquisitions. Export one series with distinct slices")
+    worst = int(np.argmax(gaps))
+    if gaps[worst] > MAX_GAP_RATIO * usual:
+        a, b = Path(paths[order[worst]]).name, Path(paths[order[worst + 1]]).name
+        missing = int(round(gaps[worst] / usual)) - 1
+        raise InputError(
+            f"{folder}: the series has a gap: {gaps[worst]:.2f} mm between slices {a} and {b} (at "
+            f"{z[worst]:.1f} and {z[worst + 1]:.1f} mm) where the others are {usual:.2f} mm apart; about "
+            f"{missing} slice(s) are missing or unreadable. A volume read across the gap would have a wrong "
+            "spacing: export the whole series again")
+
+
+def _nifti_expected_bytes(head: bytes) -> int | None:
+    """Header size + voxel data bytes a NIfTI-1/2 header promises (None when ``head`` is no NIfTI header)."""
+    import struct
+
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            break
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            dims = struct.unpack(endian + "8q", head[16:80])
+            offset = int(struct.unpack(endian + "q", head[168:176])[0])
+            break
+    else:
+        return None
+    n = int(np.prod([max(1, int(d)) for d in dims[1:1 + max(0, min(7, int(dims[0])))]], dtype=np.int64))
+    return max(offset, 348) + n * max(1, bitpix) // 8
+
+
+def check_complete_nifti(path: Path) -> None:
+    """Refuse a NIfTI file that ends before its voxel data does (a cut download or copy) or whose gzip
+    stream is broken: ITK would read the missing part as zeros without a word."""
+    import gzip
+    import zlib
+
+    gz = str(path).lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(540)
+            expected = _nifti_expected_bytes(head)
+            if expected is None:
+                return  # not a NIfTI header: ITK's reader gives its own error
+            if gz:
+                size = len(head)
+                while chunk := f.read(1 << 22):
+                    size += len(chunk)
+            else:
+                size = path.stat().st_size
+    except gzip.BadGzipFile:
+        raise InputError(f"{path}: cannot be read as an image (named .gz but not gzip-compressed)") from None
+    except (EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: the file is damaged or cut short (its gzip stream ends early: {exc}); "
+                         "nothing was read from it. Copy or download it again") from None
+    if size < expected:
+        raise InputError(f"{path}: the file is cut short: {size:,} bytes where its header promises {expected:,}; "
+                         "nothing was read from it. Copy or download it again")
 
 
 def read_image(path: str | os.PathLike, series: str | None = None) -> sitk.Image:
@@ -121,6 +234,8 @@ def read_image(path: str | os.PathLike, series: str | None = None) -> sitk.Image
         raise InputError(f"{p}: no such file or folder")
     if series is not None and not p.is_dir():
         raise InputError(f"{p}: --series picks a series in a DICOM folder; this is a file")
+    if p.is_file() and p.name.lower().endswith((".nii", ".nii.gz")):
+        check_complete_nifti(p)
     try:
         image = _read_dicom_series(p, series) if p.is_dir() else sitk.ReadImage(str(p))
     except InputError:
@@ -214,18 +329,19 @@ def check_overlap(a: Volume, b: Volume) -> None:
         )
 
 
-def label_on_image_grid(label: Volume, image: Volume, *, require_same_grid: bool = False) -> Volume:
+def label_on_image_grid(label: Volume, image: Volume, *, require_same_grid: bool = False,
+                        option: str | None = None, what: str = "mask") -> Volume:
     """Return ``label`` on ``image``'s grid: as is when grids match, else resampled (nearest).
 
-    With ``require_same_grid`` a mismatch is an error instead of a resample.
+    With ``require_same_grid`` a mismatch is an error instead of a resample; its message names
+    ``option``, the command's flag that resamples.
     """
     if image.geometry.same_grid_as(label.geometry, image.shape, label.shape):
         return Volume(label.array, image.geometry, label.source)
     if require_same_grid:
-        raise GeometryError(
-            f"label {label.source} (shape {label.shape}, spacing {label.geometry.spacing}) is not on the grid of "
-            f"image {image.source} (shape {image.shape}, spacing {image.geometry.spacing})"
-        )
+        from polycl.validate import require_same_grid as require
+
+        require(image, label, what, option)
     return resample_to(label, image, is_label=True)
 
 

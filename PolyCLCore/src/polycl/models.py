@@ -45,8 +45,9 @@ class ModelEntry:
     def scores_text(self) -> str:
         return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.scores.items())
 
-    def summary(self) -> str:
-        return f"{self.name:24s} {self.kind:12s} {self.target:8s} {self.source:7s} {self.scores_text()}"
+    def summary(self, width: int = 24) -> str:
+        """One row of ``polycl models`` (``width``: of the name column)."""
+        return f"{self.name:{width}s} {self.kind:12s} {self.target:13s} {self.source:7s} {self.scores_text()}"
 
     def describe(self) -> str:
         """Several lines for a person (the Slicer model list's hover text): what, target, scores, data."""

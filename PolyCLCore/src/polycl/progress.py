@@ -99,23 +99,32 @@ class Reporter:
 
 @contextmanager
 def terminal(desc: str, unit: str = "it", *, percent: bool = False, disable: bool = False) -> Iterator[Progress]:
-    """A tqdm bar on stderr as a :data:`Progress` (``percent``: show a fraction as 0..100 %)."""
+    """A tqdm bar on stderr as a :data:`Progress` (``percent``: show a fraction as 0..100 %). The bar
+    appears at the first report, so work that reports nothing (a bundled file: no download) shows none."""
     from tqdm.auto import tqdm
 
-    with tqdm(total=100 if percent else None, desc=desc, unit="%" if percent else unit, disable=disable,
-              leave=False, unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000) as bar:
-        def progress(done: float, total: float, message: str = "") -> None:
-            if percent:
-                bar.n = round(100 * done / total) if total > 0 else 0
-            else:
-                if total > 0 and bar.total != total:
-                    bar.total = total
-                bar.n = done
-            if message:
-                bar.set_postfix_str(message, refresh=False)
-            bar.refresh()
+    bar = None
 
+    def progress(done: float, total: float, message: str = "") -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=100 if percent else None, desc=desc, unit="%" if percent else unit, disable=disable,
+                       leave=False, unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000)
+        if percent:
+            bar.n = round(100 * done / total) if total > 0 else 0
+        else:
+            if total > 0 and bar.total != total:
+                bar.total = total
+            bar.n = done
+        if message:
+            bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    try:
         yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def json_lines(stream=None) -> Progress:

@@ -106,9 +106,12 @@ class SegmentResult:
     encoder: str = ""    # the engine that ran SAM's image encoder (polycl.sam.encoder_engines)
     note: str = ""
     sources: list = field(default_factory=list)  # per object: organ, source unet/prior/both (polycl.atlas)
+    volume_ml: float = 0.0  # the mask's volume (ml)
+    warning: str = ""       # set when that volume is implausible for the target (polycl.anatomy)
 
     def summary(self) -> str:
-        text = f"mode {self.mode}"
+        text = f"WARNING: {self.warning}; " if self.warning else ""
+        text += f"mode {self.mode}"
         if self.engine:
             text += f", engine {self.engine}"
         if self.components:
@@ -130,6 +133,7 @@ class SegmentResult:
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "engine": self.engine, "target": self.target, "note": self.note,
+                "volume_ml": self.volume_ml, "warning": self.warning,
                 "embeddings": self.embeddings, "encoder": self.encoder, "seconds": self.seconds,
                 "components": [asdict(c) for c in self.components], "sources": self.sources}
 
@@ -141,8 +145,19 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
     ``segmenter``: a :class:`~polycl.sam.SliceSegmenter` on the volume's canonical array to reuse
     (its array is then the U-Net's input too, and its embeddings are kept for later prompts);
     ``predictor``: a loaded SAM 2 video predictor. Bad input raises before any work; an empty
-    U-Net mask returns an empty mask with a note.
+    U-Net mask returns an empty mask with a note. A volume that is implausible for the target
+    (:mod:`polycl.anatomy`) sets ``warning``, which the summary, report line and panel show.
     """
+    from polycl.anatomy import volume_warning
+
+    result = _segment(volume, model, options, progress=progress, cancel=cancel, segmenter=segmenter,
+                      predictor=predictor)
+    result.volume_ml = float(np.count_nonzero(result.mask)) * float(np.prod(volume.geometry.spacing)) / 1000.0
+    result.warning = volume_warning(result.target, result.volume_ml) or ""
+    return result
+
+
+def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, predictor) -> SegmentResult:
     from polycl.device import retry_on_oom
     from polycl.inference import LoadedModel, load_model, predict_probabilities
     from polycl.masks import largest_components
@@ -159,8 +174,10 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
     if not isinstance(model, LoadedModel) and not getattr(model, "atlas_only", False):
         model = load_model(model, opts.device)
     report = Reporter(progress, cancel, cancelled_message="segmentation cancelled; nothing was changed")
-    unet_report = report.span(0.0, 1.0 if opts.mode == "unet" else 0.1)
-    sam_report = report.span(0.1, 1.0)
+    # the bar: U-Net, then the atlas prior (registration), then SAM; each stage moves it forward only
+    unet_end, prior_end = (0.7, 1.0) if opts.mode == "unet" else (0.1, 0.3)
+    unet_report = report.span(0.0, unet_end)
+    sam_report = report.span(prior_end, 1.0)
     t0 = time.perf_counter()
     hu = segmenter.array if segmenter is not None else o.to_canonical(volume.array)  # the one reorientation
     sx, sy, sz = o.spacing_xyz
@@ -173,7 +190,7 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
     # --- atlas location prior: all logic in polycl.atlas.segment ---
     from polycl.atlas.segment import apply_prior
 
-    prior = apply_prior(volume, hu, coarse, model, opts.prior, progress=report.span(0.1, 0.1), cancel=cancel)
+    prior = apply_prior(volume, hu, coarse, model, opts.prior, progress=report.span(unet_end, prior_end), cancel=cancel)
     coarse = prior.coarse
     # --- end of the atlas prior ---
     result = SegmentResult(coarse, opts.mode, model.target, seconds={"unet": time.perf_counter() - t0},
@@ -209,7 +226,8 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
     else:
         from polycl.pipeline import run_pipeline
 
-        out, reports, engine = run_pipeline(hu, coarse, (sx, sy, sz), segmenter, opts, sam_report, predictor)
+        out, reports, engine = run_pipeline(hu, coarse, (sx, sy, sz), segmenter, opts, sam_report, predictor,
+                                            coarse_name="atlas prior" if getattr(model, "atlas_only", False) else "U-Net")
         result.mask, result.components, result.engine = o.from_canonical(out), reports, engine
     if drawn is not None and coarse.any():
         result.mask = np.maximum(result.mask, o.from_canonical(drawn.astype(np.uint8)))

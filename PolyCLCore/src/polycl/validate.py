@@ -84,14 +84,17 @@ def check_3d_volume(volume: Volume, *, min_slices: int = 2, min_size: int = 16) 
         raise InputError(f"{volume.source or 'image'}: slices of {y}x{x} voxels are too small (min {min_size})")
 
 
-def require_same_grid(image: Volume, other: Volume, what: str = "label") -> None:
+def require_same_grid(image: Volume, other: Volume, what: str = "label", option: str | None = None) -> None:
+    """Refuse ``other`` unless it is on ``image``'s grid; the message lists what differs (shape,
+    spacing, origin, direction: the mask's value first, the image's second) and names ``option``,
+    the command's flag that resamples instead."""
     if not image.geometry.same_grid_as(other.geometry, image.shape, other.shape):
+        how = (f"give {option} to resample it onto the image (nearest neighbour, in physical space)" if option
+               else "resample it onto the image first")
         raise GeometryError(
-            f"{what} {other.source or ''} is not on the image's grid: shape {other.shape} vs {image.shape}, "
-            f"spacing {other.geometry.spacing} vs {image.geometry.spacing}, origin {other.geometry.origin} vs "
-            f"{image.geometry.origin}. Resample it onto the image first (polycl resamples labels in physical "
-            "space when asked)."
-        )
+            f"{what} {other.source or ''} is not on the image's grid "
+            f"({image.geometry.difference(other.geometry, image.shape, other.shape) or 'voxel positions'}; "
+            f"the {what}'s value first, then the image's); {how}")
 
 
 def require_nonempty(mask: np.ndarray, what: str = "mask") -> None:

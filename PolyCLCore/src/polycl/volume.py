@@ -76,6 +76,21 @@ class Geometry:
         corners = np.array([[i, j, k, 1.0] for i in (0, shape[2]) for j in (0, shape[1]) for k in (0, shape[0])])
         return bool(np.max(np.abs(corners @ a.T - corners @ b.T)) <= tol_mm)
 
+    def difference(self, other: "Geometry", shape: tuple, other_shape: tuple) -> str:
+        """What differs between this grid (``shape``, (z, y, x)) and ``other`` as 'field A vs B' items:
+        shape, spacing (mm), origin (LPS mm) and direction; '' when nothing does."""
+        def r(v):
+            return tuple(round(float(x), 3) for x in v)
+
+        items = []
+        for name, a, b in (("shape (z, y, x)", tuple(other_shape), tuple(shape)),
+                           ("spacing", r(other.spacing), r(self.spacing)),
+                           ("origin", r(other.origin), r(self.origin)),
+                           ("direction", r(other.direction), r(self.direction))):
+            if a != b:
+                items.append(f"{name} {a} vs {b}")
+        return "; ".join(items)
+
     def orientation_code(self) -> str:
         """Closest anatomical orientation of the index axes, e.g. 'LPS' or 'RAS' (ITK's DICOM codes)."""
         return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(self.direction)

@@ -33,14 +33,13 @@ import SimpleITK as sitk
 
 from polycl.errors import ChecksumError, InputError
 from polycl.hashing import sha256_file
+from polycl.io import TOTALSEG_LABELS  # the default map of ``polycl atlas add`` (a user passes --labels otherwise)
 from polycl.volume import Volume
 
 BUNDLED_NAME = "totalsegmentator-example"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Organ objects of a segmentation target: the pipeline treats each as its own 3D object.
 TARGET_OBJECTS = {"kidney": ("kidney_right", "kidney_left"), "kidneys": ("kidney_right", "kidney_left")}
-#: TotalSegmentator 'total' class ids, the default for ``polycl atlas add`` (a user passes --labels otherwise).
-TOTALSEG_LABELS = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5}
 
 
 @dataclass
@@ -148,20 +147,50 @@ def parse_labels(spec: str | None) -> dict:
     return out
 
 
+def _check_label_map(label_path, values: set[int], labels: dict | None) -> dict:
+    """The organ map to store: ``labels`` as given, or TotalSegmentator's when the file looks like one
+    of its multi-organ maps (two or more of its organ values). A plain 0/1 mask (or any other values)
+    needs ``--labels``: read with TotalSegmentator's map it would become a "spleen" (value 1)."""
+    if not values:
+        raise InputError(f"{label_path}: holds no labelled voxel (every value is 0); nothing was added")
+    if labels:
+        return dict(labels)
+    known = {v for v in TOTALSEG_LABELS.values() if v in values}
+    if len(known) < 2:
+        shown = sorted(values)[:12]
+        raise InputError(
+            f"{label_path}: holds the value(s) {shown}{' ...' if len(values) > 12 else ''}, which is not a "
+            f"TotalSegmentator label map ({', '.join(f'{k}={v}' for k, v in TOTALSEG_LABELS.items())}); name the "
+            f"organ of each value with --labels, e.g. --labels liver={shown[0] if shown else 1}; nothing was added")
+    return dict(TOTALSEG_LABELS)
+
+
 def add_atlas(image_path, label_path, *, name: str | None = None, labels: dict | None = None) -> Path:
     """Store a labelled CT as a user atlas; returns its folder. Checks first (3D CT, the label in the
-    image's physical space, at least one named organ present), then writes into a temporary folder that is
-    renamed into place, so a refused or failed add leaves nothing behind."""
+    image's physical space, a label map that is TotalSegmentator's or named by ``labels``, at least one
+    named organ present, each organ's volume and median HU plausible: :mod:`polycl.anatomy`), then
+    writes into a temporary folder that is renamed into place, so a refused or failed add leaves
+    nothing behind."""
+    from polycl.anatomy import organ_problem
     from polycl.io import label_on_image_grid, read_label, read_volume
     from polycl.validate import require_ct
 
     image = read_volume(image_path)
     require_ct(image)
     label = label_on_image_grid(read_label(label_path), image)
-    organs = dict(labels or TOTALSEG_LABELS)
-    present = {k: v for k, v in organs.items() if np.any(label.array == v)}
+    values = set(int(v) for v in np.unique(label.array)) - {0}
+    organs = _check_label_map(label_path, values, labels)
+    present = {k: v for k, v in organs.items() if v in values}
     if not present:
-        raise InputError(f"{label_path}: none of the labels {organs} is present; nothing was added")
+        raise InputError(f"{label_path}: none of the labels {organs} is present (it holds {sorted(values)[:12]}); "
+                         "nothing was added")
+    voxel_ml = float(np.prod(image.geometry.spacing)) / 1000.0
+    problems = [p for p in (organ_problem(organ, float(np.count_nonzero(label.array == v)) * voxel_ml,
+                                          float(np.median(image.array[label.array == v])))
+                            for organ, v in present.items()) if p]
+    if problems:
+        raise InputError(f"{label_path}: implausible organ(s) for an atlas: {'; '.join(problems)}. Check --labels "
+                         "(which value is which organ); nothing was added")
     name = name or Path(str(image_path).rstrip("/")).name.split(".")[0]
     if not _NAME.match(name):
         raise InputError(f"atlas name '{name}' must be 1-64 letters, digits, '.', '_' or '-'")
@@ -169,7 +198,8 @@ def add_atlas(image_path, label_path, *, name: str | None = None, labels: dict |
         raise InputError(f"'{name}' is the bundled atlas's name; choose another")
     dest = user_atlases_dir() / name
     if dest.exists():
-        raise InputError(f"an atlas named '{name}' exists ({dest}); choose another name")
+        raise InputError(f"an atlas named '{name}' exists ({dest}); choose another name or remove it first "
+                         f"(polycl atlas remove {name})")
     keep = np.zeros(label.array.shape, np.uint8)
     for value in present.values():
         keep[label.array == value] = value
@@ -186,4 +216,20 @@ def add_atlas(image_path, label_path, *, name: str | None = None, labels: dict |
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def remove_atlas(name: str) -> Path:
+    """Delete the user atlas ``name`` (its folder); the bundled atlas cannot be removed (turn it off
+    with ``POLYCL_BUNDLED_ATLAS=off``). Returns the folder that was removed."""
+    if name == BUNDLED_NAME:
+        raise InputError(f"'{name}' is the bundled atlas; it cannot be removed (POLYCL_BUNDLED_ATLAS=off leaves it out)")
+    if not _NAME.match(name or "") or name not in user_atlas_names():
+        known = ", ".join(user_atlas_names()) or "none"
+        raise InputError(f"no user atlas named '{name}' (user atlases: {known})")
+    dest = user_atlases_dir() / name
+    # renamed first, so the atlas is gone at once even if deleting its files is interrupted
+    trash = Path(tempfile.mkdtemp(prefix=f".tmp-removed-{name}-", dir=dest.parent))
+    os.replace(dest, trash / name)
+    shutil.rmtree(trash, ignore_errors=True)
     return dest

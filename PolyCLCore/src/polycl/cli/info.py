@@ -1,4 +1,5 @@
-"""``polycl info IMAGE``: geometry, HU statistics and the CT verdict."""
+"""``polycl info IMAGE``: geometry, HU statistics and the CT verdict; for a label map, its values,
+their names and volumes."""
 
 from __future__ import annotations
 
@@ -20,12 +21,45 @@ def run(args) -> int:
     vol = read_volume(args.image, args.series)
     g = vol.geometry
     z, y, x = vol.shape
-    report = ct_report(vol)
     print(f"file:        {args.image}")
     print(f"size (x,y,z): {x} x {y} x {z} voxels, {vol.array.dtype}")
     print(f"spacing:     {', '.join(f'{s:.4g}' for s in g.spacing)} mm")
-    print(f"origin:      {', '.join(f'{s:.4g}' for s in g.origin)} mm (LPS)")
-    print(f"direction:   {np.round(np.asarray(g.direction).reshape(3, 3), 4).tolist()} ({g.orientation_code()})")
+    print(f"origin:      {', '.join(f'{s:.4g}' for s in g.origin)} mm (LPS: x to the left, y to the back, z up)")
+    code = g.orientation_code()
+    print(f"direction:   {np.round(np.asarray(g.direction).reshape(3, 3), 4).tolist()} "
+          f"(index axes i, j, k point to {', '.join(code)})")
+    if is_label_map(vol.array):
+        print_label_map(vol)
+        return 0
+    report = ct_report(vol)
     for line in report.lines():
         print(line)
     return 0 if report.is_ct else 1
+
+
+#: Most distinct values a label map has (TotalSegmentator's 'total' task has 117).
+MAX_LABELS = 255
+
+
+def is_label_map(array) -> bool:
+    """An integer image with a few non-negative values (0 = background): a label map, not a CT."""
+    import numpy as np
+
+    if not np.issubdtype(array.dtype, np.integer) or array.size == 0 or array.min() < 0:
+        return False
+    return int(array.max()) <= 65535 and len(np.unique(array[:: max(1, array.shape[0] // 16)])) <= MAX_LABELS + 1
+
+
+def print_label_map(vol) -> None:
+    """One line per label value: its TotalSegmentator name where known, voxels and volume (ml)."""
+    import numpy as np
+
+    from polycl.io import TOTALSEG_LABELS, label_values
+
+    names = {v: k for k, v in TOTALSEG_LABELS.items()}
+    voxel_ml = float(np.prod(vol.geometry.spacing)) / 1000.0
+    values = label_values(vol.array)
+    print(f"label map:   {len(values)} label value(s) besides 0 (names: TotalSegmentator's where the value is one "
+          "of its organs; use them with --label / --labels)")
+    for v, n in values.items():
+        print(f"  {v:5d}  {names.get(v, ''):14s} {n:10d} voxels  {n * voxel_ml:9.1f} ml")

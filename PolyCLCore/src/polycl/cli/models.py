@@ -19,8 +19,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps([m.to_json() for m in models], indent=2))
         return 0
-    print(f"{'name':24s} {'kind':12s} {'target':8s} {'source':7s} scores")
+    width = max([24] + [len(m.name) for m in models])
+    print(f"{'name':{width}s} {'kind':12s} {'target':13s} {'source':7s} scores")
     for m in models:
-        print(m.summary())
+        print(m.summary(width))
     print(f"(user models live in {user_models_dir()})")
     return 0

@@ -23,27 +23,44 @@ def register(sub) -> None:
     p.add_argument("--start", type=int, default=None, help="first slice (image array index) to propagate into")
     p.add_argument("--end", type=int, default=None, help="last slice (image array index) to propagate into")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--resample-seed", action="store_true",
+                   help="resample a seed mask on another grid onto the image (nearest, physical space) instead of refusing")
+    p.add_argument("--overwrite", action="store_true", help="replace an output that exists (default: keep it and skip)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    import numpy as np
-
     from polycl.errors import InputError
-    from polycl.io import has_image_suffix, read_label, read_volume, write_mask_like
-    from polycl import propagate
-    from polycl.progress import terminal
-    from polycl.validate import require_ct, require_nonempty, require_same_grid
+    from polycl.io import has_image_suffix
+    from polycl.outputs import check_output_file, existing_output_line, require_inputs
 
+    # paths first, before the heavy imports: a bad path is answered at once and nothing is written
     out = Path(args.output)
     if not has_image_suffix(out):
         raise InputError(f"{out}: the output must be an image file such as mask.nii.gz")
+    require_inputs(args.image, args.seed)
+    check_output_file(out, [args.image, args.seed], what="mask")
+    if out.exists() and not args.overwrite:
+        print(existing_output_line(out))
+        return 0
+    return _run(args, out)
+
+
+def _run(args, out) -> int:
+    import numpy as np
+
+    from polycl.errors import InputError
+    from polycl.io import label_on_image_grid, read_label, read_volume, write_mask_like
+    from polycl import propagate
+    from polycl.progress import terminal
+    from polycl.validate import require_ct, require_nonempty
+
     volume = read_volume(args.image, args.series)
     require_ct(volume)
-    seed = read_label(args.seed)
-    require_same_grid(volume, seed, "seed mask")
+    seed = label_on_image_grid(read_label(args.seed), volume, require_same_grid=not args.resample_seed,
+                               option="--resample-seed", what="seed mask")
     require_nonempty(seed.array, f"seed mask {args.seed}")
     if args.engine == "sam2" or args.download:
         from polycl.propagate.checkpoints import ensure_sam2

@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--plain", action="store_true",
                    help="the paper's plain refiner: one box per component, no widening and no quality guards")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--overwrite", action="store_true", help="replace an output that exists (default: keep it and skip)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
     p.add_argument("--resample-mask", action="store_true",
@@ -35,23 +36,37 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from polycl.errors import InputError
+    from polycl.io import has_image_suffix
+    from polycl.outputs import check_output_file, existing_output_line, require_inputs
+
+    # paths first, before the heavy imports: a bad path is answered at once and nothing is written
+    out = Path(args.output)
+    if not has_image_suffix(out):
+        raise InputError(f"{out}: the output must be an image file such as mask.nii.gz")
+    require_inputs(args.image, args.mask)
+    check_output_file(out, [args.image, args.mask], what="refined mask")
+    if out.exists() and not args.overwrite:
+        print(existing_output_line(out))
+        return 0
+    return _run(args, out)
+
+
+def _run(args, out) -> int:
     import numpy as np
 
     from polycl.errors import InputError
-    from polycl.io import has_image_suffix, label_on_image_grid, read_label, read_volume, write_mask_like
+    from polycl.io import label_on_image_grid, read_label, read_volume, write_mask_like
     from polycl import refine
     from polycl.progress import terminal
     from polycl.sam.weights import checkpoint_path
 
-    out = Path(args.output)
-    if not has_image_suffix(out):
-        raise InputError(f"{out}: the output must be an image file such as refined.nii.gz")
     options = refine.RefineOptions(sam_model=args.sam_model, checkpoint=args.sam_checkpoint, margin=args.margin,
                             min_component_px=args.min_component, plain=args.plain, device=args.device)
     options.validate()  # unknown model: refuse before reading anything
     volume = read_volume(args.image, args.series)
     label = read_label(args.mask)
-    label = label_on_image_grid(label, volume, require_same_grid=not args.resample_mask)
+    label = label_on_image_grid(label, volume, require_same_grid=not args.resample_mask, option="--resample-mask")
     mask = (label.array == args.label) if args.label is not None else (label.array > 0)
     if args.label is not None and not mask.any():
         raise InputError(f"{args.mask}: label value {args.label} does not occur in the mask")

@@ -33,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--margin", type=int, default=3, help="refine/pipeline: pixels around each SAM box (default 3)")
     p.add_argument("--min-component", type=int, default=10,
                    help="refine/pipeline: 2D components with fewer pixels are left as the U-Net drew them (default 10)")
-    p.add_argument("--overwrite", action="store_true", help="batch: redo cases whose output exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output that exists (default: keep it and skip; a batch resumes that way)")
     p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     p.add_argument("--progress-json", action="store_true",
                    help="batch: one JSON progress line per case on stdout (polycl.progress; for the Slicer module)")
@@ -59,6 +60,32 @@ def options_from_args(args):
 
 
 def run(args) -> int:
+    from pathlib import Path
+
+    from polycl.errors import InputError
+    from polycl.io import has_image_suffix
+    from polycl.outputs import (check_output_file, check_output_folder, existing_output_line, require_inputs)
+
+    # paths first, before the heavy imports: a bad path is answered at once and nothing is written
+    require_inputs(args.input)
+    batch = _is_batch(args.input)
+    if batch:
+        if args.series:
+            raise InputError("--series picks a series of one DICOM folder; a batch folder holds several cases")
+        check_output_folder(args.output, args.input)
+    else:
+        if not has_image_suffix(args.output):
+            raise InputError(f"{args.output}: for one image, the output must be a file such as mask.nii.gz")
+        check_output_file(args.output, [args.input], what="mask")
+        if Path(args.output).exists() and not args.overwrite:
+            print(existing_output_line(args.output))
+            return 0
+    if args.target and args.model:
+        raise InputError("--target segments an atlas organ with no network; give --target or --model, not both")
+    return _run(args, batch)
+
+
+def _run(args, batch: bool) -> int:
     from dataclasses import replace
     from pathlib import Path
 
@@ -66,7 +93,7 @@ def run(args) -> int:
     from polycl.batch import run_batch
     from polycl.errors import InputError
     from polycl.inference import load_model
-    from polycl.io import has_image_suffix, read_volume, write_mask_like
+    from polycl.io import read_volume, write_mask_like
     from polycl.segment import run as segment
     from polycl.progress import json_lines, terminal
 
@@ -75,7 +102,6 @@ def run(args) -> int:
         from polycl.propagate.checkpoints import ensure_sam2
 
         ensure_sam2(options.sam2, download=False)
-    batch = _is_batch(args.input)
     dist = distributed.from_env()
     if dist.enabled:  # started by torchrun: each rank segments its share of a folder's cases
         if not batch:
@@ -83,8 +109,6 @@ def run(args) -> int:
         device = distributed.rank_device(args.device, dist)
         dist = distributed.setup(device, backend="gloo")
         options = replace(options, device=str(device))
-    if args.target and args.model:
-        raise InputError("--target segments an atlas organ with no network; give --target or --model, not both")
     target = args.target or (args.model[len("atlas:"):] if (args.model or "").startswith("atlas:") else None)
     if target:  # an atlas-based target (`polycl models` lists them as atlas:<organ>)
         from polycl.atlas.segment import AtlasTarget
@@ -101,16 +125,12 @@ def run(args) -> int:
         return result.report_line(volume)
 
     if batch:
-        if args.series:
-            raise InputError("--series picks a series of one DICOM folder; a batch folder holds several cases")
         # one line per case (the report line); with --progress-json the same as JSON progress events
         report = json_lines() if args.progress_json else (lambda done, total, message: print(message, flush=True))
         outcomes = run_batch(args.input, args.output, lambda case, out: segment_one(case.image, out, False),
                              overwrite=args.overwrite, dist=dist, progress=report)
         distributed.teardown(dist)  # (a rank that raises exits instead: torchrun then stops the others)
         return 1 if any(o.status == "failed" for o in outcomes) else 0
-    if not has_image_suffix(args.output):
-        raise InputError(f"{args.output}: for one image, the output must be a file such as mask.nii.gz")
     detail = segment_one(args.input, Path(args.output), True, args.series)
     print(f"{args.input} -> {args.output}: {detail} (model {model.entry.name}, device {model.device})")
     return 0
