@@ -63,6 +63,29 @@ def segmentIds(segmentationNode) -> list[str]:
     return [s.GetNthSegmentID(i) for i in range(s.GetNumberOfSegments())]
 
 
+def contentStamp(segmentationNode) -> str | None:
+    """A fingerprint of the segments' names and voxels (None: no segmentation or no segment): two
+    equal stamps mean nothing was drawn, edited, added or removed in between, whatever did it."""
+    import hashlib
+
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    ids = segmentIds(segmentationNode) if segmentationNode is not None else []
+    if not ids:
+        return None
+    segmentation = segmentationNode.GetSegmentation()
+    digest = hashlib.sha1()
+    for segId in ids:
+        segment = segmentation.GetSegment(segId)
+        digest.update(f"{segId}|{segment.GetName()}|{segment.GetLabelValue()}|".encode())
+        image = segment.GetRepresentation(segmentation.GetSourceRepresentationName())
+        scalars = image.GetPointData().GetScalars() if image is not None else None
+        if scalars is not None:
+            digest.update(str(image.GetExtent()).encode())
+            digest.update(vtk_to_numpy(scalars).tobytes())
+    return digest.hexdigest()
+
+
 def lockedSegmentIds(segmentationNode) -> list[str]:
     s = segmentationNode.GetSegmentation()
     return [sid for sid in segmentIds(segmentationNode) if isSegmentLocked(s.GetSegment(sid))]

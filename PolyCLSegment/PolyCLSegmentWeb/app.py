@@ -96,6 +96,7 @@ class PolyCLWebApp:
         s.polycl_samModels = self._samModels()
         s.polycl_loaded, s.polycl_busy, s.polycl_task, s.polycl_progress = "", False, "", 0
         s.polycl_message, s.polycl_error = "Pick a CT from the data folder and click Load.", ""
+        s.polycl_confirm = ""  # a question before unsaved segments would be dropped (askFirst)
         s.polycl_can_undo, s.polycl_slice, s.polycl_nslices, s.polycl_goto = False, 0, 0, ""
         s.polycl_done_count = 0  # goes up after each finished operation (tests wait on it)
         s.polycl_tool, s.polycl_has_box, s.polycl_prompts, s.polycl_downloads = "", False, 0, []
@@ -181,14 +182,67 @@ class PolyCLWebApp:
         except ValueError:
             self.say(error=f"slice index: {polycl_goto!r} is not a number")
 
+    # ------------------------------------------------------------------ unsaved work
+    def markSaved(self):
+        """The segments as they are now count as saved (after Save, or a fresh load)."""
+        from PolyCLSegmentLib.segmentedit import contentStamp
+
+        self._savedStamp = contentStamp(self.segmentationNode)
+
+    def hasUnsavedWork(self) -> bool:
+        """Segments exist and differ from what was last saved (or loaded)."""
+        from PolyCLSegmentLib.segmentedit import contentStamp
+
+        stamp = contentStamp(self.segmentationNode) if self.volumeNode is not None else None
+        return stamp is not None and stamp != getattr(self, "_savedStamp", None)
+
+    def askFirst(self, question: str, proceed, keep=None):
+        """Run ``proceed()`` at once when no unsaved work would be lost; else show ``question`` with
+        "Discard and continue" (runs ``proceed``) and "Keep my work" (runs ``keep``, if any)."""
+        if not self.hasUnsavedWork():
+            return proceed()
+        self._pending = (proceed, keep)
+        with self.state:
+            self.state.polycl_confirm = question
+
+    def onConfirm(self, discard: bool):
+        proceed, keep = getattr(self, "_pending", (None, None))
+        self._pending = (None, None)
+        with self.state:
+            self.state.polycl_confirm = ""
+        action = proceed if discard else keep
+        if action is not None:
+            action()
+        elif not discard:
+            self.say("Kept your segments; nothing was loaded.")
+
     # ------------------------------------------------------------------ data
-    def onLoad(self):
+    def _selected(self):
+        """(entry, files) of the file chosen in the page, or None (the reason shown)."""
         if self.controller.busy:
             return self.say(error="an operation is running; cancel it first")
         try:
-            entry, files = self.data.resolve(self.state.polycl_file)
+            return self.data.resolve(self.state.polycl_file)
         except (PermissionError, FileNotFoundError) as exc:
             return self.say(error=str(exc))
+
+    def onLoad(self):
+        """Load: the chosen CT replaces the loaded one, after asking when segments are not saved."""
+        chosen = self._selected()
+        if chosen is None:
+            return
+        current = self.entry.title if self.entry is not None else "the loaded CT"
+        self.askFirst(f"The segments of {current} are not saved. Load {chosen[0].title} and discard them?",
+                      lambda: self.load(*chosen))
+
+    def onLoadNow(self):
+        """Load the chosen CT without asking (the caller has asked)."""
+        chosen = self._selected()
+        if chosen is not None:
+            self.load(*chosen)
+
+    def load(self, entry, files):
+        """Replace the loaded CT (and its segments) by ``entry`` (read from ``files``)."""
         self.unload()
         volumes = self.slicerApp.io_manager.load_volumes(files)
         if not volumes:
@@ -212,6 +266,7 @@ class PolyCLWebApp:
             self.state.polycl_loaded = entry.name
             self.state.polycl_nslices = dims[2]
         self._onSliceModified()
+        self.markSaved()
         self.say(f"Loaded {entry.title}: {dims[0]} x {dims[1]} x {dims[2]} voxels.")
 
     def checkCt(self):
@@ -252,6 +307,7 @@ class PolyCLWebApp:
             log.exception("save failed")
             return self.say(error=f"Save failed: {exc}")
         self.downloads = {p.name: p for p in written}
+        self.markSaved()
         with self.state:
             self.state.polycl_downloads = [{"name": p.name, "href": f"polycl/download/{p.name}"} for p in written]
         self.say("Saved " + ", ".join(p.name for p in written) + " in the data folder.")

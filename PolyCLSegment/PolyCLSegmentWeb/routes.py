@@ -44,7 +44,9 @@ def bind(app, wslinkServer):
             voxels = int(slicer.util.arrayFromSegmentBinaryLabelmap(app.segmentationNode, segId, app.volumeNode).sum())
         return web.json_response({"segmentId": segId, "voxels": voxels, "prompts": app.state.polycl_prompts,
                                   "tool": app.state.polycl_tool, "busy": app.controller.busy,
-                                  "message": app.state.polycl_message, "error": app.state.polycl_error})
+                                  "message": app.state.polycl_message, "error": app.state.polycl_error,
+                                  "loaded": app.state.polycl_loaded, "confirm": app.state.polycl_confirm,
+                                  "unsaved": app.hasUnsavedWork()})
 
     http.router.add_get("/polycl/test/red", red)
     http.router.add_get("/polycl/test/active", active)

@@ -151,6 +151,12 @@ def _status(app):
     html.Div("{{ polycl_message }}", id="polycl-message", classes="text-caption mt-2", style="white-space: pre-wrap;")
     v.VAlert(v_if=("polycl_error",), text=("polycl_error",), type="error", density="compact", classes="mt-2",
              id="polycl-error", closable=True, click_close="polycl_error = ''")
+    with v.VAlert(v_if=("polycl_confirm",), type="warning", density="compact", classes="mt-2", id="polycl-confirm"):
+        html.Div("{{ polycl_confirm }}", id="polycl-confirm-text")
+        v.VBtn("Discard and continue", id="polycl-confirm-yes", click=(app.onConfirm, "[true]"), size="small",
+               color="error", variant="tonal", classes="mt-1 mr-2")
+        v.VBtn("Keep my work", id="polycl-confirm-no", click=(app.onConfirm, "[false]"), size="small",
+               color="primary", variant="tonal", classes="mt-1")
 
 
 def build(app):

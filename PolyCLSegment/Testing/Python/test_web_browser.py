@@ -189,7 +189,17 @@ def load_ct(page, name: str | None = None):
         page.click("#polycl-ct", force=True)  # (the select's shown value lies over its input)
         page.click(f".v-overlay .v-list-item:has-text('{name}')")
     page.click("#polycl-load")
-    page.wait_for_function("document.querySelector('#polycl-message').textContent.startsWith('Loaded')")
+    discard_if_asked(page, "Loaded")
+
+
+def discard_if_asked(page, message: str):
+    """Wait for the page's message to start with ``message``; when the page first asks before dropping
+    unsaved segments (an earlier test's), answer "Discard and continue"."""
+    page.wait_for_function("document.querySelector('#polycl-confirm') || "
+                           f"document.querySelector('#polycl-message').textContent.startsWith('{message}')")
+    if page.query_selector("#polycl-confirm"):
+        page.click("#polycl-confirm-yes")
+        page.wait_for_function(f"document.querySelector('#polycl-message').textContent.startsWith('{message}')")
 
 
 def run(page, button: str, timeout_s: float = 240):
@@ -543,7 +553,7 @@ def test_upload_keeps_ct_and_refuses_mr(server, browser, ts, tmp_path):
         assert not page.query_selector_all("text=uploads/example_mr_sm")
         page.click("#polycl-error button")
         page.set_input_files("#polycl-upload", str(ts / "example_ct_sm.nii.gz"))
-        page.wait_for_function("document.querySelector('#polycl-message').textContent.startsWith('Uploaded')")
+        discard_if_asked(page, "Uploaded")
         assert (server.data / "uploads" / "example_ct_sm.nii.gz").stat().st_size == (ts / "example_ct_sm.nii.gz").stat().st_size
         assert page.query_selector("#polycl-error") is None
         assert "uploads/example_ct_sm.nii.gz" in page.inner_text("#polycl-panel")
@@ -551,6 +561,49 @@ def test_upload_keeps_ct_and_refuses_mr(server, browser, ts, tmp_path):
     finally:
         page.close()
 
+
+
+def test_refused_upload_and_load_keep_unsaved_segments(server, browser, ts, tmp_path):
+    """Segment the small CT (not saved), then: an MR upload is refused and changes nothing (the CT
+    and its segment stay); a CT upload asks first, and "Keep my work" keeps them (the upload is
+    removed); Load asks too, and "Discard and continue" loads the other CT."""
+    page = open_app(browser, server)
+    try:
+        load_ct(page, "example_ct")
+        run(page, "#polycl-segment")
+        before = server.api("polycl/test/active")
+        assert before["voxels"] > 0 and before["unsaved"] and before["loaded"] == "example_ct.nii.gz"
+
+        uploads = sorted(p.name for p in (server.data / "uploads").glob("*")) if (server.data / "uploads").exists() else []
+        page.set_input_files("#polycl-upload", str(ts / "example_mr_sm.nii.gz"))
+        page.wait_for_selector("#polycl-error")
+        assert "upload refused" in page.inner_text("#polycl-error")
+        after = server.api("polycl/test/active")
+        assert (after["loaded"], after["segmentId"], after["voxels"]) == (before["loaded"], before["segmentId"],
+                                                                       before["voxels"])
+        assert sorted(p.name for p in (server.data / "uploads").glob("*")) == uploads  # nothing of it is left
+        page.click("#polycl-error button")
+
+        page.set_input_files("#polycl-upload", str(ts / "example_ct_sm.nii.gz"))
+        page.wait_for_selector("#polycl-confirm")
+        assert "not saved" in page.inner_text("#polycl-confirm-text")
+        shot(page, "web-ask-before-discarding", tmp_path)
+        page.click("#polycl-confirm-no")
+        page.wait_for_selector("#polycl-confirm", state="detached")
+        kept = server.api("polycl/test/active")
+        assert (kept["loaded"], kept["voxels"]) == (before["loaded"], before["voxels"])
+        assert sorted(p.name for p in (server.data / "uploads").glob("*")) == uploads  # the upload was removed
+
+        page.click("#polycl-ct", force=True)
+        page.click(".v-overlay .v-list-item:has-text('liver_slab')")
+        page.click("#polycl-load")
+        page.wait_for_selector("#polycl-confirm")
+        page.click("#polycl-confirm-yes")
+        page.wait_for_function("document.querySelector('#polycl-message').textContent.startsWith('Loaded')")
+        loaded = server.api("polycl/test/active")
+        assert loaded["loaded"] == "slab/liver_slab.nii.gz" and not loaded["unsaved"]
+    finally:
+        page.close()
 
 
 def _centre(mask2d: np.ndarray) -> tuple[int, int]:
