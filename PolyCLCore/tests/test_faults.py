@@ -281,3 +281,40 @@ def test_implausible_volume_is_flagged():
     assert "more than a spleen plausibly holds" in volume_warning("spleen", 3000.0)
     assert volume_warning("spleen", 300.0) is None and volume_warning("liver", 150.0) is None  # partial scans
     assert volume_warning("pancreas", 9999.0) is None  # no bounds known: no claim
+
+
+# ---------------------------------------------------------------- small things a new user saw
+
+def test_models_table_columns_line_up(capsys):
+    assert main(["models"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln and not ln.startswith("(")]
+    header = lines[0]
+    for column in ("kind", "source"):  # (an encoder has no target)
+        at = header.index(column)
+        for row in lines[1:]:
+            assert row[at - 1] == " " and row[at] != " ", (column, row)  # every row's column starts there
+
+
+def test_a_bar_appears_only_for_work_that_reports(capsys):
+    from polycl.progress import terminal
+
+    with terminal("download litemedsam", unit="B"):
+        pass  # a bundled file: nothing to download, nothing reported
+    assert capsys.readouterr().err == ""
+    with terminal("work", unit="slice") as bar:
+        bar(1, 2, "half")
+    assert "work" in capsys.readouterr().err
+
+
+def test_segment_progress_only_moves_forward(example_ct):
+    """U-Net, atlas prior (registration), then the end: the bar never jumps back (it used to go from
+    100 % to 10 % in unet mode) and the registration moves it (it used to sit in a zero-width span)."""
+    from polycl import segment
+
+    seen = []
+    segment.run(example_ct, "polycl-liver", segment.SegmentOptions(mode="unet", device="cpu", prior="on"),
+                progress=lambda done, total, message: seen.append((done / total if total > 0 else 0.0, message)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    during = [f for f, m in seen if "regist" in m.lower()]
+    assert during and max(during) > min(during)  # the registration moves the bar

@@ -563,6 +563,14 @@ def test_upload_keeps_ct_and_refuses_mr(server, browser, ts, tmp_path):
 
 
 
+def test_server_start_is_quiet(server):
+    """VTK's off-screen warnings at start-up ("bad X server connection", deprecation notes) are not
+    printed: the log holds what the user needs (the address), not noise."""
+    log = server.log.read_text(errors="replace")
+    assert "PolyCL web: serving" in log
+    assert "bad X server" not in log and "WindowResizeEvent" not in log
+
+
 def test_refused_upload_and_load_keep_unsaved_segments(server, browser, ts, tmp_path):
     """Segment the small CT (not saved), then: an MR upload is refused and changes nothing (the CT
     and its segment stay); a CT upload asks first, and "Keep my work" keeps them (the upload is

@@ -117,8 +117,10 @@ def _extent_z(image: sitk.Image) -> tuple[float, float]:
 
 
 def _method(fixed_mask: sitk.Image, options: RegistrationOptions, report: Reporter | None, what: str = "",
-            iterations: int = 1) -> sitk.ImageRegistrationMethod:
-    """Mattes MI inside the input's body; ``report`` sees each optimizer iteration (and may cancel there)."""
+            iterations: int = 1, levels: int = 1) -> sitk.ImageRegistrationMethod:
+    """Mattes MI inside the input's body; ``report`` sees each optimizer iteration (and may cancel there),
+    counted over the ``levels`` resolution levels of at most ``iterations`` each (the optimizer's own
+    count starts again at each level: the bar would go back)."""
     r = sitk.ImageRegistrationMethod()
     r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     r.SetMetricSamplingStrategy(r.RANDOM)
@@ -126,8 +128,13 @@ def _method(fixed_mask: sitk.Image, options: RegistrationOptions, report: Report
     r.SetMetricFixedMask(fixed_mask)
     r.SetInterpolator(sitk.sitkLinear)
     if report is not None:
-        r.AddCommand(sitk.sitkIterationEvent,
-                     lambda: report(min(r.GetOptimizerIteration(), iterations), iterations, f"registration: {what}"))
+        total, count = iterations * levels, [0]
+
+        def iteration():
+            count[0] += 1
+            report(min(count[0], total), total, f"registration: {what}")
+
+        r.AddCommand(sitk.sitkIterationEvent, iteration)
     return r
 
 
@@ -181,7 +188,7 @@ def _affine(fixed, moving, fixed_mask, start: np.ndarray, thin: bool, options, r
     t = sitk.Similarity3DTransform() if thin else sitk.AffineTransform(3)
     t.SetCenter(tuple(_centre(fixed_mask)))
     t.SetTranslation(tuple(start))
-    r = _method(fixed_mask, options, report, "affine", options.affine_iterations)
+    r = _method(fixed_mask, options, report, "affine", options.affine_iterations, levels=2)
     r.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.01,
                                                numberOfIterations=options.affine_iterations,
                                                gradientMagnitudeTolerance=1e-6)
