@@ -22,11 +22,10 @@ def dicom_spleen(ts, dicom_ct):
 @pytest.mark.slow
 def test_spleen_on_the_dicom_series_with_no_network(dicom_ct, dicom_spleen, tmp_path):
     """Dice >= 0.85 against the spleen label; the object is reported as found by the prior (CLI line,
-    report line, to_dict)."""
-    from polycl.atlas.segment import AtlasTarget
+    report line, to_dict). The target is given by the name `polycl models` lists, as any model is."""
     from polycl.segment import SegmentOptions, run
 
-    result = run(dicom_ct, AtlasTarget("spleen"), SegmentOptions(device="cpu"))
+    result = run(dicom_ct, "atlas:spleen", SegmentOptions(device="cpu"))
     assert result.mask.shape == dicom_ct.shape
     assert dice(result.mask, dicom_spleen) >= 0.85
     assert [(s["organ"], s["source"], s["dropped"]) for s in result.sources] == [("spleen", "prior", 0)]
@@ -39,8 +38,16 @@ def test_prior_off_and_unknown_targets_are_clear_errors(dicom_ct):
     from polycl.errors import InputError
     from polycl.segment import SegmentOptions
 
+    from polycl import catalogue
+    from polycl.segment import run
+
     with pytest.raises(InputError, match="no atlas has 'pancreas'"):
         AtlasTarget("pancreas")
+    with pytest.raises(InputError, match="no atlas has 'pancreas'"):
+        run(dicom_ct, "atlas:pancreas")  # refused before any work
+    assert {e.name for e in catalogue.list_targets("atlas-based")} >= {"atlas:spleen", "atlas:kidney"}
+    with pytest.raises(InputError, match="not both"):
+        catalogue.load("polycl-liver", target="spleen")
     with pytest.raises(InputError, match="prior must be"):
         SegmentOptions(prior="sometimes").validate()
 

@@ -60,3 +60,72 @@ def test_every_third_party_import_is_declared_in_pyproject():
                   if not {d.lower().replace("_", "-") for d in dists.get(n, [n])} & declared_names]
     assert len(third_party) >= 10  # torch, numpy, monai, SimpleITK, ... were found
     assert not undeclared, undeclared
+
+
+def _import_graph(root: Path) -> dict[str, set[str]]:
+    """polycl module -> the polycl modules it imports: every import statement, at the top or inside a
+    function, relative ones resolved, ``if TYPE_CHECKING:`` blocks left out (they never run)."""
+    modules = {}
+    for py in root.rglob("*.py"):
+        parts = list(py.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = py
+
+    def known(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, py in modules.items():
+        tree = ast.parse(py.read_text())
+        skipped = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        package = name if py.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                deps |= {known(a.name) for a in node.names if a.name.startswith("polycl")}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                if base.startswith("polycl"):
+                    for a in node.names:  # "from polycl.x import y": y is a module when it is one
+                        deps.add(known(f"{base}.{a.name}") if f"{base}.{a.name}" in modules else known(base))
+        graph[name] = {d for d in deps if d and d != name}
+    return graph
+
+
+def test_no_import_cycle_inside_polycl():
+    """Layers: no polycl module reaches itself through its imports (local imports count too)."""
+    graph = _import_graph(Path(polycl.__file__).parent)
+    done, on_path, cycles = set(), [], []
+
+    def visit(m):
+        on_path.append(m)
+        for d in sorted(graph.get(m, ())):
+            if d in on_path:
+                cycles.append(on_path[on_path.index(d):] + [d])
+            elif d not in done:
+                visit(d)
+        on_path.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        if m not in done:
+            visit(m)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles[:10])
+
+
+def test_the_web_page_imports_no_slicer_module_file_and_has_no_qt_shim():
+    web = Path(__file__).resolve().parents[2] / "PolyCLSegment" / "PolyCLSegmentWeb"
+    for py in web.glob("*.py"):
+        for node in ast.walk(ast.parse(py.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("PolyCLSegment", "qt", "slicershim") for n in names), (py.name, names)
+    assert not (web / "slicershim.py").exists()

@@ -53,26 +53,21 @@ class PolyCLLogic:
     def listModels() -> list[dict]:
         """Segmentation models (bundled and the user's) then the atlas-based targets (``atlas:<organ>``,
         no network), each with ``kind`` and a hover text of its scores."""
-        from polycl.models import list_models
+        from polycl.catalogue import list_targets
 
         return [{"name": e.name, "target": e.target, "source": e.source, "kind": e.kind, "scores": e.scores,
                  "tooltip": e.describe(), "available": e.path.is_file()}
-                for e in list_models() if e.kind in ("segmentation", "atlas-based")]
+                for e in list_targets() if e.kind in ("segmentation", "atlas-based")]
 
     def loadModel(self, model: str | None, device: str = "auto"):
         """A cached :class:`polycl.inference.LoadedModel` (loaded once per model and device), or for
         ``atlas:<organ>`` a :class:`polycl.atlas.segment.AtlasTarget` (unknown organ: InputError)."""
-        from polycl.inference import load_model
+        from polycl.catalogue import load
 
         key = (str(model), str(device))
         with self._lock:
             if key not in self._models:
-                if str(model).startswith("atlas:"):
-                    from polycl.atlas.segment import AtlasTarget
-
-                    self._models[key] = AtlasTarget(str(model)[len("atlas:"):])
-                else:
-                    self._models[key] = load_model(model, device)
+                self._models[key] = load(model, device)  # the one parser of model names
             return self._models[key]
 
     # ------------------------------------------------------------------ shared checks

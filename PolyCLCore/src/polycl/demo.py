@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from polycl.datasets import data_dir
-from polycl.models import polycl_home
+from polycl.home import polycl_home
 
 _BASE = "https://github.com/wasserth/TotalSegmentator/raw/master/tests/reference_files/"
 DEMO_FILES = {

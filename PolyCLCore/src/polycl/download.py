@@ -37,7 +37,7 @@ class DownloadError(PolyCLError):
 def cache_dir(subdir: str | None = None) -> Path:
     """The download cache: ``$POLYCL_CACHE`` or ``polycl_home()/cache`` (created on demand by
     :func:`download`, not here)."""
-    from polycl.models import polycl_home
+    from polycl.home import polycl_home
 
     root = Path(os.environ["POLYCL_CACHE"]).expanduser() if os.environ.get("POLYCL_CACHE") else polycl_home() / "cache"
     return root / subdir if subdir else root

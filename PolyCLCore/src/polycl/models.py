@@ -1,6 +1,7 @@
 """The model registry: named, documented segmentation models and encoders.
 
-Two sources, listed together by :func:`list_models` (and ``polycl models``):
+Two sources, listed together by :func:`list_models` (``polycl models`` adds the atlas-based targets
+through :mod:`polycl.catalogue`):
 
 * bundled models, shipped inside the package: ``polycl/data/models/registry.json`` + weight files
   + a model card (``<name>.md``) each;
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from polycl.atomic import atomic_path, write_text_atomic
 from polycl.errors import InputError
+from polycl.home import polycl_home
 
 DEFAULT_MODEL = "polycl-liver"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -60,9 +62,6 @@ class ModelEntry:
         d["path"] = str(self.path)
         d["card"] = str(self.card) if self.card else None
         return d
-
-def polycl_home() -> Path:
-    return Path(os.environ.get("POLYCL_HOME", Path.home() / ".polycl")).expanduser()
 
 def user_models_dir() -> Path:
     return polycl_home() / "models"
@@ -104,27 +103,12 @@ def _user() -> list[ModelEntry]:
                 scores=item.get("scores", {}), card=card if card.is_file() else None, source="user"))
     return entries
 
-def _atlas_based() -> list[ModelEntry]:
-    """Targets segmented with no network: ``atlas:<organ>``, kind "atlas-based"; segment them
-    with ``polycl segment --target <organ>`` or :class:`polycl.atlas.segment.AtlasTarget`."""
-    from polycl.atlas.segment import atlas_targets
-    from polycl.atlas.store import bundled_atlas_dir, user_atlas_names
-
-    n = 1 + len(user_atlas_names())
-    card = bundled_atlas_dir() / "README.md"
-    return [ModelEntry(name=f"atlas:{t}", path=bundled_atlas_dir() / "atlas.json", kind="atlas-based", target=t,
-                       description=f"atlas-based, no network: {t} located by registration to {n} atlas(es), "
-                                   "drawn by SAM and propagation", licence="CC BY 4.0 (bundled atlas)",
-                       training_data="TotalSegmentator example CT (bundled atlas) + the user's atlases",
-                       card=card, source="atlas") for t in atlas_targets()]
-
-
 def list_models(kind: str | None = None) -> list[ModelEntry]:
-    """Bundled then user models (a user model may not shadow a bundled name), then the atlas-based
-    targets (kind "atlas-based", see :func:`_atlas_based`)."""
+    """Bundled then user models (a user model may not shadow a bundled name). The atlas-based targets
+    are listed beside them by :func:`polycl.catalogue.list_targets`."""
     bundled = _bundled()
     names = {e.name for e in bundled}
-    models = bundled + [e for e in _user() if e.name not in names] + _atlas_based()
+    models = bundled + [e for e in _user() if e.name not in names]
     return [m for m in models if kind is None or m.kind == kind]
 
 def resolve_model(name_or_path: str | os.PathLike | None = None, *, kind: str = "segmentation") -> ModelEntry:

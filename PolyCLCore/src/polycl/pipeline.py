@@ -31,9 +31,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from polycl.masks import component_boxes, components_by_size, dice
 from polycl.progress import Reporter
-from polycl.segment import SegmentOptions
+
+if TYPE_CHECKING:  # the options are Segment's; the pipeline only reads them (no import cycle)
+    from polycl.segment import SegmentOptions
 
 __all__ = ["ComponentReport", "run_pipeline"]
 
@@ -71,7 +75,7 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_repor
     on ``hu`` (canonical HU) with ``spacing`` (sx, sy, sz) mm; returns (canonical mask, reports, engine)."""
     from polycl.propagate.chain_engine import interpolate_masks, slice_step
     from polycl.propagate.seeds import Seed
-    from polycl.propagate.stream import choose_engine, default_rule, make_engine
+    from polycl.propagate import choose_engine, default_rule, make_engine
 
     sx, sy, sz = spacing
     choice = choose_engine(opts.engine, opts.sam2, predictor)

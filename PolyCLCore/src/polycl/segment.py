@@ -140,7 +140,8 @@ class SegmentResult:
 
 def run(volume: Volume, model, options: SegmentOptions | None = None, *, progress: Progress | None = None,
         cancel: CancelToken | None = None, segmenter=None, predictor=None) -> SegmentResult:
-    """Segment ``volume`` (CT in HU) with ``model`` (a name, path or :class:`~polycl.inference.LoadedModel`).
+    """Segment ``volume`` (CT in HU) with ``model``: a registry name, a checkpoint path, an atlas-based
+    target ``atlas:<organ>`` (no network), or one loaded by :func:`polycl.catalogue.load`.
 
     ``segmenter``: a :class:`~polycl.sam.SliceSegmenter` on the volume's canonical array to reuse
     (its array is then the U-Net's input too, and its embeddings are kept for later prompts);
@@ -159,7 +160,8 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
 
 def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, predictor) -> SegmentResult:
     from polycl.device import retry_on_oom
-    from polycl.inference import LoadedModel, load_model, predict_probabilities
+    from polycl import catalogue
+    from polycl.inference import predict_probabilities
     from polycl.masks import largest_components
     from polycl.orientation import orientation
     from polycl.validate import require_ct
@@ -171,8 +173,7 @@ def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, pre
     o = orientation(volume)
     if segmenter is not None and segmenter.array.shape != o.canonical_shape:
         raise InputError("the segmenter was made for another volume or orientation")
-    if not isinstance(model, LoadedModel) and not getattr(model, "atlas_only", False):
-        model = load_model(model, opts.device)
+    model = catalogue.load(model, opts.device)  # a name, a path, 'atlas:<organ>' or an already loaded one
     report = Reporter(progress, cancel, cancelled_message="segmentation cancelled; nothing was changed")
     # the bar: U-Net, then the atlas prior (registration), then SAM; each stage moves it forward only
     unet_end, prior_end = (0.7, 1.0) if opts.mode == "unet" else (0.1, 0.3)
@@ -199,6 +200,7 @@ def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, pre
         if not coarse.any():
             result.note = f"the U-Net found no {model.target or 'organ'}"
         result.mask = o.from_canonical(coarse)
+        report(1, 1, "done")  # the bar ends full, with or without the prior's stage
         return result
 
     if segmenter is None:

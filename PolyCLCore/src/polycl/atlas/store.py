@@ -59,7 +59,7 @@ def bundled_atlas_dir() -> Path:
 
 
 def user_atlases_dir() -> Path:
-    from polycl.models import polycl_home
+    from polycl.home import polycl_home
 
     return polycl_home() / "atlases"
 

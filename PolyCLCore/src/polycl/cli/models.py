@@ -13,9 +13,10 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from polycl.models import list_models, user_models_dir
+    from polycl.catalogue import list_targets
+    from polycl.models import user_models_dir
 
-    models = list_models(args.kind)
+    models = list_targets(args.kind)
     if args.json:
         print(json.dumps([m.to_json() for m in models], indent=2))
         return 0

@@ -50,7 +50,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from polycl.models import polycl_home
+    from polycl.home import polycl_home
     from polycl.networks.encoders import DEFAULT_FEATURES
     from polycl.preprocess import PreprocessConfig
     from polycl.pretrain import PretrainConfig, SliceSelection, build_slice_dataset, find_scans, pretrain

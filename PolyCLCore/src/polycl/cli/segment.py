@@ -80,8 +80,9 @@ def run(args) -> int:
         if Path(args.output).exists() and not args.overwrite:
             print(existing_output_line(args.output))
             return 0
-    if args.target and args.model:
-        raise InputError("--target segments an atlas organ with no network; give --target or --model, not both")
+    from polycl.catalogue import atlas_target_name
+
+    atlas_target_name(args.model, args.target)  # both at once: refused before any work
     return _run(args, batch)
 
 
@@ -92,7 +93,7 @@ def _run(args, batch: bool) -> int:
     from polycl import distributed
     from polycl.batch import run_batch
     from polycl.errors import InputError
-    from polycl.inference import load_model
+    from polycl import catalogue
     from polycl.io import read_volume, write_mask_like
     from polycl.segment import run as segment
     from polycl.progress import json_lines, terminal
@@ -109,13 +110,7 @@ def _run(args, batch: bool) -> int:
         device = distributed.rank_device(args.device, dist)
         dist = distributed.setup(device, backend="gloo")
         options = replace(options, device=str(device))
-    target = args.target or (args.model[len("atlas:"):] if (args.model or "").startswith("atlas:") else None)
-    if target:  # an atlas-based target (`polycl models` lists them as atlas:<organ>)
-        from polycl.atlas.segment import AtlasTarget
-
-        model = AtlasTarget(target)
-    else:
-        model = load_model(args.model, options.device)
+    model = catalogue.load(args.model, options.device, target=args.target)  # a network or an atlas target
 
     def segment_one(path, out: Path, show_bar: bool, series: str | None = None) -> str:
         volume = read_volume(path, series)

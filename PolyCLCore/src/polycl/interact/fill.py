@@ -24,7 +24,7 @@ def fill_rule(engine: str):
     """The stop rule of the session's fill: the engine's default plus :data:`FILL_MIN_AREA_FRACTION`."""
     from dataclasses import replace
 
-    from polycl.propagate.stream import default_rule
+    from polycl.propagate import default_rule
 
     return replace(default_rule(engine), min_area_fraction=FILL_MIN_AREA_FRACTION)
 
@@ -33,16 +33,17 @@ def _seeds(session):
     from polycl.propagate.seeds import seeds_from_mask
 
     vol = np.zeros(session.hu.shape, np.uint8)
-    ks = [k for k, m in session._fixed.items() if m.any()]
+    fixed = session.fixed_masks
+    ks = [k for k, m in fixed.items() if m.any()]
     for k in ks:
-        vol[k] = session._fixed[k]
+        vol[k] = fixed[k]
     return seeds_from_mask(vol, ks) if ks else []
 
 
 def _engine_run(session, seeds, report: Reporter, work: np.ndarray | None) -> tuple[np.ndarray, dict]:
     """The engine's whole propagation from ``seeds``: (canonical (z, y, x) uint8, confidences)."""
     from polycl.propagate import PropagateOptions
-    from polycl.propagate.stream import prepare
+    from polycl.propagate import prepare
 
     options = PropagateOptions(engine=session.engine_choice.name, check_ct=False)
     run = prepare(session.volume, seeds, options, hu=session.hu, rule=fill_rule(session.engine_choice.name),
@@ -55,7 +56,7 @@ def _engine_run(session, seeds, report: Reporter, work: np.ndarray | None) -> tu
             conf.get(item.index, 0.0)
         report(i + 1, run.n_slices, f"propagating, slice {item.index} (axial order)")
     if run.engine.name == "chain":
-        session._chain = run.runner
+        session.chain_engine = run.runner
     return out, conf
 
 
@@ -73,13 +74,13 @@ def _chain(session):
     """The chain engine that walks corrections, its HU range taken from the fixed slices."""
     from polycl.propagate.chain_engine import ChainEngine
 
-    if session._chain is None:
-        session._chain = ChainEngine(session.segmenter.loaded, device=session.segmenter.device,
+    if session.chain_engine is None:
+        session.chain_engine = ChainEngine(session.segmenter.loaded, device=session.segmenter.device,
                                      segmenter=session.segmenter)
-    masks = {k: m for k, m in session._fixed.items() if m.any()}
-    if masks and session._chain.hu_range is None:  # else keep the fill's range: the walk then redoes its steps
-        session._chain.set_hu_range(session.hu, masks)
-    return session._chain
+    masks = {k: m for k, m in session.fixed_masks.items() if m.any()}
+    if masks and session.chain_engine.hu_range is None:  # else keep the fill's range: the walk then redoes its steps
+        session.chain_engine.set_hu_range(session.hu, masks)
+    return session.chain_engine
 
 
 def _objects_of(prev: np.ndarray, old_labels: np.ndarray) -> list[np.ndarray]:
@@ -98,12 +99,12 @@ def _objects_of(prev: np.ndarray, old_labels: np.ndarray) -> list[np.ndarray]:
 def local(session, work: np.ndarray, pending: list[int], report: Reporter) -> dict[int, float]:
     """Re-propagate from each slice of ``pending`` only as far as the result changes."""
     from polycl.propagate.local import repropagate_locally
-    from polycl.propagate.stream import default_rule
+    from polycl.propagate import default_rule
 
     if not pending:
         return {}
-    fixed = set(session._fixed)
-    for k, m in session._fixed.items():
+    fixed = set(session.fixed_masks)
+    for k, m in session.fixed_masks.items():
         work[k] = m
     sy, sx = session.pixel_mm
     if session.engine_choice.name == "chain":

@@ -175,6 +175,22 @@ class InteractiveSession:
     def filled(self) -> bool:
         return self._filled
 
+    @property
+    def fixed_masks(self) -> dict[int, np.ndarray]:
+        """The slices the user fixed (prompts answered, slices painted): canonical k -> (y, x) bool mask.
+        A new dict each time; the masks themselves are the session's, not to be changed."""
+        return dict(self._fixed)
+
+    @property
+    def chain_engine(self):
+        """The chain engine the fill made (:class:`polycl.propagate.chain_engine.ChainEngine`, its slice
+        embeddings and HU range kept for corrections), or None before a chain fill."""
+        return self._chain
+
+    @chain_engine.setter
+    def chain_engine(self, engine) -> None:
+        self._chain = engine
+
     def _input_z(self, k: int) -> int:
         return int(round(self.grid.to_input((k, 0, 0))[0])) if abs(self.grid.matrix[0, 0]) == 1 else int(k)
 

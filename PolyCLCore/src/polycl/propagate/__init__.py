@@ -8,15 +8,17 @@ One entry point, :func:`run` (see :mod:`polycl.propagate.api`)::
     result.mask                      # uint8 (z, y, x) on the input grid
     result.engine.name, result.engine.reason, result.describe_objects()
 
-The rest are its parts: seeds (:mod:`~polycl.propagate.seeds`), stop rules, engine choice.
+The rest are its parts: seeds (:mod:`~polycl.propagate.seeds`), stop rules, engine choice, and the
+seams other packages build on: :func:`prepare` (a propagation as a stream of slices, what the
+interactive fill consumes), :func:`make_engine` and :func:`default_rule` (Segment's pipeline).
 """
 
 from polycl.propagate.api import PropagateOptions, PropagationResult, run
-from polycl.propagate.seeds import (Seed, box_from_mask, canonical_slice_index, input_slice_index,
+from polycl.propagate.seeds import (Seed, canonical_slice_index, input_slice_index,
                                     reference_slice, seeds_from_mask)
 from polycl.propagate.stop import StopRule
-from polycl.propagate.stream import ENGINES, EngineChoice, choose_engine
+from polycl.propagate.stream import ENGINES, EngineChoice, choose_engine, default_rule, make_engine, prepare
 
-__all__ = ["ENGINES", "EngineChoice", "PropagateOptions", "PropagationResult", "Seed", "StopRule", "box_from_mask",
-           "canonical_slice_index", "choose_engine", "input_slice_index", "reference_slice", "run",
-           "seeds_from_mask"]
+__all__ = ["ENGINES", "EngineChoice", "PropagateOptions", "PropagationResult", "Seed", "StopRule",
+           "canonical_slice_index", "choose_engine", "default_rule", "input_slice_index", "make_engine", "prepare",
+           "reference_slice", "run", "seeds_from_mask"]

@@ -1,6 +1,7 @@
-"""Internal: the streaming run under :func:`polycl.propagate.run` and the interactive session.
+"""The streaming run under :func:`polycl.propagate.run`, the interactive fill and Segment's pipeline.
 
-Not a public API (use :func:`polycl.propagate.run`). :func:`prepare` checks the inputs, picks the
+Its public parts are exported by :mod:`polycl.propagate` (:func:`prepare`, :func:`make_engine`,
+:func:`default_rule`, :func:`choose_engine`); import them from there. :func:`prepare` checks the inputs, picks the
 engine (:func:`choose_engine`) and returns a :class:`Propagation`: iterating it yields one
 :class:`PropagatedSlice` per slice and object as the engine makes it (the engines are generators,
 as sam2's ``propagate_in_video`` is), which gives progress and cancel points between slices.
