@@ -17,7 +17,8 @@ a resumable state saved every epoch (and on Ctrl-C or Cancel) and a training-cur
 from polycl.finetune.augment import augmentations  # noqa: F401
 from polycl.finetune.config import FinetuneConfig, parse_target  # noqa: F401
 from polycl.finetune.data import (  # noqa: F401
-    CaseSlices, GlobalBatchSampler, SliceDataset, check_training_folder, load_case, load_cases, read_case, split_cases,
+    CaseSlices, SliceDataset, check_training_folder, load_case, load_cases, read_case, split_cases,
 )
 from polycl.finetune.job import FinetuneJob, build_model, global_batch_loss, make_loss, validation_dice  # noqa: F401
 from polycl.finetune.run import FinetuneResult, finetune, write_model_json  # noqa: F401
+from polycl.training.batches import GlobalBatchSampler  # noqa: F401

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from polycl.cases import Case, find_labelled_cases
 from polycl.errors import GeometryError, InputError
@@ -156,33 +156,3 @@ class SliceDataset(Dataset):
         return torch.as_tensor(item["image"]), torch.as_tensor(item["label"])
 
 
-class GlobalBatchSampler(Sampler):
-    """Batches of slice indices: per epoch a permutation seeded by (seed, epoch), cut into global
-    batches; rank ``r`` of ``world_size`` yields its contiguous share of each.
-
-    The global batch is ``batch_size``, or the number of slices when there are fewer, rounded down
-    to a multiple of ``world_size``; a last incomplete global batch is dropped (when there is more
-    than one). Steps per epoch do not depend on the number of ranks, so a state saved by N
-    processes resumes on M."""
-
-    def __init__(self, n: int, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.seed, self.rank, self.world_size, self.epoch = int(n), int(seed), int(rank), int(world_size), 0
-        self.global_batch = min(int(batch_size), self.n) // self.world_size * self.world_size
-        if self.global_batch < 1:
-            raise InputError(f"{n} training slice(s) cannot be shared by {world_size} processes "
-                             f"(batch size {batch_size}); use fewer processes or more data")
-        self.local_batch = self.global_batch // self.world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n // self.global_batch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
-        order = torch.randperm(self.n, generator=g).tolist()
-        lo = self.rank * self.local_batch
-        for step in range(len(self)):
-            batch = order[step * self.global_batch:(step + 1) * self.global_batch]
-            yield batch[lo:lo + self.local_batch]

@@ -3,7 +3,7 @@ and the files it writes.
 
 Several processes (``torchrun ... finetune``, DistributedDataParallel): ``batch_size`` is the
 *global* batch. Every epoch has one seeded permutation of the training slices
-(:class:`~polycl.finetune.data.GlobalBatchSampler`); each global batch is split into equal
+(:class:`~polycl.training.batches.GlobalBatchSampler`); each global batch is split into equal
 contiguous shares, one per rank. The loss is MONAI's, computed on the whole global batch (each
 rank gathers the others' logits, its own stay differentiable, and scales by the world size so that
 DDP's gradient average is the full batch's gradient), so N processes take the same steps as one
@@ -25,9 +25,10 @@ from polycl.atomic import write_text_atomic
 from polycl.checkpoint import load_state_strict, read_checkpoint, save_checkpoint
 from polycl.errors import InputError
 from polycl.finetune.config import FinetuneConfig
-from polycl.finetune.data import CaseSlices, GlobalBatchSampler, SliceDataset
+from polycl.finetune.data import CaseSlices, SliceDataset
 from polycl.models import resolve_model
 from polycl.networks import SegmentationUNet, build_encoder
+from polycl.training.batches import GlobalBatchSampler, gather
 from polycl.training import Job, plot_history
 
 
@@ -61,18 +62,9 @@ def make_loss(name: str) -> torch.nn.Module:
 def global_batch_loss(loss_fn: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor,
                       info: D.DistInfo) -> torch.Tensor:
     """``loss_fn`` on the global batch: every rank's logits and targets gathered in rank order, this
-    rank's logits kept differentiable. Multiply by the world size before ``backward`` so that DDP's
-    gradient average equals the gradient of this loss (one process: just ``loss_fn(logits, target)``)."""
-    if not info.enabled:
-        return loss_fn(logits, target)
-    import torch.distributed as dist
-
-    parts = [torch.empty_like(logits) for _ in range(info.world_size)]
-    dist.all_gather(parts, logits.detach().contiguous())
-    parts[info.rank] = logits
-    targets = [torch.empty_like(target) for _ in range(info.world_size)]
-    dist.all_gather(targets, target.contiguous())
-    return loss_fn(torch.cat(parts), torch.cat(targets))
+    rank's logits kept differentiable (:func:`polycl.training.batches.gather`). Multiply by the world
+    size before ``backward`` so that DDP's gradient average equals the gradient of this loss."""
+    return loss_fn(gather(logits, info), gather(target, info))
 
 
 @torch.inference_mode()
@@ -115,8 +107,8 @@ class FinetuneJob(Job):
         self.net, self.net_config, self.init = build_model(cfg)  # the same initial weights on every rank
         self.net.to(device).train()
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        period = max(1, cfg.restart_epochs * len(self.loader))  # stepped per iteration
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.optimizer, T_0=period)
+        # restarts every restart_epochs epochs, stepped per iteration (Job.after_step)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(self.optimizer, T_0=cfg.restart_epochs)
         self.loss_fn = make_loss(cfg.loss)
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,12 @@ Every epoch, rank 0 writes (each atomically):
   live only here, so fine-tuning never sees them (:func:`load_pretrained_head` reads them);
 * ``<output stem>.loss.png``: the loss curve.
 
-Under ``torchrun`` it runs as DistributedDataParallel (see :mod:`polycl.distributed`);
-``batch_size`` is per process and tau defaults to 1 / ``batch_size``. Each epoch the ranks compare
-SHA-256 digests of their weights and rank 0 records them in the checkpoint's meta.
+Under ``torchrun`` it runs as DistributedDataParallel (see :mod:`polycl.distributed`). ``batch_size``
+is the *global* minibatch, as in fine-tuning (:class:`~polycl.training.batches.GlobalBatchSampler`:
+each rank embeds its share, the embeddings are gathered and the loss is the whole minibatch's, its
+negatives included), and tau defaults to 1 / ``batch_size``: N processes take the same steps as one,
+and a state saved by N processes resumes on M. Each epoch the ranks compare SHA-256 digests of their
+weights and rank 0 records them in the checkpoint's meta.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 
 from polycl import distributed as D
 from polycl.checkpoint import load_state_strict, save_checkpoint
@@ -46,6 +48,7 @@ from polycl.pretrain.dataset import SliceDataset
 from polycl.pretrain.loss import default_tau, polycl_loss
 from polycl.pretrain.samplers import DESCRIPTIONS, SamplingPlan, TripletSampler
 from polycl.training import Job, fit, plot_history, read_state
+from polycl.training.batches import GlobalBatchSampler, gather
 
 
 @dataclass
@@ -145,9 +148,9 @@ class PretrainJob(Job):
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.triplets = TripletDataset(self.data, self.sampler, self.plan.anchors)
-        self.dsampler = DistributedSampler(self.triplets, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                           seed=cfg.seed)
-        self.loader = DataLoader(self.triplets, batch_size=cfg.batch_size, sampler=self.dsampler, num_workers=0)
+        self.batches_sampler = GlobalBatchSampler(len(self.triplets), cfg.batch_size, seed=cfg.seed, rank=info.rank,
+                                           world_size=info.world_size)
+        self.loader = DataLoader(self.triplets, batch_sampler=self.batches_sampler, num_workers=0)
         self.head_config = {"in_channels": self.net.encoder.channels[-1], "out_dim": cfg.proj_dim}
         self.meta = {
             "strategy": cfg.strategy, "strategy_description": DESCRIPTIONS[cfg.strategy],
@@ -166,8 +169,8 @@ class PretrainJob(Job):
         return dict({k: now[k] for k in keys}, data=[[s["case"], s["slices"]] for s in self.data.summary()])
 
     def batches(self, epoch: int) -> DataLoader:
-        self.triplets.set_epoch(epoch - 1)  # draws keyed by the 0-based epoch index
-        self.dsampler.set_epoch(epoch - 1)
+        self.triplets.set_epoch(epoch)  # draws and order keyed by the epoch (1-based), as fine-tuning's
+        self.batches_sampler.set_epoch(epoch)
         return self.loader
 
     def loss(self, model, batch) -> tuple[torch.Tensor, float]:
@@ -175,12 +178,9 @@ class PretrainJob(Job):
         x = torch.cat([a, p, n]).to(self.device, non_blocking=True)
         with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
             z = model(x)
-        za, zp, zn = z.float().split(a.shape[0])
+        za, zp, zn = (gather(t, self.info) for t in z.float().split(a.shape[0]))  # the global batch
         loss = polycl_loss(za, zp, zn, self.cfg.temperature, in_batch_negatives=self.cfg.in_batch_negatives)
-        return loss, float(loss.detach())
-
-    def after_step(self, epoch: int, step: int, steps: int) -> None:
-        self.scheduler.step(epoch - 1 + (step + 1) / steps)  # restarts every restart_epochs epochs
+        return loss * self.info.world_size, float(loss.detach())
 
     def end_epoch(self, epoch: int, record: dict) -> dict:
         self.digests = D.gather_digests(self.info, D.weights_digest(self.net))

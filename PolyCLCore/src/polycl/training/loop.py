@@ -60,7 +60,8 @@ class Job:
         return {}
 
     def batches(self, epoch: int) -> Iterable:
-        """This rank's batches of ``epoch`` (1-based); ``len()`` must work."""
+        """This rank's batches of ``epoch`` (1-based; samplers are keyed by it); ``len()`` must work and
+        must not depend on the number of processes (:class:`polycl.training.batches.GlobalBatchSampler`)."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch) -> tuple[torch.Tensor, float]:
@@ -68,8 +69,10 @@ class Job:
         raise NotImplementedError
 
     def after_step(self, epoch: int, step: int, steps: int) -> None:
-        """After each optimiser step (``step`` 0-based): the scheduler's step."""
-        self.scheduler.step()
+        """After each optimiser step (``step`` 0-based): the scheduler steps to the fractional epoch
+        reached (``epoch - 1 + (step + 1) / steps``), so a schedule in epochs (warm restarts every
+        N epochs) is the same whatever the steps per epoch, and a resumed run continues it exactly."""
+        self.scheduler.step(epoch - 1 + (step + 1) / steps)
 
     def end_epoch(self, epoch: int, record: dict) -> dict:
         """On every rank after an epoch (collectives allowed): more fields for the history record."""
