@@ -11,9 +11,8 @@ no Qt application. :func:`install` fills the gaps exactly as far as a module's L
 * ``slicer.mrmlScene``, ``slicer.app`` (``None``), ``slicer.modules.<name>.logic()`` for the
   logics above (``slicer.util``'s segment helpers call them);
 * the stand-ins for ``qt``, ``slicer.i18n``, ``slicer.ScriptedLoadableModule`` and
-  ``slicer.parameterNodeWrapper`` that the web front end uses too
-  (``PolyCLSegment/PolyCLSegmentWeb/slicershim.py``: explicit names, no catch-all), so that the
-  module file, which imports them at the top, is imported under pytest. Widgets cannot run.
+  ``slicer.parameterNodeWrapper`` (``Testing/slicershim.py``: explicit names, no catch-all), so that
+  the module file, which imports them at the top, is imported under pytest. Widgets cannot run.
 
 Usage (pytest conftest)::
 
@@ -29,9 +28,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-_MODULE_DIR = str(Path(__file__).resolve().parents[1] / "PolyCLSegment")  # PolyCLSegmentWeb's parent
-if _MODULE_DIR not in sys.path:
-    sys.path.insert(0, _MODULE_DIR)
+_MODULE_DIR = str(Path(__file__).resolve().parents[1] / "PolyCLSegment")  # the module file and its packages
+_HERE = str(Path(__file__).resolve().parent)  # slicershim
+for _p in (_MODULE_DIR, _HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 #: Objects that must stay alive for the whole process (application logic, module logics).
 STATE: dict = {}
@@ -44,7 +45,7 @@ def install():
     import slicer
     import vtk  # noqa: F401  (slicer-core's vtk)
 
-    from PolyCLSegmentWeb.slicershim import install as install_shim
+    from slicershim import install as install_shim
 
     install_shim()
     new_scene()

@@ -177,6 +177,11 @@ class Controller:
         return conversions.segmentArray(segmentationNode, segmentId, volumeNode)
 
     # ------------------------------------------------------------------ running
+    def background(self, work: Callable, name: str = "background"):
+        """Run ``work(job)`` on the worker thread beside the running job (cancelled with its token;
+        the prompt sessions' prefetch of slice embeddings); returns the job."""
+        return self.runner.background(work, name=name)
+
     def startJob(self, name: str, prepare: Callable[[], Any], compute: Callable, apply: Callable | None = None,
                  onDone: Callable | None = None, record: bool = True) -> None:
         """``prepare()`` here (raises before any change), ``compute`` on the worker thread, ``apply``
@@ -320,11 +325,7 @@ class Controller:
     def resetPrompts(self) -> None:
         """A new CT: every prompt session ends and its markups go; bookkeeping of a segmentation that
         is gone already is dropped even when removing its markups fails (the error is raised after)."""
-        try:
-            self.interaction.finishSegment()
-        finally:
-            self.interaction.targets.clear()
-            self.interaction.prompts.clear()
+        self.interaction.reset()
 
     def placeList(self, volumeNode, segmentationNode, segmentId: str, include: bool = True):
         """The markups node a front end makes the active place list for include (exclude) clicks on a

@@ -372,8 +372,17 @@ class Interaction(PromptMarkups):
                 time.sleep(0.02)
             session.prefetch(zs, cancel=job.token)
 
-        self._prefetch = [self.controller.runner.background(work, name="prefetch")]
+        self._prefetch = [self.controller.background(work, name="prefetch")]
         return True
+
+    def reset(self) -> None:
+        """Every prompt session ends and its markups go; the bookkeeping is dropped even when removing
+        the markups fails (a segmentation that is gone already; the error is raised after)."""
+        try:
+            self.finishSegment()
+        finally:
+            self.targets.clear()
+            self.prompts.clear()
 
     def shutdown(self) -> None:
         for node, tag in self._observed:

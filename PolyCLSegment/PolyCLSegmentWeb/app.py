@@ -1,12 +1,12 @@
-"""PolyCL Segment in the browser: a trame-slicer page on the module's own Logic.
+"""PolyCL Segment in the browser: a trame-slicer page on the module's own (Qt-free) Logic.
 
 One Python process holds a real MRML scene (trame-slicer's ``SlicerApp``: slicer-core's MRML, slice
 and 3D views rendered off screen and streamed to the page, the Segment Editor's effects), and the
 module works on that scene exactly as it does inside Slicer:
 
-* ``slicer.mrmlScene`` and ``slicer.modules.<name>.logic()`` point at trame-slicer's scene and logics;
-  Qt and the ScriptedLoadableModule base classes come from :mod:`.slicershim`, so ``PolyCLSegment.py``
-  is imported unchanged (:mod:`.bootstrap`);
+* ``slicer.mrmlScene`` and ``slicer.modules.<name>.logic()`` point at trame-slicer's scene and logics
+  (:mod:`.bootstrap`); the page drives ``PolyCLSegmentLib.logic.PolyCLLogic``, which needs no Qt (the
+  Slicer module file's Logic subclasses it), through the controller the Slicer panel uses;
 * every operation runs as in the Slicer panel: read MRML on the event loop's thread, compute on the
   module's worker thread (``PolyCLSegmentLib.jobs.JobRunner``), polled from an asyncio task that moves
   the progress bar, the result applied back on the loop's thread; Cancel is the job's token; Undo is
@@ -24,7 +24,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from .bootstrap import installShim, preloadTorch, wireLogicToScene
+from .bootstrap import moduleDir, preloadTorch, wireLogicToScene
 from .files import DataFolder
 from .security import AccessPolicy
 
@@ -55,7 +55,7 @@ class PolyCLWebApp:
         from .redview import MouseTools, RedView
         from .uploads import Uploads
 
-        installShim()
+        moduleDir()
         self.server, self.state, self.data, self.policy, self.testing = server, server.state, data, policy, testing
         self.finetuneArgs = [str(a) for a in finetuneArgs]
         self.downloads: dict[str, Path] = {}  # what the last Save wrote: file name -> path (the download route)
@@ -63,11 +63,11 @@ class PolyCLWebApp:
         self.slicerApp = SlicerApp()
         wireLogicToScene(self.slicerApp)
 
-        import PolyCLSegment
         from PolyCLSegmentLib.controller import Controller
+        from PolyCLSegmentLib.logic import PolyCLLogic
         from PolyCLSegmentLib.settings import Settings
 
-        self.controller = Controller(PolyCLSegment.PolyCLSegmentLogic())
+        self.controller = Controller(PolyCLLogic())  # the Qt-free Logic; Slicer's module subclasses it
         self.volumeNode = self.entry = None
         self._pollTask = self._sliceObserver = None
         self.red = RedView(self)

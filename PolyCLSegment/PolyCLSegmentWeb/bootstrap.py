@@ -1,6 +1,7 @@
-"""Start slicer-core for the page: the module's Qt-free stand-ins, and ``slicer.*`` pointed at trame-slicer's scene.
+"""Start slicer-core for the page: ``slicer.*`` pointed at trame-slicer's scene, for the Qt-free Logic.
 
-``PolyCLSegment.py`` and ``PolyCLSegmentLib`` are siblings of this package (``PolyCLSegment/``); the
+``PolyCLSegmentLib`` (the Logic, the controller) is a sibling of this package (``PolyCLSegment/``); the
+page never imports the Slicer module file ``PolyCLSegment.py`` (its panel needs Qt). The
 launcher (``polycl-web``, :mod:`polycl.weblauncher`) or ``python -m PolyCLSegmentWeb`` puts that folder on
 ``sys.path``, and :func:`moduleDir` makes sure of it.
 """
@@ -18,7 +19,7 @@ MODULE_DIR = Path(__file__).resolve().parents[1]
 
 
 def moduleDir() -> Path:
-    """``PolyCLSegment/`` on ``sys.path`` (the module file, PolyCLSegmentLib and this package)."""
+    """``PolyCLSegment/`` on ``sys.path`` (PolyCLSegmentLib and this package)."""
     if str(MODULE_DIR) not in sys.path:
         sys.path.insert(0, str(MODULE_DIR))
     return MODULE_DIR
@@ -36,19 +37,13 @@ def preloadTorch() -> None:
         log.warning("torch could not be imported: %s", exc)
 
 
-def installShim() -> None:
-    """Make ``import PolyCLSegment`` work without Slicer's Qt application (:mod:`.slicershim`)."""
-    moduleDir()
-    from .slicershim import install
-
-    install()
-
-
 def wireLogicToScene(slicerApp) -> None:
     """Point the globals the Logic uses (``slicer.mrmlScene``, ``slicer.modules.<name>.logic()``) at
     trame-slicer's scene and module logics."""
     import slicer
 
+    if not hasattr(slicer, "app"):
+        slicer.app = None  # no Slicer application: what slicer.util expects outside it
     markups = slicerApp.markups_logic
     markups = getattr(markups, "_logic", markups)
     slicer.mrmlScene = slicerApp.scene

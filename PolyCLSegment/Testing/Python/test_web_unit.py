@@ -39,7 +39,7 @@ def test_web_package_imports_nothing_from_testing():
 def test_slicer_shim_is_explicit():
     """The Qt stand-in provides the names the module uses, each defined; anything else is an error
     (nothing is silently swallowed)."""
-    from PolyCLSegmentWeb import slicershim
+    import slicershim
 
     qt = slicershim.qtModule()
     assert qt.Qt.ToolTipRole == 3

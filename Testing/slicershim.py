@@ -1,4 +1,6 @@
-"""What Slicer's Qt application gives a scripted module, for running ``PolyCLSegment.py`` on slicer-core.
+"""Test harness only: what Slicer's Qt application gives a scripted module, for importing
+``PolyCLSegment.py`` on slicer-core under pytest (:mod:`slicer_harness`). No product code uses it:
+the web page runs the Qt-free Logic (``PolyCLSegmentLib.logic.PolyCLLogic``) directly.
 
 slicer-core (the PyPI wheel) has real MRML, the Segmentations/Volumes/Markups logics and ``slicer.util``,
 but no Qt: ``import qt``, ``slicer.ScriptedLoadableModule``, ``slicer.parameterNodeWrapper`` and
@@ -17,7 +19,6 @@ its top, each with a defined behaviour (no object that accepts and ignores any c
 * ``slicer.i18n``: ``tr`` and ``translate`` return the text unchanged (no translations);
 * ``slicer.app``: ``None`` (as ``slicer.util`` expects outside the application).
 
-Used by the web front end (:mod:`PolyCLSegmentWeb.app`) and by the module's pytest harness.
 """
 
 from __future__ import annotations
