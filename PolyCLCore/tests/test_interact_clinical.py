@@ -33,7 +33,8 @@ def kidney_crop(data):
 
 def test_one_click_in_the_renal_sinus_gives_the_kidney(kidney_crop):
     from polycl.interact import InteractiveSession
-    from polycl.interact.robot import dice3d, first_clicks
+    from polycl.interact.robot import first_clicks
+    from polycl.masks import dice
 
     vol, gt = kidney_crop
     session = InteractiveSession(vol, device="cpu", engine="chain")
@@ -43,9 +44,9 @@ def test_one_click_in_the_renal_sinus_gives_the_kidney(kidney_crop):
     answer = session.add_point(session.grid.to_input(click), include=True)
     k = click[0]
     assert answer.quality >= 0.9
-    assert dice3d(session.canonical_mask[k], gt_c[k]) >= 0.9  # the slice's answer is the kidney
+    assert dice(session.canonical_mask[k], gt_c[k]) >= 0.9  # the slice's answer is the kidney
     session.propagate()
-    assert dice3d(session.canonical_mask, gt_c) >= 0.85
+    assert dice(session.canonical_mask, gt_c) >= 0.85
     assert session.segmenter.embeddings_computed <= 28  # every 2nd slice of 40, plus the click's and tips
 
 
@@ -68,7 +69,7 @@ def test_a_misplaced_prior_is_drawn_from_the_image(kidney_crop):
     the kidney at Dice 0.32) still gives the kidney, Dice >= 0.85 (measured 0.97, 23 embeddings), from
     clicks inside the prior; the prior alone scores 0.44."""
     from polycl.atlas.delineate import delineate
-    from polycl.interact.robot import dice3d
+    from polycl.masks import dice
     from polycl.orientation import orientation
     from polycl.sam import SliceSegmenter
 
@@ -78,11 +79,11 @@ def test_a_misplaced_prior_is_drawn_from_the_image(kidney_crop):
     gt_c = o.to_canonical(gt) > 0
     sx, sy, sz = o.spacing_xyz
     prior = np.roll(gt_c, (int(round(10 / sy)), int(round(20 / sx))), axis=(1, 2))
-    assert dice3d(prior, gt_c) < 0.5
+    assert dice(prior, gt_c) < 0.5
     seg = SliceSegmenter(hu, device="cpu", cache_size=hu.shape[0])
     d = delineate(hu, prior, seg, (sx, sy, sz), "kidney_left")
     assert d.mask is not None, d.note
-    assert dice3d(d.mask, gt_c) >= 0.85
+    assert dice(d.mask, gt_c) >= 0.85
 
 
 def test_a_corrective_click_answer_is_bounded_by_the_neighbouring_slice(kidney_crop):
@@ -90,7 +91,8 @@ def test_a_corrective_click_answer_is_bounded_by_the_neighbouring_slice(kidney_c
     the segment on the nearest slice (else a click at an organ's tip could answer with a neighbour).
     With the kidney's own neighbouring slice the kidney is the answer; with a 5 mm speck as the
     neighbour every kidney-sized answer is refused."""
-    from polycl.interact.robot import centre, dice3d
+    from polycl.interact.robot import centre
+    from polycl.masks import dice
     from polycl.interact.slice_answer import SliceContext, first_answer
     from polycl.orientation import orientation
     from polycl.sam import SliceSegmenter
@@ -105,7 +107,7 @@ def test_a_corrective_click_answer_is_bounded_by_the_neighbouring_slice(kidney_c
     ctx = SliceContext.of(hu[k], (sy, sx))
     yx = centre(gt_c[k], (sy, sx))
     answer, q = first_answer(seg, k, ctx, yx, neighbour=gt_c[k + 1])
-    assert dice3d(answer, gt_c[k]) >= 0.9 and q >= 0.9
+    assert dice(answer, gt_c[k]) >= 0.9 and q >= 0.9
     speck = np.zeros_like(gt_c[k])
     speck[yx[0] - 4:yx[0] + 5, yx[1] - 4:yx[1] + 5] = True
     small, _ = first_answer(seg, k, ctx, yx, neighbour=speck)
@@ -124,7 +126,7 @@ def test_segment_pipeline_interpolates_untrusted_slices_it_stepped_over(kidney_c
     3D Dice >= 0.85 (measured 0.95)."""
     from scipy import ndimage
 
-    from polycl.interact.robot import dice3d
+    from polycl.masks import dice
     from polycl.orientation import orientation
     from polycl.pipeline import run_pipeline
     from polycl.progress import Reporter
@@ -141,5 +143,5 @@ def test_segment_pipeline_interpolates_untrusted_slices_it_stepped_over(kidney_c
     out, (report,), engine = run_pipeline(hu, coarse, o.spacing_xyz, seg, opts, Reporter(), None)
     assert engine.startswith("chain") and report.interpolated >= 10 and report.propagated == 0
     assert seg.embeddings_computed <= 30
-    assert dice3d(out > 0, gt_c) >= 0.85
+    assert dice(out > 0, gt_c) >= 0.85
     assert "interpolated between them" in report.text()

@@ -34,7 +34,8 @@ def _scan(data):
 
 def _first_click(vol, gt, sam):
     from polycl.interact import InteractiveSession
-    from polycl.interact.robot import dice3d, first_clicks
+    from polycl.interact.robot import first_clicks
+    from polycl.masks import dice
     from polycl.sam import SliceSegmenter
 
     t0 = time.perf_counter()
@@ -43,14 +44,14 @@ def _first_click(vol, gt, sam):
     for c in first_clicks(gt_c, s.pixel_mm):
         s.add_point(s.grid.to_input(c), include=True)
     s.propagate()
-    return time.perf_counter() - t0, s.segmenter.embeddings_computed, dice3d(s.canonical_mask, gt_c)
+    return time.perf_counter() - t0, s.segmenter.embeddings_computed, dice(s.canonical_mask, gt_c)
 
 
 def run(ctx):
     import polycl.propagate.chain_engine as chain
     from polycl import segment
     from polycl.inference import load_model
-    from polycl.interact.robot import dice3d
+    from polycl.masks import dice
     from polycl.sam import load_sam
 
     vol, gts = _scan(ctx.data)
@@ -65,7 +66,7 @@ def run(ctx):
                 results[(walk, f"first click + fill {organ}")] = _first_click(vol, gt, sam)
             t0 = time.perf_counter()
             r = segment.run(vol, model, segment.SegmentOptions(engine="chain", device=ctx.device))
-            results[(walk, "segment liver")] = (time.perf_counter() - t0, r.embeddings, dice3d(r.mask, gts["liver"]))
+            results[(walk, "segment liver")] = (time.perf_counter() - t0, r.embeddings, dice(r.mask, gts["liver"]))
         finally:
             chain.STEP_MM = default_step
     rows = []

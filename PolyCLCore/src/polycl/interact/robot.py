@@ -32,17 +32,8 @@ import numpy as np
 from scipy import ndimage
 
 from polycl.errors import InputError
+from polycl.masks import dice
 from polycl.progress import CancelToken, Progress, Reporter
-
-#: 3D components of the reference smaller than this fraction of the largest are not objects.
-MIN_OBJECT_FRACTION = 0.1
-
-
-def dice3d(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
-
 
 @dataclass
 class RobotResult:
@@ -100,15 +91,16 @@ def centre(mask2d: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[int, int]
 
 def objects(gt: np.ndarray):
     """The objects of a reference mask, largest first: (bool (z, y, x) component, its largest axial
-    slice) per 3D component of at least :data:`MIN_OBJECT_FRACTION` of the largest."""
-    lab, n = ndimage.label(gt > 0, structure=np.ones((3, 3, 3)))
-    if n == 0:
+    slice) per 3D component (26-connected) of at least
+    :data:`polycl.propagate.seeds.MIN_COMPONENT_FRACTION` of the largest, as a coarse seed volume's
+    objects are counted."""
+    from polycl.masks import components_by_size
+    from polycl.propagate.seeds import MIN_COMPONENT_FRACTION
+
+    comps = components_by_size(gt, min_fraction=MIN_COMPONENT_FRACTION)
+    if not comps:
         raise InputError("the reference mask is empty: nothing to segment")
-    sizes = np.bincount(lab.ravel())[1:]
-    for i in np.argsort(sizes)[::-1]:
-        if sizes[i] < MIN_OBJECT_FRACTION * sizes.max():
-            break
-        comp = lab == i + 1
+    for comp in comps:
         yield comp, int(np.argmax(comp.reshape(comp.shape[0], -1).sum(axis=1)))
 
 
@@ -168,7 +160,7 @@ def run_robot(session, gt: np.ndarray, *, max_clicks: int = 20, stop_at: float =
         session.propagate(cancel=cancel)
         res.seconds.append(time.perf_counter() - t0)
         res.answer_seconds.append(answer.seconds)
-        res.dice.append(dice3d(session.canonical_mask, gt_c))
+        res.dice.append(dice(session.canonical_mask, gt_c))
         res.clicks.append({"click": len(res.dice), "kind": "include" if include else "exclude",
                            "z": pos[0], "y": pos[1], "x": pos[2], "dice": res.dice[-1],
                            "seconds": res.seconds[-1], "answer_seconds": answer.seconds})
@@ -255,7 +247,7 @@ def run_box_protocol(session, gt: np.ndarray, *, clicks: int = BOX_PROTOCOL_CLIC
     def score(t0: float, step: dict) -> None:
         res.seconds.append(time.perf_counter() - t0)
         pred = session.canonical_mask > 0
-        d = dice3d(pred, gt_c)
+        d = dice(pred, gt_c)
         res.dsc.append(d)
         res.nsd.append(surface_dice(pred, gt_c, spacing, NSD_TOLERANCE_MM) if d >= 0.2 else 0.0)
         res.steps.append({**step, "dsc": d, "nsd": res.nsd[-1], "seconds": res.seconds[-1]})

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from polycl.masks import mask_box
+
 #: Region growing: HU tolerance around the click's (median-smoothed) value (25 HU: measured on
 #: the liver slices of the non-contrast example_ct, where 45 HU ran into the neighbouring organs).
 GROW_TOLERANCE_HU = 25.0
@@ -129,13 +131,6 @@ def grow_region(ctx: SliceContext, yx: tuple[int, int], tolerance: float = GROW_
     return out
 
 
-def box_of(mask: np.ndarray, margin: int = BOX_MARGIN_PX) -> tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) around a non-empty (y, x) mask, widened by ``margin`` and clipped."""
-    from polycl.propagate.seeds import box_from_mask
-
-    return box_from_mask(mask, margin)
-
-
 def _sam(segmenter, k: int, box) -> tuple[np.ndarray, float]:
     segmenter.set_slice(k)
     m, q = segmenter.predict(box=box)
@@ -170,7 +165,7 @@ def answer_include(segmenter, k: int, ctx: SliceContext, current: np.ndarray,
         return current | piece, quality
     lab, _ = ndimage.label(current, structure=np.ones((3, 3)))
     near = np.isin(lab, np.unique(lab[touching & (lab > 0)]))
-    sam, quality = _sam(segmenter, k, box_of(grown | near))
+    sam, quality = _sam(segmenter, k, mask_box(grown | near, BOX_MARGIN_PX))
     sam = _plausible(ctx, sam, grown)
     sam = ndimage.binary_fill_holes(ndimage.binary_opening(sam, disk(1)))
     redraw = (sam & near).sum() >= REDRAW_COVER * near.sum() and sam.sum() <= REDRAW_GROWTH * near.sum()
@@ -191,7 +186,8 @@ def candidate_boxes(ctx: SliceContext, yx: tuple[int, int],
     within :data:`CANDIDATE_TOLERANCES_HU`, then squares of :data:`CANDIDATE_SQUARES_MM` centred on
     the click (clipped to the slice). ``grown``: the region already grown at :data:`GROW_TOLERANCE_HU`."""
     h, w = ctx.hu.shape
-    boxes = [box_of(grown if grown is not None and tol == GROW_TOLERANCE_HU else grow_region(ctx, yx, tol))
+    boxes = [mask_box(grown if grown is not None and tol == GROW_TOLERANCE_HU else grow_region(ctx, yx, tol),
+                      BOX_MARGIN_PX)
              for tol in CANDIDATE_TOLERANCES_HU]
     for mm in CANDIDATE_SQUARES_MM:
         ry, rx = (mm / 2.0 / p for p in ctx.pixel_mm)

@@ -26,7 +26,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from polycl.propagate.seeds import Seed, box_from_mask
+from polycl.masks import mask_box
+from polycl.propagate.seeds import Seed
 from polycl.propagate.stop import StopRule
 
 #: Default stop rule of the chaining engine (see docs/propagation.md for how it was chosen).
@@ -116,7 +117,7 @@ class ChainEngine:
         box's change per slice (x0, y0, x1, y1) and the number of slices to carry it over (the slices
         stepped over), so that the box follows an organ that shrinks or grows between walked slices."""
         seg.set_slice(k)
-        box = np.asarray(box_from_mask(prev, self.margin), float)
+        box = np.asarray(mask_box(prev, self.margin), float)
         if trend is not None:
             per_slice, n = trend
             moved = box + per_slice * n
@@ -243,7 +244,7 @@ class ChainEngine:
             if m.any():  # the slices stepped over, or rejected between two accepted ones, are interpolated
                 for j in range(prev_k + d, k, d):
                     yield j, interpolate_masks(prev, m, (j - prev_k) / (k - prev_k)), min(prev_q, q)
-                velocity = (np.asarray(box_from_mask(m, 0), float) - np.asarray(box_from_mask(prev, 0), float)) \
+                velocity = (np.asarray(mask_box(m, 0), float) - np.asarray(mask_box(prev, 0), float)) \
                     / abs(k - prev_k)
                 prev_k, prev, prev_q = k, m, q
             yield k, m, (q if m.any() else 0.0)

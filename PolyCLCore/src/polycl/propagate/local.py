@@ -26,18 +26,14 @@ from typing import Callable
 
 import numpy as np
 
+from polycl.masks import dice
+
 #: Two slices agree when their 2D Dice is at least this.
 AGREE_DICE = 0.98
 #: A direction ends after this many agreeing slices in a row.
 AGREE_SLICES = 2
 #: Towards the organ's tail, this many vanished (empty) new slices in a row end it (the engines' K).
 STOP_AFTER = 3
-
-
-def dice2d(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
 def repropagate_locally(mask: np.ndarray, k: int, step: Callable[[int, int, np.ndarray], tuple[np.ndarray, float]],
@@ -73,7 +69,7 @@ def repropagate_locally(mask: np.ndarray, k: int, step: Callable[[int, int, np.n
                 vanished += 1
             mask[j] = new
             written[j] = conf
-            agree = agree + 1 if dice2d(new, old) >= agree_dice else 0
+            agree = agree + 1 if dice(new, old) >= agree_dice else 0
             if agree >= agree_slices:
                 break
             if vanished >= stop_after or (vanished and not prev.any()):

@@ -75,9 +75,7 @@ class Seed:
         return float(xs.min() - margin), float(ys.min() - margin), float(xs.max() + margin), float(ys.max() + margin)
 
 
-#: (x0, y0, x1, y1) pixel box around a 2D mask, widened by ``margin`` px and clipped to the slice.
-box_from_mask = mask_box
-__all__ = ["Seed", "box_from_mask", "canonical_mask", "canonical_slice_index", "input_slice_index", "nonempty_slices",
+__all__ = ["Seed", "canonical_mask", "canonical_slice_index", "input_slice_index", "nonempty_slices",
            "reference_slice", "seeds_from_mask", "slice_objects"]
 
 
