@@ -17,6 +17,10 @@ import pytest
 
 from polycl.datasets import data_dir
 
+#: The development data folder beside the repository, unless POLYCL_DATA_DIR names another (the
+#: package itself never guesses; subprocesses of the tests inherit it).
+os.environ.setdefault("POLYCL_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
 
 def one_torch_thread() -> None:
     import torch

@@ -5,4 +5,5 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/Testing/setup_venv.sh"
 cd "$root"
+export POLYCL_DATA_DIR="${POLYCL_DATA_DIR:-$root/../shared/data}"  # else the demo downloads its CT
 exec .venv/bin/polycl demo -o "${1:-demo-output}"

@@ -9,6 +9,7 @@ bash "$root/Testing/setup_venv.sh"
 bash "$root/Testing/setup_web.sh" --browser
 cd "$root"
 export MPLBACKEND=Agg
+export POLYCL_DATA_DIR="${POLYCL_DATA_DIR:-$root/../shared/data}"  # the real CT of the tests
 paths=()
 for d in PolyCLCore/tests PolyCLSegment/Testing/Python; do [ -d "$d" ] && paths+=("$d"); done
 exec .venv/bin/python -m pytest -q -ra --durations=30 "${paths[@]}" "$@"

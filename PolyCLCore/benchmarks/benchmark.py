@@ -22,6 +22,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+#: The development data folder beside the repository, unless POLYCL_DATA_DIR names another.
+os.environ.setdefault("POLYCL_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: Stage modules in run order.

@@ -12,9 +12,13 @@ the patient's right on the left), titled with the 3D Dice of the prior and of Se
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
+
+#: The development data folder beside the repository, unless POLYCL_DATA_DIR names another.
+os.environ.setdefault("POLYCL_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 ORGANS = {"spleen": 1, "liver": 5}  # TotalSegmentator ids in example_seg_dicom.nii.gz
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import os
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,9 @@ from polycl.pretrain import PretrainConfig, SliceSelection, build_slice_dataset,
 from polycl.pretrain.shared_data import shared_scans
 from polycl.segment import SegmentOptions
 from polycl.segment import run as segment
+
+#: The development data folder beside the repository, unless POLYCL_DATA_DIR names another.
+os.environ.setdefault("POLYCL_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HELD_OUT = "example_ct_dicom"

@@ -24,6 +24,7 @@ import argparse
 import json
 import shutil
 import time
+import os
 from pathlib import Path
 
 from polycl.checkpoint import read_checkpoint, sha256_file
@@ -31,6 +32,9 @@ from polycl.datasets import data_dir
 from polycl.preprocess import PreprocessConfig
 from polycl.pretrain import PretrainConfig, SliceSelection, build_slice_dataset, pretrain
 from polycl.pretrain.shared_data import shared_scans
+
+#: The development data folder beside the repository, unless POLYCL_DATA_DIR names another.
+os.environ.setdefault("POLYCL_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 MODELS = Path(__file__).resolve().parents[1] / "src" / "polycl" / "data" / "models"
 EPOCHS = {"s": 3, "o": 9, "m": 10}

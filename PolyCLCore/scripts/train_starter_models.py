@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import os
 from pathlib import Path
 
 import torch
@@ -24,6 +25,9 @@ import torch
 import polycl.finetune as ft
 from polycl.datasets import data_dir
 from polycl.progress import terminal
+
+#: The development data folder beside the repository, unless POLYCL_DATA_DIR names another.
+os.environ.setdefault("POLYCL_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
 
 
 def main() -> int:

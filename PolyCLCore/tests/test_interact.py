@@ -55,15 +55,20 @@ def centre(mask2d):
     return np.unravel_index(int(np.argmax(edt)), edt.shape)
 
 
-@pytest.fixture(scope="module")
-def filled(slab, segmenter):
-    """A session after one include click on the largest slice and propagate()."""
+def click_and_fill(slab, segmenter):
+    """A session after one include click on the largest slice and propagate(): (session, answer, result)."""
     _, liver, _, z = slab
     s = session(slab, segmenter)
     y, x = centre(liver[z])
     first = s.add_point((z, y, x), include=True)
     result = s.propagate()
     return s, first, result
+
+
+@pytest.fixture(scope="module")
+def filled(slab, segmenter):
+    """:func:`click_and_fill`, shared by the tests that only read it (a test that corrects makes its own)."""
+    return click_and_fill(slab, segmenter)
 
 
 def test_include_click_gives_the_liver_slice(slab, filled):
@@ -85,9 +90,9 @@ def test_propagate_from_one_click_fills_the_liver(slab, filled):
     assert np.array_equal(result.mask[z], first.mask2d)  # the clicked slice stays as answered
 
 
-def test_correction_changes_a_local_run_and_fixed_slices_stay(slab, filled):
+def test_correction_changes_a_local_run_and_fixed_slices_stay(slab, segmenter):
     _, liver, _, z = slab
-    s, _, _ = filled
+    s, _, _ = click_and_fill(slab, segmenter)  # its own session: the shared one stays as filled
     before = s.mask.copy()
     k = z - 2
     painted = liver[k].copy()
@@ -181,13 +186,15 @@ def test_prompt_move_and_remove_reanswer(slab, segmenter):
 def test_prefetch_embeds_in_the_background_and_stops_when_cancelled(slab, segmenter):
     from polycl.progress import CancelToken
 
-    s = session(slab, segmenter)
+    from polycl.sam import SliceSegmenter
+
+    fresh = SliceSegmenter(slab[0], backend="litemedsam", device="cpu", cache_size=32)  # nothing embedded yet
+    s = session(slab, fresh)
     token = CancelToken()
     token.cancel()
-    before = segmenter.embeddings_computed
-    assert s.prefetch(range(slab[0].shape[0]), cancel=token) == 0
+    assert s.prefetch(range(slab[0].shape[0]), cancel=token) == 0 and fresh.embeddings_computed == 0
     ks = [s.grid.to_canonical_voxel((z, 0, 0))[0] for z in (0, 1)]
-    missing = sum(not segmenter.is_cached(k) for k in ks)
-    assert s.prefetch([0, 1, 10_000]) == missing  # a slice outside the volume is skipped
-    assert all(segmenter.is_cached(k) for k in ks)
-    assert segmenter.embeddings_computed - before == missing
+    assert not any(fresh.is_cached(k) for k in ks)
+    assert s.prefetch([0, 1, 10_000]) == 2  # a slice outside the volume is skipped
+    assert all(fresh.is_cached(k) for k in ks) and fresh.embeddings_computed == 2
+    assert s.prefetch([0, 1]) == 0 and fresh.embeddings_computed == 2  # cached slices are not embedded again

@@ -134,7 +134,20 @@ def test_box_and_point_seeds(crop, predictor):
     image, _ = crop
     stream = _stream(image, [Seed(3, box=(30, 30, 70, 70)), Seed(4, points=[(50, 50)], labels=[1])], predictor,
                      stop_after=None, start=2, end=5)
-    assert sorted(it.index for it in stream) == [2, 3, 4, 5]
+    items = list(stream)
+    assert sorted(it.index for it in items) == [2, 3, 4, 5]
+    assert all(it.mask.shape == image.shape[1:] for it in items)
+    # the box and the point were given to SAM 2 as prompts: each seed slice is a conditioning frame
+    # (a seed dropped or turned into a propagated frame would not be). SAM 2's frames are the slices
+    # start..end, so slice k is frame k - start.
+    state = stream.runner.last_state
+    cond = state["output_dict_per_obj"][0]["cond_frame_outputs"]
+    assert sorted(cond) == [3 - 2, 4 - 2]
+    prompts = state["point_inputs_per_obj"][0]
+    assert sorted(prompts) == [1, 2]
+    # a box is two points with labels 2 and 3 (its corners); a click is one point with label 1
+    assert prompts[1]["point_labels"].flatten().tolist() == [2, 3]
+    assert prompts[2]["point_labels"].flatten().tolist() == [1]
 
 
 def test_cancel_keeps_nothing_and_result_is_on_input_grid(crop, predictor):

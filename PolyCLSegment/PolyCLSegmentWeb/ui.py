@@ -86,7 +86,7 @@ def _operations(app):
 
 
 def _interact(app):
-    """Issue 18's toolbar: include / exclude points and boxes on the red view, answered at once."""
+    """The Interact toolbar: include / exclude points and boxes on the red view, answered at once."""
     from trame.widgets import html
     from trame.widgets import vuetify3 as v
 

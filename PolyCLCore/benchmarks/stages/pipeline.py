@@ -3,8 +3,8 @@
 Input: ``example_ct`` (thorax to pelvis, 3 mm) resampled with SimpleITK (linear, air outside) to
 512 x 512 x 120 voxels: in-plane 0.715 mm over a 366 mm field of view, 2.8 mm slices - the size of
 a typical clinical abdominal CT, with real anatomy. The liver spans about 46 of its slices.
-Model: the bundled ``polycl-liver``; SAM: the bundled LiteMedSAM; engine: chain (SAM 2's weights
-cannot be had on the project's machines). Times exclude model loading and include everything
+Model: the bundled ``polycl-liver``; SAM: the bundled LiteMedSAM; engine: chain (SAM 2's official
+weights were not available where these numbers were measured). Times exclude model loading and include everything
 else (U-Net, SAM embeddings, prompts, propagation, fusion). ``embeddings`` counts SAM image
 embeddings: at most one per slice in a run.
 """

@@ -12,8 +12,8 @@ pipeline stage's volume). Rows:
   propagation, no network). The registration cache is emptied before each (and before each repeat
   of the fresh prior), so they include their registration.
 
-Each row's ``extra`` has the 1-minute load average before and after (the project's machines are
-shared: say so with the numbers). NOTE: the bundled atlas is derived from this very scan, so this
+Each row's ``extra`` has the 1-minute load average before and after (on a shared machine, say so
+with the numbers). NOTE: the bundled atlas is derived from this very scan, so this
 times the work; it does not measure accuracy on a new patient.
 """
 

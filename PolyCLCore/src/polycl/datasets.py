@@ -1,4 +1,6 @@
-"""Where real data is: ``POLYCL_DATA_DIR`` (default ``../shared/data`` beside the repository).
+"""Where real data is: the folder named by ``POLYCL_DATA_DIR`` (nothing is guessed: a user's data
+comes from a command's argument or that variable; the repository's scripts and tests set it to
+their development data folder).
 
 On a user's machine the demo CT is downloaded from its public source with a SHA-256 check
 (:func:`demo_ct`); tests never download.
@@ -12,18 +14,15 @@ from pathlib import Path
 
 from polycl.errors import InputError
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]  # PolyCLCore/src/polycl -> repository root
-
-
 def data_dir(required: bool = False) -> Path | None:
-    """The shared real-CT folder, or None when absent (InputError when ``required``)."""
+    """The folder ``POLYCL_DATA_DIR`` names, or None when it is unset or missing (InputError when
+    ``required``)."""
     env = os.environ.get("POLYCL_DATA_DIR")
-    candidates = [Path(env)] if env else [_REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
+    if env and Path(env).expanduser().is_dir():
+        return Path(env).expanduser().resolve()
     if required:
-        raise InputError("real CT data not found: set POLYCL_DATA_DIR to the shared data folder")
+        raise InputError(f"real CT data not found: set POLYCL_DATA_DIR to the data folder"
+                         f"{f' ({env} is not a folder)' if env else ''}")
     return None
 
 

@@ -652,7 +652,7 @@ def click_red(page, server, k: int, yx: tuple[int, int], shift: bool = False):
 
 
 def test_interact_clicks_fill_correct_locally_and_undo(server, browser, slab_reference, tmp_path):
-    """Issue 18 in the page, on 10 liver slices of example_ct (:data:`SLAB`: a fill costs one SAM answer
+    """Interaction in the page, on 10 liver slices of example_ct (:data:`SLAB`: a fill costs one SAM answer
     per slice), with the bundled LiteMedSAM and the chain engine:
 
     * one include click at the centre of the liver on its largest slice gives the liver on that slice
@@ -672,8 +672,7 @@ def test_interact_clicks_fill_correct_locally_and_undo(server, browser, slab_ref
         k = int(np.argmax(reference.sum(axis=(1, 2))))  # the simulated user's first slice: the largest
         go_to_slice(page, k)
         ks = np.nonzero(reference.any(axis=(1, 2)))[0]
-        assert page.is_checked("#polycl-propagate-clicks input") if page.query_selector(
-            "#polycl-propagate-clicks input") else True
+        assert page.is_checked("#polycl-propagate-clicks input")  # the default: a click fills the volume
         page.click("#polycl-include")
         t0 = time.monotonic()
         click_red(page, server, k, _centre(reference[k]))

@@ -16,9 +16,9 @@ input into the atlas and the atlas's labels can be resampled onto the input's gr
 Cost (2 cores, 512 x 512 x 120 CT, ``benchmarks/stages/registration.py``; docs/benchmarks.md has the
 rows): about 11 s on the idle machine, the B-spline step ~80 % of it (its metric costs samples x control
 points per evaluation, so it is bounded by ``bspline_evaluations``), the full-resolution smoothing most
-of the rest. Faster settings were tried and rejected for accuracy (docs/benchmarks.md, "Atlas
-registration"): 10 iterations / 15 evaluations, or a bin average before the smoothing, keep the mean
-prior Dice but lose the end-to-end spleen on the DICOM series. Progress and cancel follow
+of the rest. Faster settings lose accuracy (docs/benchmarks.md, "Atlas registration"): 10 iterations
+/ 15 evaluations, or a bin average before the smoothing, keep the mean prior Dice but lose the
+end-to-end spleen on the DICOM series. Progress and cancel follow
 :mod:`polycl.progress` (checked between optimizer iterations). :mod:`polycl.atlas.cache` keeps the result
 for a CT seen again in the same process.
 """
