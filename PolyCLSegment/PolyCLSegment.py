@@ -164,6 +164,8 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                           lambda index, combo=combo, parameter=parameter: self._storeComboData(combo, parameter, index))
         self.ui.segmentSelector.connect("currentSegmentChanged(QString)", self.updateButtons)
 
+        self._addViewRow()
+
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._timer = qt.QTimer()
@@ -174,6 +176,33 @@ class PolyCLSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.setEnabled(False)
         self.refreshModels()
         self.initializeParameterNode()
+
+    def _addViewRow(self):
+        """CT window presets and Next segment under the panel: the controller's calls the web page makes."""
+        row = qt.QHBoxLayout()
+        for name in self.controller.windowPresets():
+            button = qt.QPushButton(name.capitalize())
+            button.toolTip = _("Show the CT with the {name} window").format(name=name)
+            button.connect("clicked(bool)", lambda checked, name=name: self.onWindowPreset(name))
+            row.addWidget(button)
+        nextButton = qt.QPushButton(_("Next segment"))
+        nextButton.toolTip = _("Finish the selected segment and start a new, empty one")
+        nextButton.connect("clicked(bool)", self.onNextSegment)
+        row.addWidget(nextButton)
+        self.layout.addLayout(row)
+
+    def onWindowPreset(self, name: str):
+        volume = self._parameterNode.inputVolume if self._parameterNode else None
+        if volume is not None:
+            self.controller.applyWindowPreset(volume, name)
+
+    def onNextSegment(self, checked=False):
+        segmentation = self._parameterNode.segmentation if self._parameterNode else None
+        if segmentation is None:
+            slicer.util.errorDisplay(_("Select or create a segmentation first"))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Next segment failed"), waitCursor=True):
+            self.ui.segmentSelector.setCurrentSegmentID(self.controller.nextSegment(segmentation))
 
     def cleanup(self):
         self.removeObservers()

@@ -92,7 +92,8 @@ class Controller:
     OPERATIONS = ("segment", "refine", "propagate", "finetune", "batch", "undo", "cancel",
                   "addPoint", "addBox", "movePrompt", "removePrompt", "correctSlice", "propagateFromClicks",
                   "clearPrompts", "finishSegment", "resetPrompts", "sliceChanged", "placeList", "promptCount",
-                  "checkCT")
+                  "checkCT", "windowPresets", "windowLevel", "applyWindowPreset", "dragWindowLevel", "segments",
+                  "setSegmentVisible", "setSegmentLocked", "deleteSegment", "nextSegment", "overlayPicture")
 
     def __init__(self, logic=None, settings: Settings | None = None):
         if logic is None:
@@ -286,6 +287,104 @@ class Controller:
             return False
         self.interaction.onUndone(segmentationNode)
         return True
+
+    # ------------------------------------------------------------------ view and segments (display.py)
+    @staticmethod
+    def windowPresets() -> list[str]:
+        """The CT window presets, in the order to offer them (:data:`PolyCLSegmentLib.display.WINDOW_PRESETS`)."""
+        from PolyCLSegmentLib.display import WINDOW_PRESETS
+
+        return list(WINDOW_PRESETS)
+
+    @staticmethod
+    def windowLevel(volumeNode) -> tuple[float, float]:
+        """(window, level) in HU the CT is shown with."""
+        from PolyCLSegmentLib.display import windowLevel
+
+        return windowLevel(volumeNode)
+
+    @staticmethod
+    def applyWindowPreset(volumeNode, name: str) -> tuple[float, float]:
+        """Show the CT with a window preset; returns (window, level) in HU."""
+        from PolyCLSegmentLib.display import applyPreset
+
+        return applyPreset(volumeNode, name)
+
+    @staticmethod
+    def dragWindowLevel(volumeNode, dx: float, dy: float) -> tuple[float, float]:
+        """Window/level by a mouse drag of (dx, dy) screen pixels; returns (window, level) in HU."""
+        from PolyCLSegmentLib.display import dragWindowLevel
+
+        return dragWindowLevel(volumeNode, dx, dy)
+
+    @staticmethod
+    def segments(segmentationNode) -> list[dict]:
+        """The segments to list: ``id``, ``name``, ``color``, ``visible``, ``locked``."""
+        from PolyCLSegmentLib.display import segmentRows
+
+        return segmentRows(segmentationNode)
+
+    @staticmethod
+    def setSegmentVisible(segmentationNode, segmentId: str, visible: bool) -> None:
+        segmentationNode.CreateDefaultDisplayNodes()
+        segmentationNode.GetDisplayNode().SetSegmentVisibility(segmentId, bool(visible))
+
+    @staticmethod
+    def setSegmentLocked(segmentationNode, segmentId: str, locked: bool) -> None:
+        """A locked segment is never changed by this module (Segment, prompts, overwrite) or deleted here."""
+        from PolyCLSegmentLib.segmentedit import setSegmentLocked
+
+        setSegmentLocked(segmentationNode.GetSegmentation().GetSegment(segmentId), locked)
+        segmentationNode.Modified()
+
+    def deleteSegment(self, segmentationNode, segmentId: str) -> None:
+        """Remove a segment (undoable with :meth:`undo`); a locked one is refused, its prompts end."""
+        from polycl.errors import InputError
+        from PolyCLSegmentLib.segmentedit import isSegmentLocked
+
+        if self.runner.busy:
+            raise InputError("an operation is running; wait for it or cancel it")
+        segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+        if segment is None:
+            raise InputError(f"no segment '{segmentId}'")
+        if isSegmentLocked(segment):
+            raise InputError(f"segment '{segment.GetName()}' is locked; unlock it to delete it")
+        self.interaction.finishSegment(segmentationNode, segmentId)
+        self.logic.history.saveState(segmentationNode)
+        self.interaction.record(segmentationNode.GetID(), None)  # an operation: undo steps back over it
+        segmentationNode.GetSegmentation().RemoveSegment(segmentId)
+
+    def nextSegment(self, segmentationNode) -> str:
+        """Finish prompting and start a new, empty segment ("Segment N"); returns its ID (undoable)."""
+        from polycl.errors import InputError
+
+        if self.runner.busy:
+            raise InputError("an operation is running; wait for it or cancel it")
+        self.interaction.finishSegment(segmentationNode)
+        self.logic.history.saveState(segmentationNode)
+        self.interaction.record(segmentationNode.GetID(), None)
+        segmentation = segmentationNode.GetSegmentation()
+        names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+        n = segmentation.GetNumberOfSegments() + 1
+        while f"Segment {n}" in names:
+            n += 1
+        return segmentation.AddEmptySegment("", f"Segment {n}")
+
+    @staticmethod
+    def overlayPicture(volumeNode, segmentationNode, segmentId: str, path) -> Path:
+        """A PNG of the segment over the CT (axial, coronal and sagittal slices through its centre, as
+        ``polycl demo`` draws them), written atomically to ``path``."""
+        from polycl.atomic import atomic_path
+        from polycl.errors import InputError
+        from polycl.overlay import save_overlay
+
+        mask = conversions.segmentArray(segmentationNode, segmentId, volumeNode)
+        if not mask.any():
+            raise InputError(f"segment '{segmentId}' is empty: no picture to draw")
+        name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+        with atomic_path(path, ".png") as tmp:
+            save_overlay(conversions.volumeFromNode(volumeNode), mask, tmp, title=name)
+        return Path(path)
 
     # ------------------------------------------------------------------ prompts (see interaction.py)
     def addPoint(self, volumeNode, segmentationNode, segmentId: str, ras, include: bool = True,

@@ -54,6 +54,7 @@ class PolyCLWebApp:
         from .interaction import Interaction
         from .redview import MouseTools, RedView
         from .uploads import Uploads
+        from .viewing import ViewAndSegments
 
         moduleDir()
         self.server, self.state, self.data, self.policy, self.testing = server, server.state, data, policy, testing
@@ -74,6 +75,7 @@ class PolyCLWebApp:
         self.tools = MouseTools(self)
         self.interaction = Interaction(self)
         self.uploads = Uploads(self, maxUploadMb)
+        self.view = ViewAndSegments(self)
 
         register_rca_factories(self.slicerApp.view_manager, server)
         # views first: the Segment Editor's effects make their per-view pipelines when their parameter
@@ -102,6 +104,9 @@ class PolyCLWebApp:
         s.polycl_tool, s.polycl_has_box, s.polycl_prompts, s.polycl_downloads = "", False, 0, []
         s.polycl_ft_folders = data.listLabelledFolders()
         s.polycl_ft_folder = s.polycl_ft_folders[0] if s.polycl_ft_folders else None
+        s.polycl_sections = [value for value, _, _ in ui.SECTIONS[:-1]]  # open: all but fine-tune
+        s.polycl_segments, s.polycl_active_segment = [], ""  # the segment list (controller.segments)
+        s.polycl_window, s.polycl_level = 0, 0  # the CT's window/level (HU)
 
         self.editorUi = ui.build(self)
         self.editorLogic.set_ui(self.editorUi)
@@ -151,10 +156,13 @@ class PolyCLWebApp:
             self.state.polycl_error = error
             self.state.polycl_can_undo = self.controller.canUndo(self.segmentationNode)
             self.state.polycl_prompts = self.controller.promptCount()
+            self.state.polycl_segments = self.controller.segments(self.segmentationNode) if self.volumeNode else []
+            self.state.polycl_active_segment = self.editor.active_segment_id or ""
 
     def refresh(self):
         self.editor.trigger_all_signals()
         self.red.render()
+        self.view.show3d()
         self.say()
 
     def _onSliceModified(self, *_):
@@ -244,6 +252,7 @@ class PolyCLWebApp:
     def load(self, entry, files):
         """Replace the loaded CT (and its segments) by ``entry`` (read from ``files``)."""
         self.unload()
+        self.view.fitted3d = False
         volumes = self.slicerApp.io_manager.load_volumes(files)
         if not volumes:
             return self.say(error=f"could not read {entry.title}")
@@ -266,6 +275,10 @@ class PolyCLWebApp:
             self.state.polycl_loaded = entry.name
             self.state.polycl_nslices = dims[2]
         self._onSliceModified()
+        display = self.volumeNode.GetDisplayNode()
+        display.AddObserver(vtk.vtkCommand.ModifiedEvent, self.view.onWindowModified)
+        self.controller.applyWindowPreset(self.volumeNode, "abdomen")  # a CT shown as an abdomen is read
+        self.view.onWindowModified()
         self.markSaved()
         self.say(f"Loaded {entry.title}: {dims[0]} x {dims[1]} x {dims[2]} voxels.")
 
@@ -302,7 +315,7 @@ class PolyCLWebApp:
         from .saving import save
 
         try:
-            written = save(self.data, self.entry, self.segmentationNode, self.volumeNode)
+            written = save(self.data, self.entry, self.segmentationNode, self.volumeNode, self.controller)
         except Exception as exc:  # noqa: BLE001 - e.g. a full disk: a message, nothing half-written kept
             log.exception("save failed")
             return self.say(error=f"Save failed: {exc}")

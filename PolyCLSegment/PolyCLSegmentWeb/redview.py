@@ -7,7 +7,9 @@ window/level (``polycl_tool``):
 * ``refine-box``: a drag draws an ROI markup one slice thick: Refine's box prompt;
 * ``include`` / ``exclude``: a click is an include (exclude with Shift, or in ``exclude``) point, a drag is
   a box prompt; ``box``: a drag is a box prompt. Each prompt goes to the page's interaction
-  (:attr:`PolyCLWebApp.interaction`), which answers it on that slice at once.
+  (:attr:`PolyCLWebApp.interaction`), which answers it on that slice at once;
+* no tool and no Segment Editor effect: a drag is window/level, as in Slicer (right widens the window,
+  up raises the level; the controller's ``dragWindowLevel``).
 
 Geometry: RAS millimetres from the slice node's XY-to-RAS matrix (``slicer.util.arrayFromVTKMatrix``);
 voxels and the slice under the view through the module's controller (one place for both front ends).
@@ -80,6 +82,7 @@ class MouseTools:
         self.boxNode = None  # the ROI markup being drawn, or Refine's box once drawn
         self._start = None
         self._shift = False
+        self._windowFrom = None  # the last event position of a window/level drag
         self._tags: dict = {}
 
     @property
@@ -105,20 +108,42 @@ class MouseTools:
     def _active(self) -> bool:
         return bool(self.state.polycl_tool) and self.app.volumeNode is not None and not self.app.controller.busy
 
+    def _windowLevelMode(self) -> bool:
+        """No tool and no editor effect: a left drag adjusts the CT's window/level."""
+        if self.state.polycl_tool or self.app.volumeNode is None or self.app.controller.busy:
+            return False
+        effect = self.app.editor.active_effect
+        return effect is None or type(effect).__name__ == "SegmentationEffectNoTool"
+
     def _press(self, interactor, event):
+        self._windowFrom = None  # a drag whose release never came (it ended outside the view) is over
         if not self._active():
+            if self._windowLevelMode():
+                self._swallow(interactor, event)
+                self._windowFrom = interactor.GetEventPosition()
             return
         self._swallow(interactor, event)
         self._start = self.red.eventRas(interactor)
         self._shift = bool(interactor.GetShiftKey())
 
     def _move(self, interactor, event):
+        if self._windowFrom is not None and self._start is None:
+            self._swallow(interactor, event)
+            x, y = interactor.GetEventPosition()
+            (x0, y0), self._windowFrom = self._windowFrom, (x, y)
+            self.app.controller.dragWindowLevel(self.app.volumeNode, x - x0, -(y - y0))  # VTK's y points up
+            return
         if self._start is None:
             return
         self._swallow(interactor, event)
         self.setBox(self._start, self.red.eventRas(interactor))
 
     def _release(self, interactor, event):
+        if self._windowFrom is not None and self._start is None:
+            self._swallow(interactor, event)
+            self._windowFrom = None
+            return
+        self._windowFrom = None
         if self._start is None:
             return
         self._swallow(interactor, event)

@@ -46,6 +46,8 @@ def bind(app, wslinkServer):
                                   "tool": app.state.polycl_tool, "busy": app.controller.busy,
                                   "message": app.state.polycl_message, "error": app.state.polycl_error,
                                   "loaded": app.state.polycl_loaded, "confirm": app.state.polycl_confirm,
+                                  "color": next((r["color"] for r in app.controller.segments(app.segmentationNode)
+                                                 if r["id"] == segId), None) if segId else None,
                                   "unsaved": app.hasUnsavedWork()})
 
     http.router.add_get("/polycl/test/red", red)

@@ -8,7 +8,10 @@ leaves no half-written file under the final name):
   order) has label i + 1 (Segmentations logic ``ExportSegmentsToLabelmapNode``; where segments overlap
   the later one wins), written by ``vtkMRMLVolumeArchetypeStorageNode``; all zeros without segments
   (Volumes logic ``CreateAndAddLabelVolume``);
-* ``<stem>.polycl.labels.json``: {"image", "labels": {value: {"name", "segmentId"}}}.
+* ``<stem>.polycl.labels.json``: {"image", "labels": {value: {"name", "segmentId"}}};
+* ``<stem>.polycl.<segment>.overlay.png`` for every segment that is not empty: the segment over the CT
+  (axial, coronal and sagittal slices through its centre), the picture ``polycl demo`` draws
+  (the controller's ``overlayPicture``, written atomically).
 """
 
 from __future__ import annotations
@@ -47,8 +50,15 @@ def _exportLabels(segmentationNode, volumeNode, segmentIds, path: Path) -> None:
                 scene.RemoveNode(node)
 
 
-def save(data, entry, segmentationNode, volumeNode) -> list[Path]:
-    """Write the three files for the data folder's ``entry``; returns their paths."""
+def _pictureName(name: str) -> str:
+    """A segment name as part of a file name: letters, digits, '-' and '_' only."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name.strip())
+    return safe.strip("_") or "segment"
+
+
+def save(data, entry, segmentationNode, volumeNode, controller=None) -> list[Path]:
+    """Write the files for the data folder's ``entry`` (with ``controller``, the overlay pictures too);
+    returns their paths."""
     import slicer
 
     from PolyCLSegmentLib import segmentedit
@@ -67,4 +77,15 @@ def save(data, entry, segmentationNode, volumeNode) -> list[Path]:
     _partial(namesPath).write_text(json.dumps({"image": entry.name, "labels": names}, indent=1))
     for p in (segPath, labelsPath, namesPath):
         os.replace(_partial(p), p)
-    return [segPath, labelsPath, namesPath]
+    written = [segPath, labelsPath, namesPath]
+    if controller is not None:
+        used = set()
+        for segId in ids:
+            name = _pictureName(segmentation.GetSegment(segId).GetName())
+            while name in used:
+                name += "_"
+            used.add(name)
+            if controller.segmentArray(segmentationNode, segId, volumeNode).any():
+                written.append(controller.overlayPicture(volumeNode, segmentationNode, segId,
+                                                         data.outputPath(entry, f".{name}.overlay.png")))
+    return written

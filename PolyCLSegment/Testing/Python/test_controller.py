@@ -184,3 +184,44 @@ def test_segment_an_atlas_target_from_the_panel(scene, ts, module):
         assert tags["PolyCL.Sources"] == "objects: spleen from prior" and "PolyCL.ModelSHA256" not in tags
     finally:
         c.shutdown()
+
+
+def test_window_presets_and_the_segment_list_through_the_controller(scene, ts, module):
+    """What the panel and the page both show: CT window presets and window/level by dragging; the
+    segment list (colour, name, visibility, lock); delete (refused for a locked segment, undoable)
+    and next segment (a new empty segment, undoable)."""
+    import slicer
+
+    from PolyCLSegmentLib.controller import Controller
+    from PolyCLSegmentLib.display import WINDOW_PRESETS
+
+    from polycl.errors import InputError
+
+    ct = load_volume_node(ts / "example_ct_sm.nii.gz", name="ct")
+    c = Controller(module.PolyCLSegmentLogic())
+    assert c.windowPresets() == ["abdomen", "liver", "bone", "lung"]
+    for name in c.windowPresets():
+        assert c.applyWindowPreset(ct, name) == WINDOW_PRESETS[name]
+        display = ct.GetDisplayNode()
+        assert (display.GetWindow(), display.GetLevel()) == WINDOW_PRESETS[name] and not display.GetAutoWindowLevel()
+    with pytest.raises(InputError, match="unknown window preset"):
+        c.applyWindowPreset(ct, "brain")
+    assert c.dragWindowLevel(ct, 10, -5) == (1400.0 + 20, -500.0 + 10)  # right: wider; up: higher level
+
+    seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    seg.CreateDefaultDisplayNodes()
+    first = c.nextSegment(seg)
+    second = c.nextSegment(seg)
+    rows = c.segments(seg)
+    assert [r["name"] for r in rows] == ["Segment 1", "Segment 2"] and [r["id"] for r in rows] == [first, second]
+    assert all(r["color"].startswith("#") and len(r["color"]) == 7 and r["visible"] and not r["locked"] for r in rows)
+    c.setSegmentVisible(seg, first, False)
+    c.setSegmentLocked(seg, second, True)
+    rows = {r["id"]: r for r in c.segments(seg)}
+    assert not rows[first]["visible"] and rows[second]["locked"]
+    with pytest.raises(InputError, match="locked"):
+        c.deleteSegment(seg, second)
+    c.deleteSegment(seg, first)
+    assert [r["id"] for r in c.segments(seg)] == [second]
+    assert c.undo(seg) and [r["name"] for r in c.segments(seg)] == ["Segment 1", "Segment 2"]  # delete undone
+    assert c.undo(seg) and [r["name"] for r in c.segments(seg)] == ["Segment 1"]  # the second "next" undone

@@ -35,7 +35,8 @@ CHROMIUM = os.environ.get("POLYCL_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "Resources" / "Screenshots"
 TOKEN = "test-token-7f3a"
 #: The screenshots the README shows (the others stay in pytest's tmp folder).
-README_SHOTS = {"web-after-segment", "web-after-paint", "web-after-propagate", "web-after-refine-box", "web-interact"}
+README_SHOTS = {"web-after-segment", "web-after-paint", "web-after-propagate", "web-after-refine-box", "web-interact",
+                "web-status-bar", "web-presets"}
 LIVER = 5
 #: The interactive test's CT: slices 18..27 of example_ct_sm (example_ct's 100..109; its largest liver slice, 24, inside).
 SLAB = slice(18, 28)
@@ -171,12 +172,20 @@ def shot(page, name: str, tmp_path: Path):
     return path
 
 
+def open_section(page, name: str):
+    """Open the panel's step ``name`` (its content is made when it opens) unless it is open."""
+    section = f"#polycl-section-{name}"
+    if "v-expansion-panel--active" not in (page.get_attribute(section, "class") or ""):
+        page.click(f"{section} .v-expansion-panel-title")
+    page.wait_for_selector(f"{section}.v-expansion-panel--active .v-expansion-panel-text__wrapper")
+
+
 def done_count(page) -> int:
     return int(page.text_content("#polycl-done") or 0)
 
 
-def open_app(browser, server):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+def open_app(browser, server, size=(1400, 900)):
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     page.set_default_timeout(60_000)
     page.goto(server.url + f"?token={TOKEN}")
     page.wait_for_selector("#polycl-load")
@@ -457,7 +466,7 @@ def test_box_on_the_red_view_then_refine_download_undo(server, browser, referenc
         # Save -> download: the page links the files Save just wrote; they come with the token's cookie
         links = page.eval_on_selector_all("a.polycl-download", "els => els.map(e => e.textContent.trim())")
         assert set(links) == {"example_ct.polycl.seg.nrrd", "example_ct.polycl.labels.nii.gz",
-                              "example_ct.polycl.labels.json"}, links
+                              "example_ct.polycl.labels.json", "example_ct.polycl.SAM.overlay.png"}, links
         for name in ("example_ct.polycl.labels.nii.gz", "example_ct.polycl.seg.nrrd"):
             with page.expect_download() as info:
                 page.click(f"a.polycl-download:text-is('{name}')")
@@ -490,6 +499,7 @@ def test_finetune_on_a_server_folder_adds_the_model(server, browser, tmp_path):
     ends the new model is in the page's model list, selected, and installed under POLYCL_HOME."""
     page = open_app(browser, server)
     try:
+        open_section(page, "finetune")  # collapsed until it is wanted
         assert "finetune" in page.inner_text("#polycl-panel")  # the listed labelled folder, selected
         page.fill("#polycl-ft-name", "bad name!")
         page.click("#polycl-finetune")
@@ -561,6 +571,155 @@ def test_upload_keeps_ct_and_refuses_mr(server, browser, ts, tmp_path):
     finally:
         page.close()
 
+
+
+def _inside_viewport(page, selector: str) -> dict:
+    box = page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect();"
+                                          " return {top: r.top, bottom: r.bottom, left: r.left, right: r.right,"
+                                          " w: window.innerWidth, h: window.innerHeight}; }")
+    assert box["bottom"] > box["top"] and 0 <= box["top"] and box["bottom"] <= box["h"], (selector, box)
+    assert 0 <= box["left"] and box["right"] <= box["w"], (selector, box)
+    return box
+
+
+def _truncated(page) -> list[str]:
+    """Texts of the panel's and status bar's labels, buttons and titles that do not fit their box."""
+    return page.eval_on_selector_all(
+        "#polycl-panel .v-label, #polycl-panel .v-btn__content, #polycl-panel .v-expansion-panel-title, "
+        "#polycl-panel .v-select__selection-text, #polycl-panel .text-caption, #polycl-status .v-btn__content, "
+        "#polycl-status #polycl-task",
+        "els => els.filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)"
+        ".map(e => e.textContent.trim())")
+
+
+def _view_images(page) -> list[dict]:
+    """The streamed views' images (red, 3D, sagittal, coronal), with their boxes."""
+    return page.eval_on_selector_all("img.image-display-area", "els => els.map(e => { const r = e.getBoundingClientRect();"
+                                     " return {x: r.x, y: r.y, width: r.width, height: r.height}; })")
+
+
+def _pixels(page, box) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    png = page.screenshot(clip={k: box[k] for k in ("x", "y", "width", "height")})
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=float)
+
+
+@pytest.mark.parametrize("size", [(1400, 900), (1920, 1080)])
+def test_status_bar_labels_presets_and_3d_view(server, browser, tmp_path, size):
+    """At 1400 x 900 and 1920 x 1080: no label or button text is cut; while Segment runs, the status
+    bar with its progress and Cancel is inside the window whatever the panel's scroll; afterwards the
+    3D view shows the segment (pixels in the segment's colour, not the grey background); a preset
+    changes the window the CT is shown with, and so the red view's pixels."""
+    page = open_app(browser, server, size)
+    try:
+        shown = page.inner_text("#polycl-slice-now")
+        if server.api("polycl/test/active")["loaded"]:  # an earlier test's CT
+            k, n = shown.split(" / ")
+            assert 0 <= int(k) <= int(n)
+        else:
+            assert shown == "no CT loaded"  # not "0 / -1"
+        for name in ("finetune",):
+            open_section(page, name)
+        assert _truncated(page) == []
+        load_ct(page, "example_ct")
+        assert "Window 350 / level 40" in page.inner_text("#polycl-wl")  # read as an abdomen from the start
+        page.click("#polycl-model", force=True)  # the bundled liver model (an earlier test may have picked another)
+        page.click(".v-overlay .v-list-item:has-text('polycl-liver')")
+        page.eval_on_selector("#polycl-panel", "e => e.closest('.v-navigation-drawer__content').scrollTop = 1e6")
+        page.eval_on_selector("#polycl-segment", "e => e.click()")  # the panel is scrolled away from it
+        page.wait_for_selector("#polycl-busy", state="visible")
+        for selector in ("#polycl-status", "#polycl-progress", "#polycl-cancel", "#polycl-message"):
+            _inside_viewport(page, selector)
+        assert page.inner_text("#polycl-task") == "Segment"
+        if size == (1400, 900):
+            shot(page, "web-status-bar", tmp_path)
+        page.wait_for_function("!document.querySelector('#polycl-busy') || "
+                               "document.querySelector('#polycl-busy').style.display === 'none'", timeout=240_000)
+        assert page.query_selector("#polycl-error") is None
+        color = server.api("polycl/test/active")["color"]
+        time.sleep(2.0)  # the views stream their last frame
+        views = _view_images(page)
+        red = max(views, key=lambda b: b["width"] * b["height"])
+        threed = min((b for b in views if b["x"] > red["x"] + 10), key=lambda b: b["y"])
+        px = _pixels(page, threed)
+        target = np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], float)
+        hue = (px / (np.linalg.norm(px, axis=2, keepdims=True) + 1e-6)) @ (target / np.linalg.norm(target))
+        coloured = (hue > 0.99) & (px.max(axis=2) > 60) & (np.ptp(px, axis=2) > 25)  # not grey: the surface
+        assert coloured.mean() > 0.02, (color, coloured.mean())
+        page.eval_on_selector("#polycl-panel", "e => e.closest('.v-navigation-drawer__content').scrollTop = 0")
+        page.eval_on_selector("#polycl-section-view", "e => e.scrollIntoView()")
+        before = _pixels(page, red)
+        page.eval_on_selector("#polycl-preset-bone", "e => e.click()")
+        page.wait_for_function("document.querySelector('#polycl-wl').textContent.includes('Window 1000 / level 400')")
+        time.sleep(1.5)
+        after = _pixels(page, red)
+        assert np.abs(after - before).mean() > 5.0  # the bone window darkens the soft tissue
+        if size == (1400, 900):
+            shot(page, "web-presets", tmp_path)
+        # with no tool, a left drag on the red view is window/level, as in Slicer: right widens the window
+        assert server.api("polycl/test/active")["tool"] == ""
+        cx, cy = red["x"] + red["width"] / 2, red["y"] + red["height"] / 2
+        page.mouse.move(cx, cy)
+        page.mouse.down()
+        page.mouse.move(cx + 80, cy, steps=8)
+        page.mouse.up()
+        page.wait_for_function("!document.querySelector('#polycl-wl').textContent.includes('Window 1000 /')")
+        window = int(page.inner_text("#polycl-wl").split()[1])
+        assert window > 1000, page.inner_text("#polycl-wl")
+        page.eval_on_selector("#polycl-preset-abdomen", "e => e.click()")
+    finally:
+        page.close()
+
+
+def test_keyboard_shortcuts_segment_list_and_overlay_pictures(server, browser, tmp_path):
+    """The keys the page lists work (I/E/B/Esc tools, Up/Down slices, N next segment, Ctrl+Z undo);
+    the segment list locks and deletes; Save offers a picture of each segment beside the files."""
+    from PIL import Image
+
+    page = open_app(browser, server)
+    try:
+        load_ct(page, "liver_slab")
+        page.hover("img.image-display-area")  # the keys work with the mouse over a view, as a user types them
+        page.click("#polycl-shortcuts")  # (focus on the page, not in a text field)
+        for key, tool in (("i", "include"), ("e", "exclude"), ("b", "box"), ("Escape", "")):
+            page.keyboard.press(key)
+            deadline = time.monotonic() + 10
+            while server.api("polycl/test/active")["tool"] != tool:
+                assert time.monotonic() < deadline, key
+                time.sleep(0.1)
+        k = int(page.inner_text("#polycl-slice-now").split()[0])
+        page.keyboard.press("ArrowUp")
+        page.wait_for_function(f"document.querySelector('#polycl-slice-now').textContent.trim().startsWith('{k + 1} ')")
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function(f"document.querySelector('#polycl-slice-now').textContent.trim().startsWith('{k} ')")
+
+        run(page, "#polycl-segment")
+        rows = page.query_selector_all(".polycl-segment-row")
+        assert len(rows) == 1
+        page.keyboard.press("n")
+        page.wait_for_function("document.querySelectorAll('.polycl-segment-row').length === 2")
+        assert "Segment 2" in page.inner_text("#polycl-segments")
+        page.keyboard.press("Control+z")
+        page.wait_for_function("document.querySelectorAll('.polycl-segment-row').length === 1")
+        page.click(".polycl-segment-row .polycl-segment-lock")
+        page.wait_for_function("document.querySelector('.polycl-segment-row .polycl-segment-delete').disabled")
+        page.click(".polycl-segment-row .polycl-segment-lock")
+        page.wait_for_function("!document.querySelector('.polycl-segment-row .polycl-segment-delete').disabled")
+
+        save_labels(page, server, "slab/liver_slab")
+        links = page.eval_on_selector_all(".polycl-download", "els => els.map(e => e.textContent.trim())")
+        pictures = [n for n in links if n.endswith(".overlay.png")]
+        assert len(pictures) == 1, links
+        picture = np.asarray(Image.open(server.data / "slab" / pictures[0]).convert("RGB"), float)
+        red = (picture[..., 0] > 180) & (picture[..., 1] < 80) & (picture[..., 2] < 80)
+        assert red.sum() > 50  # the segment's outline is drawn in red
+        page.click(".polycl-segment-row .polycl-segment-delete")
+        page.wait_for_function("document.querySelectorAll('.polycl-segment-row').length === 0")
+    finally:
+        page.close()
 
 
 def test_server_start_is_quiet(server):
@@ -672,7 +831,7 @@ def test_interact_clicks_fill_correct_locally_and_undo(server, browser, slab_ref
         k = int(np.argmax(reference.sum(axis=(1, 2))))  # the simulated user's first slice: the largest
         go_to_slice(page, k)
         ks = np.nonzero(reference.any(axis=(1, 2)))[0]
-        assert page.is_checked("#polycl-propagate-clicks input")  # the default: a click fills the volume
+        assert page.is_checked("#polycl-propagate-clicks")  # (the checkbox input) the default: a click fills the volume
         page.click("#polycl-include")
         t0 = time.monotonic()
         click_red(page, server, k, _centre(reference[k]))
