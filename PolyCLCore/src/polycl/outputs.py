@@ -93,3 +93,20 @@ def check_output_folder(output: str | os.PathLike, input_folder: str | os.PathLi
 def existing_output_line(output: str | os.PathLike) -> str:
     """What a command prints when it keeps an existing output."""
     return f"{output}: exists, kept (skipped; {OVERWRITE_RULE})"
+
+
+def image_output(output: str | os.PathLike, inputs: list, *, overwrite: bool, what: str = "mask") -> Path | None:
+    """The checked output file of a one-image command (``segment``, ``refine``, ``propagate``): an image
+    file name, the ``inputs`` present, not one of them, writable. None when it exists and is kept (the
+    line saying so is printed): the command then has nothing to do."""
+    from polycl.io import has_image_suffix
+
+    out = Path(output)
+    if not has_image_suffix(out):
+        raise InputError(f"{out}: the output must be an image file such as mask.nii.gz")
+    require_inputs(*inputs)
+    check_output_file(out, inputs, what=what)
+    if out.exists() and not overwrite:
+        print(existing_output_line(out))
+        return None
+    return out

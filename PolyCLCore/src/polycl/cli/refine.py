@@ -34,22 +34,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from polycl.errors import InputError
-    from polycl.io import has_image_suffix
-    from polycl.outputs import check_output_file, existing_output_line, require_inputs
+    from polycl.outputs import image_output
 
     # paths first, before the heavy imports: a bad path is answered at once and nothing is written
-    out = Path(args.output)
-    if not has_image_suffix(out):
-        raise InputError(f"{out}: the output must be an image file such as mask.nii.gz")
-    require_inputs(args.image, args.mask)
-    check_output_file(out, [args.image, args.mask], what="refined mask")
-    if out.exists() and not args.overwrite:
-        print(existing_output_line(out))
-        return 0
-    return _run(args, out)
+    out = image_output(args.output, [args.image, args.mask], overwrite=args.overwrite, what="refined mask")
+    return 0 if out is None else _run(args, out)
 
 
 def _run(args, out) -> int:

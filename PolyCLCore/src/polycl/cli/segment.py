@@ -60,11 +60,8 @@ def options_from_args(args):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from polycl.errors import InputError
-    from polycl.io import has_image_suffix
-    from polycl.outputs import (check_output_file, check_output_folder, existing_output_line, require_inputs)
+    from polycl.outputs import check_output_folder, image_output, require_inputs
 
     # paths first, before the heavy imports: a bad path is answered at once and nothing is written
     require_inputs(args.input)
@@ -73,13 +70,8 @@ def run(args) -> int:
         if args.series:
             raise InputError("--series picks a series of one DICOM folder; a batch folder holds several cases")
         check_output_folder(args.output, args.input)
-    else:
-        if not has_image_suffix(args.output):
-            raise InputError(f"{args.output}: for one image, the output must be a file such as mask.nii.gz")
-        check_output_file(args.output, [args.input], what="mask")
-        if Path(args.output).exists() and not args.overwrite:
-            print(existing_output_line(args.output))
-            return 0
+    elif image_output(args.output, [args.input], overwrite=args.overwrite) is None:
+        return 0
     from polycl.catalogue import atlas_target_name
 
     atlas_target_name(args.model, args.target)  # both at once: refused before any work
