@@ -275,6 +275,24 @@ def test_grid_mismatch_names_what_differs_and_the_option(ct, tmp_path, capsys):
     assert "shape" not in err  # only what differs
 
 
+def test_an_implausible_result_is_flagged_in_the_cli_line_and_the_batch_report(ct, tmp_path, capsys):
+    """A result far larger than the organ (here forced: probability threshold 1e-4, every component
+    kept, so the "liver" is the whole 10 l grid) is flagged where the user reads it: the CLI line and
+    report.csv (the Slicer panel shows the same summary)."""
+    forced = ["--threshold", "0.0001", "--no-largest-cc"]
+    assert main(["segment", str(ct), "-o", str(tmp_path / "m.nii.gz"), *UNET, *forced]) == 0
+    assert "WARNING: check the result" in capsys.readouterr().out
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "case.nii.gz").symlink_to(ct)
+    assert main(["segment", str(folder), "-o", str(tmp_path / "out"), *UNET, *forced]) == 0
+    assert "WARNING: check the result" in capsys.readouterr().out  # the batch's line for the case
+    (row,) = csv.DictReader(open(tmp_path / "out" / "report.csv"))
+    assert "more than a liver plausibly holds" in row["detail"]
+    assert main(["segment", str(ct), "-o", str(tmp_path / "n.nii.gz"), *UNET]) == 0  # a normal run: no flag
+    assert "WARNING" not in capsys.readouterr().out
+
+
 def test_implausible_volume_is_flagged():
     from polycl.anatomy import volume_warning
 
