@@ -57,7 +57,7 @@ def test_segment_unseen_dcmqi_scan(tmp_path, data):
 
 def test_segment_output_must_be_an_image_file(tmp_path, ts, capsys):
     assert main(["segment", str(ts / "example_ct_sm.nii.gz"), "-o", str(tmp_path / "mask.txt")]) == 2
-    assert "output must be a file" in capsys.readouterr().err
+    assert "output must be an image file" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 
