@@ -21,6 +21,8 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 #: TotalSegmentator 'total' class ids of the organs this package knows by name (its default label map).
 TOTALSEG_LABELS: dict[str, int] = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5}
+#: The same map the other way round: label value -> organ name.
+TOTALSEG_NAMES: dict[int, str] = {v: k for k, v in TOTALSEG_LABELS.items()}
 #: The same ids per target we ship models for ("kidney": both kidneys).
 TARGET_LABELS: dict[str, tuple[int, ...]] = {"liver": (5,), "kidney": (2, 3), "spleen": (1,)}
 
@@ -33,9 +35,8 @@ def label_values(array: np.ndarray) -> dict[int, int]:
 
 def describe_values(values) -> str:
     """'1 (spleen), 2 (kidney_right), 7' for label values, TotalSegmentator names where known (at most 12)."""
-    names = {v: k for k, v in TOTALSEG_LABELS.items()}
     values = sorted(values)
-    text = ", ".join(f"{v} ({names[v]})" if v in names else str(v) for v in values[:12])
+    text = ", ".join(f"{v} ({TOTALSEG_NAMES[v]})" if v in TOTALSEG_NAMES else str(v) for v in values[:12])
     return text + (f", ... ({len(values)} values)" if len(values) > 12 else "") if values else "none (all 0)"
 
 
@@ -197,9 +198,18 @@ def _nifti_expected_bytes(head: bytes) -> int | None:
     return max(offset, 348) + n * max(1, bitpix) // 8
 
 
+def _gzip_isize(path: Path) -> int:
+    """The uncompressed size (mod 2**32) a gzip file's trailer records: its last 4 bytes (RFC 1952)."""
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
 def check_complete_nifti(path: Path) -> None:
     """Refuse a NIfTI file that ends before its voxel data does (a cut download or copy) or whose gzip
-    stream is broken: ITK would read the missing part as zeros without a word."""
+    stream is broken: ITK would read the missing part as zeros without a word. A ``.nii.gz`` whose gzip
+    trailer records exactly the size the header promises is complete (a cut file ends in compressed
+    data, not in that trailer); any other is decompressed to the end to find out."""
     import gzip
     import zlib
 
@@ -211,6 +221,8 @@ def check_complete_nifti(path: Path) -> None:
             if expected is None:
                 return  # not a NIfTI header: ITK's reader gives its own error
             if gz:
+                if _gzip_isize(path) == expected % 2 ** 32:
+                    return  # the trailer of a whole stream: ITK decompresses it once, for the data
                 size = len(head)
                 while chunk := f.read(1 << 22):
                     size += len(chunk)
