@@ -72,15 +72,18 @@ def evaluate_files(pred_path: str | os.PathLike, ref_path: str | os.PathLike, la
     ref = read_label(ref_path)
     pred = read_label(pred_path)
     pred = label_on_image_grid(pred, ref)
-    present = label_values(ref.array)
-    if label is None and len(present) > 1:
-        raise InputError(f"{ref_path}: the reference holds several labels: {describe_values(present)}; choose the "
-                         "organ to score with --label (a name such as liver, or values such as 5 or 2,3)")
+    if label is None:
+        labelled = ref.array[ref.array != 0]
+        if labelled.size and labelled.min() != labelled.max():  # several labels (listed only for the error)
+            raise InputError(f"{ref_path}: the reference holds several labels: "
+                             f"{describe_values(label_values(labelled))}; choose the organ to score with --label "
+                             "(a name such as liver, or values such as 5 or 2,3)")
     ref_mask = select_labels(ref.array, label) if label is not None else (ref.array > 0).astype(np.uint8)
     pred_mask = select_labels(pred.array, pred_label) if pred_label is not None else (pred.array > 0).astype(np.uint8)
     if not ref_mask.any():
         raise InputError(f"{ref_path}: the reference has no voxel with label {label} "
-                         f"({', '.join(map(str, parse_label_spec(label)))}); it holds {describe_values(present)}")
+                         f"({', '.join(map(str, parse_label_spec(label)))}); it holds "
+                         f"{describe_values(label_values(ref.array))}")
     return mask_scores(pred_mask, ref_mask, ref.spacing_zyx)
 
 

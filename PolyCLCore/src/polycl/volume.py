@@ -76,6 +76,11 @@ class Geometry:
         corners = np.array([[i, j, k, 1.0] for i in (0, shape[2]) for j in (0, shape[1]) for k in (0, shape[0])])
         return bool(np.max(np.abs(corners @ a.T - corners @ b.T)) <= tol_mm)
 
+    @property
+    def voxel_ml(self) -> float:
+        """The volume of one voxel in millilitres."""
+        return float(np.prod(self.spacing)) / 1000.0
+
     def difference(self, other: "Geometry", shape: tuple, other_shape: tuple) -> str:
         """What differs between this grid (``shape``, (z, y, x)) and ``other`` as 'field A vs B' items:
         shape, spacing (mm), origin (LPS mm) and direction; '' when nothing does."""

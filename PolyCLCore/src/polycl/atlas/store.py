@@ -33,7 +33,8 @@ import SimpleITK as sitk
 
 from polycl.errors import ChecksumError, InputError
 from polycl.hashing import sha256_file
-from polycl.io import TOTALSEG_LABELS  # the default map of ``polycl atlas add`` (a user passes --labels otherwise)
+# TOTALSEG_LABELS: the default map of ``polycl atlas add`` (a user passes --labels otherwise)
+from polycl.io import TOTALSEG_LABELS, describe_values
 from polycl.volume import Volume
 
 BUNDLED_NAME = "totalsegmentator-example"
@@ -157,11 +158,10 @@ def _check_label_map(label_path, values: set[int], labels: dict | None) -> dict:
         return dict(labels)
     known = {v for v in TOTALSEG_LABELS.values() if v in values}
     if len(known) < 2:
-        shown = sorted(values)[:12]
         raise InputError(
-            f"{label_path}: holds the value(s) {shown}{' ...' if len(values) > 12 else ''}, which is not a "
-            f"TotalSegmentator label map ({', '.join(f'{k}={v}' for k, v in TOTALSEG_LABELS.items())}); name the "
-            f"organ of each value with --labels, e.g. --labels liver={shown[0] if shown else 1}; nothing was added")
+            f"{label_path}: holds the value(s) {describe_values(values)}, which is not a TotalSegmentator label "
+            f"map ({', '.join(f'{k}={v}' for k, v in TOTALSEG_LABELS.items())}); name the organ of each value with "
+            f"--labels, e.g. --labels liver={min(values)}; nothing was added")
     return dict(TOTALSEG_LABELS)
 
 
@@ -182,9 +182,9 @@ def add_atlas(image_path, label_path, *, name: str | None = None, labels: dict |
     organs = _check_label_map(label_path, values, labels)
     present = {k: v for k, v in organs.items() if v in values}
     if not present:
-        raise InputError(f"{label_path}: none of the labels {organs} is present (it holds {sorted(values)[:12]}); "
-                         "nothing was added")
-    voxel_ml = float(np.prod(image.geometry.spacing)) / 1000.0
+        raise InputError(f"{label_path}: none of the labels {organs} is present (it holds "
+                         f"{describe_values(values)}); nothing was added")
+    voxel_ml = image.geometry.voxel_ml
     problems = [p for p in (organ_problem(organ, float(np.count_nonzero(label.array == v)) * voxel_ml,
                                           float(np.median(image.array[label.array == v])))
                             for organ, v in present.items()) if p]

@@ -52,14 +52,11 @@ def is_label_map(array) -> bool:
 
 def print_label_map(vol) -> None:
     """One line per label value: its TotalSegmentator name where known, voxels and volume (ml)."""
-    import numpy as np
+    from polycl.io import TOTALSEG_NAMES, label_values
 
-    from polycl.io import TOTALSEG_LABELS, label_values
-
-    names = {v: k for k, v in TOTALSEG_LABELS.items()}
-    voxel_ml = float(np.prod(vol.geometry.spacing)) / 1000.0
+    voxel_ml = vol.geometry.voxel_ml
     values = label_values(vol.array)
     print(f"label map:   {len(values)} label value(s) besides 0 (names: TotalSegmentator's where the value is one "
           "of its organs; use them with --label / --labels)")
     for v, n in values.items():
-        print(f"  {v:5d}  {names.get(v, ''):14s} {n:10d} voxels  {n * voxel_ml:9.1f} ml")
+        print(f"  {v:5d}  {TOTALSEG_NAMES.get(v, ''):14s} {n:10d} voxels  {n * voxel_ml:9.1f} ml")
