@@ -58,7 +58,7 @@ def main() -> None:
         prior = compute_prior(ct, (organ,)).mask(organ)  # the registration is cached after the first organ
         result = run(ct, AtlasTarget(organ), SegmentOptions(device="cpu"))
         print(f"{organ}: prior {dice(prior, label):.3f}, Segment {dice(result.mask, label):.3f}; "
-              f"{result.report_line(ct)}", flush=True)
+              f"{result.report_line()}", flush=True)
         masks = [o.to_canonical(m.astype(np.uint8)) for m in (label, prior, result.mask)]
         k = int(np.argmax(masks[0].sum(axis=(1, 2))))
         ax.imshow(window(hu[k]), cmap="gray", aspect=sy / sx)

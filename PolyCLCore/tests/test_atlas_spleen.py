@@ -29,7 +29,7 @@ def test_spleen_on_the_dicom_series_with_no_network(dicom_ct, dicom_spleen, tmp_
     assert result.mask.shape == dicom_ct.shape
     assert dice(result.mask, dicom_spleen) >= 0.85
     assert [(s["organ"], s["source"], s["dropped"]) for s in result.sources] == [("spleen", "prior", 0)]
-    assert "spleen from prior" in result.report_line(dicom_ct)
+    assert "spleen from prior" in result.report_line()
     assert result.to_dict()["sources"][0]["source"] == "prior"
 
 

@@ -356,7 +356,7 @@ class PolyCLLogic:
             volume = read_volume(case.image)
             result = segment.run(volume, loaded, options, cancel=cancel)
             write_mask_like(result.mask, volume, out)
-            return result.report_line(volume)
+            return result.report_line()
 
         return run_batch(inputDir, outputDir, process, overwrite=overwrite, progress=progress, cancel=cancel)
 

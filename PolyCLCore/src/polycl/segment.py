@@ -126,10 +126,9 @@ class SegmentResult:
             text += f"; {sources_text(self.sources)}"
         return text
 
-    def report_line(self, volume: Volume) -> str:
+    def report_line(self) -> str:
         """What a batch report or the CLI says of a case: '<target> <ml> ml; <summary>'."""
-        ml = float(np.count_nonzero(self.mask)) * float(np.prod(volume.geometry.spacing)) / 1000.0
-        return f"{self.target} {ml:.1f} ml; {self.summary()}"
+        return f"{self.target} {self.volume_ml:.1f} ml; {self.summary()}"
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "engine": self.engine, "target": self.target, "note": self.note,
@@ -153,7 +152,7 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
 
     result = _segment(volume, model, options, progress=progress, cancel=cancel, segmenter=segmenter,
                       predictor=predictor)
-    result.volume_ml = float(np.count_nonzero(result.mask)) * float(np.prod(volume.geometry.spacing)) / 1000.0
+    result.volume_ml = float(np.count_nonzero(result.mask)) * volume.geometry.voxel_ml
     result.warning = volume_warning(result.target, result.volume_ml) or ""
     return result
 

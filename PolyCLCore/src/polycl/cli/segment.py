@@ -109,7 +109,7 @@ def _run(args, batch: bool) -> int:
         with terminal(f"segment ({options.mode})", percent=True, disable=not show_bar) as bar:
             result = segment(volume, model, options, progress=bar)
         write_mask_like(result.mask, volume, out)
-        return result.report_line(volume)
+        return result.report_line()
 
     if batch:
         # one line per case (the report line); with --progress-json the same as JSON progress events
