@@ -371,16 +371,16 @@ class Controller:
         return segmentation.AddEmptySegment("", f"Segment {n}")
 
     @staticmethod
-    def overlayPicture(volumeNode, segmentationNode, segmentId: str, path) -> Path:
+    def overlayPicture(volumeNode, segmentationNode, segmentId: str, path) -> Path | None:
         """A PNG of the segment over the CT (axial, coronal and sagittal slices through its centre, as
-        ``polycl demo`` draws them), written atomically to ``path``."""
+        ``polycl demo`` draws them), written atomically to ``path``; None for an empty segment (nothing
+        to draw, nothing written)."""
         from polycl.atomic import atomic_path
-        from polycl.errors import InputError
         from polycl.overlay import save_overlay
 
         mask = conversions.segmentArray(segmentationNode, segmentId, volumeNode)
         if not mask.any():
-            raise InputError(f"segment '{segmentId}' is empty: no picture to draw")
+            return None
         name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
         with atomic_path(path, ".png") as tmp:
             save_overlay(conversions.volumeFromNode(volumeNode), mask, tmp, title=name)

@@ -60,6 +60,8 @@ class PolyCLWebApp:
         self.server, self.state, self.data, self.policy, self.testing = server, server.state, data, policy, testing
         self.finetuneArgs = [str(a) for a in finetuneArgs]
         self.downloads: dict[str, Path] = {}  # what the last Save wrote: file name -> path (the download route)
+        self._savedStamp = None  # contentStamp of the segments at the last load or Save (unsaved work)
+        self._pending = (None, None)  # (proceed, keep) of the question askFirst shows
         server.enable_module(trameSlicerModule)
         self.slicerApp = SlicerApp()
         wireLogicToScene(self.slicerApp)
@@ -202,7 +204,7 @@ class PolyCLWebApp:
         from PolyCLSegmentLib.segmentedit import contentStamp
 
         stamp = contentStamp(self.segmentationNode) if self.volumeNode is not None else None
-        return stamp is not None and stamp != getattr(self, "_savedStamp", None)
+        return stamp is not None and stamp != self._savedStamp
 
     def askFirst(self, question: str, proceed, keep=None):
         """Run ``proceed()`` at once when no unsaved work would be lost; else show ``question`` with
@@ -214,8 +216,7 @@ class PolyCLWebApp:
             self.state.polycl_confirm = question
 
     def onConfirm(self, discard: bool):
-        proceed, keep = getattr(self, "_pending", (None, None))
-        self._pending = (None, None)
+        (proceed, keep), self._pending = self._pending, (None, None)
         with self.state:
             self.state.polycl_confirm = ""
         action = proceed if discard else keep
@@ -281,10 +282,6 @@ class PolyCLWebApp:
         self.view.onWindowModified()
         self.markSaved()
         self.say(f"Loaded {entry.title}: {dims[0]} x {dims[1]} x {dims[2]} voxels.")
-
-    def checkCt(self):
-        """Raise the module's error if the loaded volume is not a CT it accepts (Segment's own check)."""
-        self.controller.checkCT(self.volumeNode)
 
     def refreshFiles(self, select: str | None = None):
         with self.state:

@@ -85,7 +85,8 @@ def save(data, entry, segmentationNode, volumeNode, controller=None) -> list[Pat
             while name in used:
                 name += "_"
             used.add(name)
-            if controller.segmentArray(segmentationNode, segId, volumeNode).any():
-                written.append(controller.overlayPicture(volumeNode, segmentationNode, segId,
-                                                         data.outputPath(entry, f".{name}.overlay.png")))
+            picture = controller.overlayPicture(volumeNode, segmentationNode, segId,
+                                                data.outputPath(entry, f".{name}.overlay.png"))
+            if picture is not None:  # (an empty segment has none)
+                written.append(picture)
     return written

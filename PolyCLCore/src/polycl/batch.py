@@ -2,7 +2,8 @@
 
 One output file per case, ``<out>/<case>.nii.gz``, written atomically. A case whose output already
 exists is skipped (unless ``overwrite``), so a run that was stopped resumes where it left off. One
-failing case (unreadable, refused, or its output not writable) is reported and does not stop the others. A CSV report (``report.csv``) lists every case's outcome.
+failing case (unreadable, refused, or its output not writable) is reported and does not stop the
+others. A CSV report (``report.csv``) lists every case's outcome.
 
 Under ``torchrun`` (see :mod:`polycl.distributed`) each rank takes its share of the sorted case
 list (every ``world_size``-th case from its rank: no case on two ranks), writes its progress to

@@ -1,7 +1,7 @@
 """Checks on a command's inputs and outputs made before any work, so that a bad path costs the user
 seconds, not a finished computation, and nothing a user has is overwritten by mistake.
 
-Light on purpose: it imports nothing heavy (no torch, no SimpleITK), so the command line answers a
+Light on purpose: it imports no torch (the cost of a command's start), so the command line answers a
 bad path in well under a second. The rules:
 
 * an input must exist;
