@@ -35,7 +35,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     from polycl.atlas.prior import compute_prior
-    from polycl.atlas.segment import AtlasTarget
+    from polycl.atlas.targets import AtlasTarget
     from polycl.datasets import data_dir
     from polycl.io import label_on_image_grid, read_label, read_volume
     from polycl.orientation import orientation

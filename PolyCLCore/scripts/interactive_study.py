@@ -125,7 +125,7 @@ def segment_rows(vol, gts) -> dict:
     from scipy import ndimage
 
     from polycl import segment
-    from polycl.atlas.segment import AtlasTarget
+    from polycl.atlas.targets import AtlasTarget
     from polycl.inference import load_model
 
     out = {}

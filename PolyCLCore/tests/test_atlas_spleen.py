@@ -34,7 +34,7 @@ def test_spleen_on_the_dicom_series_with_no_network(dicom_ct, dicom_spleen, tmp_
 
 
 def test_prior_off_and_unknown_targets_are_clear_errors(dicom_ct):
-    from polycl.atlas.segment import AtlasTarget, wanted
+    from polycl.atlas.targets import AtlasTarget, wanted
     from polycl.errors import InputError
     from polycl.segment import SegmentOptions
 
@@ -65,7 +65,7 @@ def test_prior_off_and_unknown_targets_are_clear_errors(dicom_ct):
 def test_auto_prior_keeps_a_plausible_liver_and_replaces_an_implausible_one(dicom_ct, dicom_liver):
     """'auto' on a one-object target: the U-Net's plausible liver is kept untouched with no registration;
     a 'liver' of 8 ml in the air beside the body is dropped and the liver comes from the prior."""
-    from polycl.atlas.segment import apply_prior
+    from polycl.atlas.targets import apply_prior
 
     class LiverUnet:
         target = "liver"
@@ -86,7 +86,7 @@ def test_no_kidney_from_the_prior_on_a_slab_without_kidneys(dicom_ct):
     """The DICOM slab (liver/spleen level) has no kidney labelled. A kidney U-Net that finds nothing
     there must not get kidneys from the prior: the warped kidney tips that graze the slab (about 10 and
     40 ml, the left one over fat) are implausible as objects and left out."""
-    from polycl.atlas.segment import apply_prior
+    from polycl.atlas.targets import apply_prior
 
     class KidneyUnet:
         target = "kidney"

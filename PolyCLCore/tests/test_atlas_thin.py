@@ -25,7 +25,7 @@ def test_a_three_slice_scan_is_refused_by_the_registration(three_slices):
 
 
 def test_auto_skips_the_prior_on_a_thin_scan_and_on_refuses_it(three_slices, data, tmp_path, capsys):
-    from polycl.atlas.segment import apply_prior
+    from polycl.atlas.targets import apply_prior
     from polycl.cli.main import main
     from polycl.errors import InputError
 

@@ -209,6 +209,6 @@ def test_nothing_downloads_at_import(cache):
     import subprocess
     import sys
 
-    code = "import polycl.download, polycl.sam, polycl.sam.weights, polycl.sam.refine"
+    code = "import polycl.download, polycl.sam, polycl.sam.weights, polycl.sam.slice_refine"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "POLYCL_CACHE": str(cache)})
     assert not cache.exists()  # importing created no cache folder and downloaded nothing

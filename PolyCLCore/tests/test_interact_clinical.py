@@ -128,10 +128,9 @@ def test_segment_pipeline_interpolates_untrusted_slices_it_stepped_over(kidney_c
 
     from polycl.masks import dice
     from polycl.orientation import orientation
-    from polycl.pipeline import run_pipeline
     from polycl.progress import Reporter
     from polycl.sam import SliceSegmenter
-    from polycl.segment import SegmentOptions
+    from polycl.segment.pipeline import PipelineOptions, run_pipeline
 
     vol, gt = kidney_crop
     o = orientation(vol)
@@ -139,7 +138,7 @@ def test_segment_pipeline_interpolates_untrusted_slices_it_stepped_over(kidney_c
     gt_c = o.to_canonical(gt) > 0
     coarse = np.stack([ndimage.binary_dilation(s, iterations=2) for s in gt_c]).astype(np.uint8)
     seg = SliceSegmenter(hu, device="cpu")
-    opts = SegmentOptions(engine="chain", device="cpu", min_slice_agreement=1.0, min_agreement=0.0)
+    opts = PipelineOptions(engine="chain", device="cpu", min_slice_agreement=1.0, min_agreement=0.0)
     out, (report,), engine = run_pipeline(hu, coarse, o.spacing_xyz, seg, opts, Reporter(), None)
     assert engine.startswith("chain") and report.interpolated >= 10 and report.propagated == 0
     assert seg.embeddings_computed <= 30

@@ -8,7 +8,7 @@ import pytest
 
 from polycl.cli.main import main
 from polycl.errors import InputError, NotCTError
-from polycl.pipeline import _candidate_slices
+from polycl.segment.pipeline import _candidate_slices
 from polycl.segment import MODES, SegmentOptions
 from polycl import segment
 
@@ -109,7 +109,7 @@ def test_pipeline_runs_the_sam2_engine_when_given_a_predictor(data):
     import torch
 
     from polycl.io import read_volume
-    from polycl.propagate.checkpoints import build_predictor
+    from polycl.propagate.sam2_weights import build_predictor
 
     torch.manual_seed(0)
     ct = read_volume(data / "dcmqi" / "ct-3slice")

@@ -50,7 +50,7 @@ LONG_OPERATIONS = [
     ("polycl.segment", "run"), ("polycl.refine", "run"), ("polycl.propagate", "run"),
     ("polycl.finetune", "finetune"), ("polycl.pretrain.train", "pretrain"), ("polycl.batch", "run_batch"),
     ("polycl.download", "download"), ("polycl.sam.weights", "checkpoint_path"),
-    ("polycl.propagate.checkpoints", "ensure_sam2"),
+    ("polycl.propagate.sam2_weights", "ensure_sam2"),
 ]
 
 

@@ -11,7 +11,7 @@ import torch
 
 from polycl.errors import ChecksumError, InputError
 from polycl.propagate import StopRule, canonical_slice_index, choose_engine, input_slice_index, seeds_from_mask
-from polycl.propagate.checkpoints import (SAM2_CHECKPOINTS, build_predictor, ensure_sam2, resolve_sam2,
+from polycl.propagate.sam2_weights import (SAM2_CHECKPOINTS, build_predictor, ensure_sam2, resolve_sam2,
                                           sam2_cache_dir, verify_cached)
 from polycl.volume import Geometry, Volume
 
@@ -130,7 +130,7 @@ def test_download_through_polycl_download_records_and_checks_sha256(cache, tmp_p
     import threading
     import warnings
 
-    import polycl.propagate.checkpoints as cks
+    import polycl.propagate.sam2_weights as cks
 
     served = tmp_path / "srv"
     served.mkdir()

@@ -28,7 +28,7 @@ Z0, Z1 = 87, 94  # input slices of example_ct kept (the liver spans 69..111)
 
 @pytest.fixture(scope="module")
 def predictor():
-    from polycl.propagate.checkpoints import build_predictor
+    from polycl.propagate.sam2_weights import build_predictor
 
     torch.manual_seed(0)
     return build_predictor(random_weights=True, device="cpu", image_size=128)
@@ -210,7 +210,7 @@ def test_bad_inputs_raise_before_any_work(crop, predictor, ts):
 def test_compile_option_builds_sam2s_vos_optimized_predictor(monkeypatch):
     """The GPU option: sam2's torch.compile'd predictor (SAM2VideoPredictorVOS). Built here with
     random weights; its first frame would compile for minutes, so it is not run on the CPU."""
-    from polycl.propagate.checkpoints import build_predictor
+    from polycl.propagate.sam2_weights import build_predictor
 
     monkeypatch.setenv("POLYCL_SAM2_COMPILE", "1")
     p = build_predictor(random_weights=True, image_size=128, device="cpu")

@@ -196,7 +196,7 @@ print(json.dumps({'engine': sam.encoder.name, 'dice': float(d), 'reason': sam.en
 
 
 def test_engines_are_not_imported_or_built_at_import_or_load_time():
-    code = ("import sys, polycl.sam, polycl.pipeline; from polycl.sam import load_sam; "
+    code = ("import sys, polycl.sam, polycl.segment.pipeline; from polycl.sam import load_sam; "
             "s = load_sam('litemedsam', device='cpu', download=False); "
             "print(s._encoder is None, 'openvino' in sys.modules, 'onnxruntime' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -10,11 +10,11 @@ the operation, and polls::
     controller.cancel()
     controller.undo(segmentationNode)               # one undo: operations and prompts alike
 
-Interactive operations run on one worker thread (:mod:`PolyCLSegmentLib.worker`), fine-tuning and
-batch runs in a ``polycl`` subprocess (:mod:`PolyCLSegmentLib.processes`); both through one
+Interactive operations run on one worker thread (:mod:`PolyCLSegmentLib.jobs.thread`), fine-tuning and
+batch runs in a ``polycl`` subprocess (:mod:`PolyCLSegmentLib.jobs.process`); both through one
 :class:`~PolyCLSegmentLib.jobs.JobRunner`. MRML is read and written only in the calls above and in
 :meth:`poll` (the GUI thread). Prompts (include/exclude points, boxes, corrections) are methods of
-:class:`~PolyCLSegmentLib.interaction.Interaction`, reached through the same names here.
+:class:`~PolyCLSegmentLib.promptanswers.PromptAnswers`, reached through the same names here.
 :data:`Controller.OPERATIONS` names every operation a front end may call; a test checks that the
 panel and the web page call these and wire none themselves.
 """
@@ -100,12 +100,12 @@ class Controller:
             from PolyCLSegmentLib.logic import PolyCLLogic
 
             logic = PolyCLLogic()
-        from PolyCLSegmentLib.interaction import Interaction
+        from PolyCLSegmentLib.promptanswers import PromptAnswers
 
         self.logic = logic
         self.settings = settings or Settings()
         self.runner = JobRunner()
-        self.interaction = Interaction(self)
+        self.promptAnswers = PromptAnswers(logic, lambda: self.settings, self.startJob, self.background)
 
     # ------------------------------------------------------------------ what the front ends show
     @staticmethod
@@ -131,7 +131,7 @@ class Controller:
 
     def promptCount(self) -> int:
         """How many prompts (points and boxes, all segments) are shown."""
-        return len(self.interaction.prompts)
+        return len(self.promptAnswers.prompts)
 
     # ------------------------------------------------------------------ geometry: one place
     @staticmethod
@@ -143,13 +143,7 @@ class Controller:
     def voxelAtRas(volumeNode, ras) -> tuple[int, int, int]:
         """The (z, y, x) voxel (array indices of slicer.util.arrayFromVolume) containing a RAS point;
         raises InputError outside the volume."""
-        from polycl.errors import InputError
-
-        i, j, k = np.round(conversions.rasToIjk(volumeNode, ras)).astype(int)
-        dims = volumeNode.GetImageData().GetDimensions()
-        if not (0 <= i < dims[0] and 0 <= j < dims[1] and 0 <= k < dims[2]):
-            raise InputError(f"the point {tuple(np.round(ras, 1))} (RAS mm) is outside '{volumeNode.GetName()}'")
-        return int(k), int(j), int(i)
+        return conversions.voxelAtRas(volumeNode, ras)
 
     @staticmethod
     def rasOfVoxel(volumeNode, zyx) -> np.ndarray:
@@ -196,7 +190,7 @@ class Controller:
 
         def applyAndRecord(outcome):
             value = apply(outcome)
-            self.interaction.record(outcome.request.segmentationNodeId, None)
+            self.promptAnswers.record(outcome.request.segmentationNodeId, None)
             return value
 
         self.runner.start(name, compute, prepare(), apply=applyAndRecord if record else apply, onDone=onDone)
@@ -205,7 +199,7 @@ class Controller:
         """Progress of the running operation (None when idle); the finished one is written to MRML here."""
         update = self.runner.poll()
         if update is not None and update.finished and (update.error or update.cancelled):
-            self.interaction.onJobFailed()
+            self.promptAnswers.onJobFailed()
         return update
 
     def wait(self, timeout: float = 600.0, interval: float = 0.02) -> Update | None:
@@ -226,7 +220,7 @@ class Controller:
         self.runner.cancel()
 
     def shutdown(self) -> None:
-        self.interaction.shutdown()
+        self.promptAnswers.shutdown()
         self.runner.shutdown()
 
     # ------------------------------------------------------------------ operations
@@ -285,7 +279,7 @@ class Controller:
             return False
         if not self.logic.undo(segmentationNode):
             return False
-        self.interaction.onUndone(segmentationNode)
+        self.promptAnswers.onUndone(segmentationNode)
         return True
 
     # ------------------------------------------------------------------ view and segments (display.py)
@@ -349,9 +343,9 @@ class Controller:
             raise InputError(f"no segment '{segmentId}'")
         if isSegmentLocked(segment):
             raise InputError(f"segment '{segment.GetName()}' is locked; unlock it to delete it")
-        self.interaction.finishSegment(segmentationNode, segmentId)
-        self.logic.history.saveState(segmentationNode)
-        self.interaction.record(segmentationNode.GetID(), None)  # an operation: undo steps back over it
+        self.promptAnswers.finishSegment(segmentationNode, segmentId)
+        self.logic.saveUndoState(segmentationNode)
+        self.promptAnswers.record(segmentationNode.GetID(), None)  # an operation: undo steps back over it
         segmentationNode.GetSegmentation().RemoveSegment(segmentId)
 
     def nextSegment(self, segmentationNode) -> str:
@@ -360,9 +354,9 @@ class Controller:
 
         if self.runner.busy:
             raise InputError("an operation is running; wait for it or cancel it")
-        self.interaction.finishSegment(segmentationNode)
-        self.logic.history.saveState(segmentationNode)
-        self.interaction.record(segmentationNode.GetID(), None)
+        self.promptAnswers.finishSegment(segmentationNode)
+        self.logic.saveUndoState(segmentationNode)
+        self.promptAnswers.record(segmentationNode.GetID(), None)
         segmentation = segmentationNode.GetSegmentation()
         names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
         n = segmentation.GetNumberOfSegments() + 1
@@ -386,50 +380,50 @@ class Controller:
             save_overlay(conversions.volumeFromNode(volumeNode), mask, tmp, title=name)
         return Path(path)
 
-    # ------------------------------------------------------------------ prompts (see interaction.py)
+    # ------------------------------------------------------------------ prompts (see promptanswers.py)
     def addPoint(self, volumeNode, segmentationNode, segmentId: str, ras, include: bool = True,
                  onDone: Callable | None = None) -> str:
         """An include (or exclude) click at RAS ``ras`` on the selected segment; returns the prompt's ID."""
-        return self.interaction.addPoint(volumeNode, segmentationNode, segmentId, ras, include, onDone=onDone)
+        return self.promptAnswers.addPoint(volumeNode, segmentationNode, segmentId, ras, include, onDone=onDone)
 
     def addBox(self, volumeNode, segmentationNode, segmentId: str, ras0, ras1, onDone: Callable | None = None) -> str:
         """A box prompt between two RAS corners on one axial slice; returns the prompt's ID."""
-        return self.interaction.addBox(volumeNode, segmentationNode, segmentId, ras0, ras1, onDone=onDone)
+        return self.promptAnswers.addBox(volumeNode, segmentationNode, segmentId, ras0, ras1, onDone=onDone)
 
     def movePrompt(self, promptId: str, ras, ras1=None, onDone: Callable | None = None) -> None:
         """Move a point (or a box, with its second corner ``ras1``) and re-answer its slice."""
-        self.interaction.movePrompt(promptId, ras, ras1, onDone=onDone)
+        self.promptAnswers.movePrompt(promptId, ras, ras1, onDone=onDone)
 
     def removePrompt(self, promptId: str, onDone: Callable | None = None) -> None:
-        self.interaction.removePrompt(promptId, onDone=onDone)
+        self.promptAnswers.removePrompt(promptId, onDone=onDone)
 
     def correctSlice(self, volumeNode, segmentationNode, segmentId: str, sliceIndex: int,
                      onDone: Callable | None = None) -> None:
         """Slice ``sliceIndex`` of the segment, as the user painted it, becomes a fixed seed; when the
         volume was filled from clicks, it is re-propagated locally (a job)."""
-        self.interaction.correctSlice(volumeNode, segmentationNode, segmentId, sliceIndex, onDone=onDone)
+        self.promptAnswers.correctSlice(volumeNode, segmentationNode, segmentId, sliceIndex, onDone=onDone)
 
     def propagateFromClicks(self, volumeNode, segmentationNode, segmentId: str, onDone: Callable | None = None) -> None:
         """Fill the volume from the prompted and corrected slices (a job with progress and cancel)."""
-        self.interaction.propagate(volumeNode, segmentationNode, segmentId, onDone=onDone)
+        self.promptAnswers.propagate(volumeNode, segmentationNode, segmentId, onDone=onDone)
 
     def clearPrompts(self, segmentationNode=None, segmentId: str | None = None) -> None:
         """Remove the prompt markups (of one segment, or all); the segment keeps its voxels."""
-        self.interaction.clearPrompts(segmentationNode, segmentId)
+        self.promptAnswers.clearPrompts(segmentationNode, segmentId)
 
     def finishSegment(self, segmentationNode=None, segmentId: str | None = None) -> None:
         """End prompting on the segment: markups removed, the session (embeddings, seeds) dropped."""
-        self.interaction.finishSegment(segmentationNode, segmentId)
+        self.promptAnswers.finishSegment(segmentationNode, segmentId)
 
     def resetPrompts(self) -> None:
         """A new CT: every prompt session ends and its markups go; bookkeeping of a segmentation that
         is gone already is dropped even when removing its markups fails (the error is raised after)."""
-        self.interaction.reset()
+        self.promptAnswers.reset()
 
     def placeList(self, volumeNode, segmentationNode, segmentId: str, include: bool = True):
         """The markups node a front end makes the active place list for include (exclude) clicks on a
         segment: each point placed on it becomes a prompt (raises for a missing or locked segment)."""
-        return self.interaction.pointNode(volumeNode, segmentationNode, segmentId, include)
+        return self.promptAnswers.pointNode(volumeNode, segmentationNode, segmentId, include)
 
     def sliceChanged(self, volumeNode, sliceIndex: int, radius: int = 1) -> bool:
         """The user scrolled to IJK slice ``sliceIndex``: while a segment of this CT is being prompted
@@ -437,4 +431,4 @@ class Controller:
         the next scroll or prompt). Returns whether a prefetch was queued."""
         if volumeNode is None or self.busy:
             return False
-        return self.interaction.prefetchAround(volumeNode, sliceIndex, radius)
+        return self.promptAnswers.prefetchAround(volumeNode, sliceIndex, radius)

@@ -100,6 +100,18 @@ def orientedImageFromMask(mask: np.ndarray, ijkToRas: np.ndarray, firstSlice: in
     return image
 
 
+def voxelAtRas(volumeNode, ras) -> tuple[int, int, int]:
+    """The (z, y, x) voxel (array indices of slicer.util.arrayFromVolume) containing a RAS point (mm);
+    raises InputError outside the volume."""
+    from polycl.errors import InputError
+
+    i, j, k = np.round(rasToIjk(volumeNode, ras)).astype(int)
+    dims = volumeNode.GetImageData().GetDimensions()
+    if not (0 <= i < dims[0] and 0 <= j < dims[1] and 0 <= k < dims[2]):
+        raise InputError(f"the point {tuple(np.round(ras, 1))} (RAS mm) is outside '{volumeNode.GetName()}'")
+    return int(k), int(j), int(i)
+
+
 def segmentArray(segmentationNode, segmentId: str, volumeNode) -> np.ndarray:
     """The segment as a uint8 (z, y, x) 0/1 mask on ``volumeNode``'s grid
     (``slicer.util.arrayFromSegmentBinaryLabelmap``; reads only)."""

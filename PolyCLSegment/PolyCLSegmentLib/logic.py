@@ -61,7 +61,7 @@ class PolyCLLogic:
 
     def loadModel(self, model: str | None, device: str = "auto"):
         """A cached :class:`polycl.inference.LoadedModel` (loaded once per model and device), or for
-        ``atlas:<organ>`` a :class:`polycl.atlas.segment.AtlasTarget` (unknown organ: InputError)."""
+        ``atlas:<organ>`` a :class:`polycl.atlas.targets.AtlasTarget` (unknown organ: InputError)."""
         from polycl.catalogue import load
 
         key = (str(model), str(device))
@@ -133,7 +133,9 @@ class PolyCLLogic:
         if not result.mask.any():
             raise InputError(f"the model '{loaded.entry.name}' found no {target} in '{request.volume.source}'; "
                              "nothing was changed")
-        atlasOnly = getattr(loaded, "atlas_only", False)  # an atlas-based target: no network, no weights
+        from polycl.atlas.targets import AtlasTarget
+
+        atlasOnly = isinstance(loaded, AtlasTarget)  # an atlas-based target: no network, no weights
         coarse = "atlas prior" if atlasOnly else "polycl U-Net"
         method = {"unet": coarse, "refine": f"{coarse} + SAM refinement ({options.sam_model})",
                   "pipeline": f"{coarse} + SAM ({options.sam_model}) reference slices + propagation"}
@@ -144,7 +146,7 @@ class PolyCLLogic:
         if not atlasOnly:
             provenance["ModelSHA256"] = entry.sha256 or sha256_file(entry.path)
         if result.sources:  # which objects came from the U-Net, the atlas prior or both
-            from polycl.atlas.segment import sources_text
+            from polycl.atlas.targets import sources_text
 
             provenance["Sources"] = sources_text(result.sources)
         if result.mode == "pipeline":
@@ -320,6 +322,20 @@ class PolyCLLogic:
     def canUndo(self, segmentationNode) -> bool:
         return self.history.canUndo(segmentationNode)
 
+    def saveUndoState(self, segmentationNode) -> None:
+        """Keep the segmentation as it is now as one undo step (before a change that is not an Outcome)."""
+        self.history.saveState(segmentationNode)
+
+    @property
+    def undoStates(self) -> int:
+        """How many undo steps are kept per segmentation."""
+        return self.history.maximumStates
+
+    def writeSlices(self, segmentationNode, volumeNode, segmentId: str, slab, first: int, provenance: dict) -> None:
+        """Write ``slab`` (uint8 (n, y, x)) as slices ``first``.. of a segment, as one undo step."""
+        segmentedit.writeSlices(segmentationNode, volumeNode, segmentId, slab, first, provenance=provenance,
+                                history=self.history)
+
     # ------------------------------------------------------------------ batch and fine-tuning
     def segmentFolder(self, inputDir, outputDir, *, model: str | None = None, device: str = "auto",
                       mode: str | None = None, overwrite: bool = False, inProcess: bool = True,
@@ -329,7 +345,7 @@ class PolyCLLogic:
         ``mode`` and ``prior`` as in :meth:`segment`; ``progress(cases_done, cases, report_line)`` (default: print).
 
         ``inProcess`` (the console default) runs here and returns the list of outcomes; otherwise a
-        ``polycl segment`` subprocess is started and its :class:`~PolyCLSegmentLib.processes.CoreProcess`
+        ``polycl segment`` subprocess is started and its :class:`~PolyCLSegmentLib.jobs.process.CoreProcess`
         returned (the panel polls it)."""
         from polycl import segment
         from polycl.errors import InputError
@@ -341,7 +357,7 @@ class PolyCLLogic:
         if Path(outputDir).resolve() == Path(inputDir).resolve():
             raise InputError("the output folder must differ from the input folder")
         if not inProcess:
-            from PolyCLSegmentLib.processes import CoreProcess, coreCommand
+            from PolyCLSegmentLib.jobs.process import CoreProcess, coreCommand
 
             args = ["segment", str(inputDir), "-o", str(outputDir), "--device", device, "--mode", options.mode,
                     "--prior", prior, "--progress-json"]
@@ -369,7 +385,7 @@ class PolyCLLogic:
         from polycl.errors import InputError
         from polycl.models import check_model_name
 
-        from PolyCLSegmentLib.processes import CoreProcess, coreCommand
+        from PolyCLSegmentLib.jobs.process import CoreProcess, coreCommand
 
         if not Path(folder).is_dir():
             raise InputError(f"{folder}: not a folder of labelled CT (imagesTr/ + labelsTr/, or one folder per case)")

@@ -1,9 +1,9 @@
-"""Prompts as markups the user sees, moves and deletes in the slice views (see :mod:`PolyCLSegmentLib.interaction`).
+"""Prompts as markups the user sees, moves and deletes in the slice views (see :mod:`PolyCLSegmentLib.promptanswers`).
 
 Points live in two ``vtkMRMLMarkupsFiducialNode`` per segment ("include", green; "exclude", red),
 boxes in ``vtkMRMLMarkupsROINode``. Observers on the point nodes turn a point placed, dragged or
 deleted by the user into ``addPoint`` / ``movePrompt`` / ``removePrompt`` of the
-:class:`~PolyCLSegmentLib.interaction.Interaction` that inherits :class:`PromptMarkups`; changes
+:class:`~PolyCLSegmentLib.promptanswers.PromptAnswers` that inherits :class:`PromptMarkups`; changes
 made here are flagged ``_quiet`` so that they are not taken for user actions.
 """
 
@@ -35,7 +35,7 @@ class Prompt:
 
 
 class PromptMarkups:
-    """The markup half of :class:`~PolyCLSegmentLib.interaction.Interaction` (it provides ``targets``,
+    """The markup half of :class:`~PolyCLSegmentLib.promptanswers.PromptAnswers` (it provides ``targets``,
     ``prompts``, ``_target``, ``_nodes``, ``_observed``, ``_quiet`` and the prompt operations)."""
 
     def pointNode(self, volumeNode, segmentationNode, segmentId: str, include: bool):

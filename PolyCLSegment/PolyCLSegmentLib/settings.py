@@ -22,7 +22,7 @@ class Settings:
     * ``device``: "auto", "cpu" or "cuda";
     * ``samModel``: the SAM model for refinement and prompts ("litemedsam", or a downloaded SAM/MedSAM);
     * ``engine``: propagation engine ("auto", "sam2", "chain");
-    * ``prior``: the atlas location prior of Segment ("auto", "on", "off"; see polycl.atlas.segment);
+    * ``prior``: the atlas location prior of Segment ("auto", "on", "off"; see polycl.atlas.targets);
     * ``stopAfter``: empty slices in a row that end a propagation (0: run to the volume's ends);
     * ``overwriteOthers``: remove results from other unlocked segments (Segment Editor's "overwrite all");
     * ``propagateFromClicks``: the first include click on an empty segment fills the volume;

@@ -14,7 +14,7 @@ module works on that scene exactly as it does inside Slicer:
 * the page's choices are the module's :class:`~PolyCLSegmentLib.settings.Settings` (state
   ``polycl_<field>``).
 
-Parts: :mod:`.ui` (layout), :mod:`.redview` (the red view and its mouse tools), :mod:`.interaction`
+Parts: :mod:`.ui` (layout), :mod:`.redview` (the red view and its mouse tools), :mod:`.prompttools`
 (prompts), :mod:`.uploads`, :mod:`.saving`, :mod:`.routes` (HTTP), :mod:`.cli` (the command).
 """
 
@@ -51,7 +51,7 @@ class PolyCLWebApp:
         from trame_slicer.rca_view import register_rca_factories
 
         from . import ui
-        from .interaction import Interaction
+        from .prompttools import PromptTools
         from .redview import MouseTools, RedView
         from .uploads import Uploads
         from .viewing import ViewAndSegments
@@ -75,7 +75,7 @@ class PolyCLWebApp:
         self._pollTask = self._sliceObserver = None
         self.red = RedView(self)
         self.tools = MouseTools(self)
-        self.interaction = Interaction(self)
+        self.promptTools = PromptTools(self)
         self.uploads = Uploads(self, maxUploadMb)
         self.view = ViewAndSegments(self)
 
@@ -297,7 +297,7 @@ class PolyCLWebApp:
 
     def unload(self):
         scene = self.slicerApp.scene
-        self.interaction.reset()
+        self.promptTools.reset()
         self.editor.clear()
         for node in [self.volumeNode, *list(scene.GetNodesByClass("vtkMRMLSegmentationNode"))]:
             if node is not None and scene.IsNodePresent(node):

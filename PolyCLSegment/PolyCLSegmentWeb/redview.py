@@ -6,8 +6,8 @@ window/level (``polycl_tool``):
 
 * ``refine-box``: a drag draws an ROI markup one slice thick: Refine's box prompt;
 * ``include`` / ``exclude``: a click is an include (exclude with Shift, or in ``exclude``) point, a drag is
-  a box prompt; ``box``: a drag is a box prompt. Each prompt goes to the page's interaction
-  (:attr:`PolyCLWebApp.interaction`), which answers it on that slice at once;
+  a box prompt; ``box``: a drag is a box prompt. Each prompt goes to the page's prompt tools
+  (:attr:`PolyCLWebApp.promptTools`), which answers it on that slice at once;
 * no tool and no Segment Editor effect: a drag is window/level, as in Slicer (right widens the window,
   up raises the level; the controller's ``dragWindowLevel``).
 
@@ -154,10 +154,10 @@ class MouseTools:
         if tool in PROMPT_TOOLS:
             self.removeBox()
             if dragged:
-                return self.app.interaction.box(start, end)
+                return self.app.promptTools.box(start, end)
             if tool == "box":
                 return self.app.say(error="drag a rectangle around the organ")
-            return self.app.interaction.point(end, include=(tool == "include" and not self._shift))
+            return self.app.promptTools.point(end, include=(tool == "include" and not self._shift))
         size = self.setBox(start, end)
         if min(size[:2]) < CLICK_MM:
             self.removeBox()

@@ -112,13 +112,13 @@ def _interact(app):
                 density="compact", hide_details=True, disabled=(BUSY,), id="polycl-propagate-clicks",
                 title="after each prompt, propagate the segment through the volume")
     with html.Div(classes="d-flex flex-wrap", style="gap: 6px;"):
-        _button("Correct slice", "polycl-correct", app.interaction.correct, "mdi-pencil-box-outline",
+        _button("Correct slice", "polycl-correct", app.promptTools.correct, "mdi-pencil-box-outline",
                 tip="the painted slice becomes a fixed correction")
-        _button("Propagate from clicks", "polycl-propagate-prompts", app.interaction.propagate, "mdi-layers-plus",
+        _button("Propagate from clicks", "polycl-propagate-prompts", app.promptTools.propagate, "mdi-layers-plus",
                 tip="fill the volume from the prompted slices now")
-        _button("Clear prompts", "polycl-clear-prompts", app.interaction.clear, "mdi-eraser",
+        _button("Clear prompts", "polycl-clear-prompts", app.promptTools.clear, "mdi-eraser",
                 disabled="!polycl_prompts || polycl_busy")
-        _button("Finish segment", "polycl-finish", app.interaction.finish, "mdi-check", disabled=NO_CT)
+        _button("Finish segment", "polycl-finish", app.promptTools.finish, "mdi-check", disabled=NO_CT)
     html.Div("Keys: I include, E exclude, B box, Esc no tool, Ctrl+Z undo, Up/Down next/previous slice, "
              "N next segment", id="polycl-shortcuts", classes="text-caption mt-1")
 

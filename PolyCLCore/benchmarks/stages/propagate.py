@@ -20,7 +20,7 @@ HALF = 4
 def run(ctx):
     import torch
 
-    from polycl.propagate.checkpoints import build_predictor
+    from polycl.propagate.sam2_weights import build_predictor
     from polycl.sam import SliceSegmenter, load_sam
 
     vol = read_volume(ctx.data / "totalsegmentator/example_ct.nii.gz")

@@ -49,7 +49,7 @@ def _segment(vol, model, opts):
 def run(ctx):
     from polycl import segment
     from polycl.atlas.registration import register
-    from polycl.atlas.segment import AtlasTarget
+    from polycl.atlas.targets import AtlasTarget
     from polycl.atlas.store import bundled_atlas
     from polycl.inference import load_model
 

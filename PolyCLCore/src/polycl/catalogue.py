@@ -4,7 +4,7 @@ network). It sits above both, so the registry knows nothing of atlases and the a
 of the registry.
 
 A name is parsed here once, for the command line, the Slicer Logic, the web page and
-:func:`polycl.segment.run`: ``atlas:<organ>`` is an :class:`~polycl.atlas.segment.AtlasTarget`,
+:func:`polycl.segment.run`: ``atlas:<organ>`` is an :class:`~polycl.atlas.targets.AtlasTarget`,
 anything else a registry name or a checkpoint path (:func:`polycl.inference.load_model`).
 """
 
@@ -18,7 +18,7 @@ ATLAS_PREFIX = "atlas:"
 
 def atlas_entries():
     """One :class:`~polycl.models.ModelEntry` of kind "atlas-based" per atlas target."""
-    from polycl.atlas.segment import atlas_targets
+    from polycl.atlas.targets import atlas_targets
     from polycl.atlas.store import bundled_atlas_dir, user_atlas_names
     from polycl.models import ModelEntry
 
@@ -55,10 +55,10 @@ def atlas_target_name(model=None, target: str | None = None) -> str | None:
 
 def load(model=None, device: str = "auto", *, target: str | None = None):
     """What Segment runs for ``model``: a loaded network (:class:`~polycl.inference.LoadedModel`) or an
-    :class:`~polycl.atlas.segment.AtlasTarget`. ``model``: a registry name, a checkpoint path,
+    :class:`~polycl.atlas.targets.AtlasTarget`. ``model``: a registry name, a checkpoint path,
     ``atlas:<organ>``, None (the default model), or an already loaded one (returned as it is);
     ``target``: an atlas organ instead of a model (the command line's ``--target``)."""
-    from polycl.atlas.segment import AtlasTarget
+    from polycl.atlas.targets import AtlasTarget
     from polycl.inference import LoadedModel, load_model
 
     if isinstance(model, (LoadedModel, AtlasTarget)):

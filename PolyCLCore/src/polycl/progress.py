@@ -17,7 +17,7 @@ the bar (the Segment pipeline: U-Net then SAM).
 
 Front ends adapt ``progress`` once: :func:`terminal` (a tqdm bar, the command line),
 :func:`json_lines` (one JSON object per call on stdout: the transport between a ``polycl``
-subprocess and the Slicer module, which parses it in ``PolyCLSegmentLib.processes``), and the
+subprocess and the Slicer module, which parses it in ``PolyCLSegmentLib.jobs.process``), and the
 Slicer module's worker ``Job`` (a progress bar polled by a timer).
 """
 

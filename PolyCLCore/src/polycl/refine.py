@@ -10,7 +10,7 @@ component masks are merged. Slices without mask stay empty; components smaller t
 
 A refiner must not make a mask worse. A box that is too small (an under-segmented coarse mask)
 makes SAM segment a part *inside* the box (docs/refinement.md: eroded 12 px + shifted 10 px went from
-Dice 0.730 to 0.651 with the plain refiner). So, per component (:func:`polycl.sam.refine.refine_slice`):
+Dice 0.730 to 0.651 with the plain refiner). So, per component (:func:`polycl.sam.slice_refine.refine_slice`):
 
 1. *Widened candidates*: SAM is asked with the coarse box (+``margin`` px) and with boxes widened
    by ``expand_mm`` (default 0, 5, 10, 20 mm) in one decoder pass; the mask with the best SAM
@@ -40,8 +40,8 @@ import numpy as np
 
 from polycl.errors import GeometryError, InputError
 from polycl.progress import CancelToken, Progress, Reporter
-from polycl.sam.interactive import SAM_WINDOW
-from polycl.sam.refine import DEFAULT_EXPAND_MM, SliceRefinement, refine_slice
+from polycl.sam.slice_segmenter import SAM_WINDOW
+from polycl.sam.slice_refine import DEFAULT_EXPAND_MM, SliceRefinement, refine_slice
 from polycl.volume import Volume
 
 
@@ -85,7 +85,7 @@ class RefineOptions:
         get_checkpoint(self.sam_model)  # an unknown model is refused before any work
 
     def guards(self) -> dict:
-        """The keyword arguments of :func:`polycl.sam.refine.refine_slice` these options ask for."""
+        """The keyword arguments of :func:`polycl.sam.slice_refine.refine_slice` these options ask for."""
         if self.plain:
             return dict(expand_mm=(), min_quality=0.0, min_agreement=0.0)
         return dict(expand_mm=tuple(self.expand_mm), min_quality=self.min_quality, min_agreement=self.min_agreement)
@@ -119,7 +119,7 @@ class RefineStats:
         return d
 
     def add(self, r: SliceRefinement) -> None:
-        """Count one slice's :class:`~polycl.sam.refine.SliceRefinement`."""
+        """Count one slice's :class:`~polycl.sam.slice_refine.SliceRefinement`."""
         for name, n in r.counts.items():
             setattr(self, name, getattr(self, name) + int(n))
         self.qualities.extend(r.qualities)
@@ -194,7 +194,7 @@ def run(volume: Volume, mask: np.ndarray | Volume | None, options: RefineOptions
                          f"pixels ({stats.skipped_small} component(s)): nothing SAM could refine")
 
     if segmenter is None:
-        from polycl.sam.interactive import SliceSegmenter
+        from polycl.sam.slice_segmenter import SliceSegmenter
 
         segmenter = SliceSegmenter(o.to_canonical(volume.array), backend=opts.sam_model, device=opts.device,
                                    checkpoint=opts.checkpoint, cache_size=max(16, opts.batch_size or 8),

@@ -58,7 +58,7 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         assert not np.delete(got, k, axis=0).any()  # that slice only
         assert np.array_equal(c.segmentArray(seg, oid, ct), other)
         include = c.placeList(ct, seg, sid, True)
-        assert include.GetNumberOfControlPoints() == 1 and pid in c.interaction.prompts and c.promptCount() == 1
+        assert include.GetNumberOfControlPoints() == 1 and pid in c.promptAnswers.prompts and c.promptCount() == 1
 
         # moving the point re-answers its slice; the markup follows
         first = c.segmentArray(seg, sid, ct)
@@ -70,7 +70,7 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         beforeRemoval = c.segmentArray(seg, sid, ct)
         # the user deletes the point in the view: its answer goes
         include.RemoveNthControlPoint(0)
-        assert c.wait(120).error is None and not c.segmentArray(seg, sid, ct).any() and not c.interaction.prompts
+        assert c.wait(120).error is None and not c.segmentArray(seg, sid, ct).any() and not c.promptAnswers.prompts
         # undo brings the point back (markup and answer), a second undo puts it back where it was first
         assert c.undo(seg) and c.promptCount() == 1 and include.GetNumberOfControlPoints() == 1
         assert np.allclose(include.GetNthControlPointPositionWorld(0), moved)
@@ -79,12 +79,12 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         assert np.array_equal(c.segmentArray(seg, sid, ct), first)
         # deleted again; the user places one again: its answer comes back
         include.RemoveNthControlPoint(0)
-        assert c.wait(120).error is None and not c.segmentArray(seg, sid, ct).any() and not c.interaction.prompts
+        assert c.wait(120).error is None and not c.segmentArray(seg, sid, ct).any() and not c.promptAnswers.prompts
         include.AddControlPointWorld(*moved)
         include.InvokeEvent(include.PointPositionDefinedEvent)
         assert c.wait(120).error is None
         got = c.segmentArray(seg, sid, ct)
-        assert dice(got[k], liver[k]) >= 0.85 and len(c.interaction.prompts) == 1
+        assert dice(got[k], liver[k]) >= 0.85 and len(c.promptAnswers.prompts) == 1
 
         # a box around the liver on that slice, into another segment
         bid = seg.GetSegmentation().AddEmptySegment("boxed")
@@ -100,8 +100,8 @@ def test_include_exclude_undo_and_other_segments(slab, module):
         segmenter = c.logic.segmenterFor(conversions.volumeFromNode(ct), "litemedsam", "cpu")
         before = segmenter.embeddings_computed
         assert c.sliceChanged(ct, k - 1, radius=0) and c.sliceChanged(ct, k + 1, radius=0)  # k - 1 passed by
-        assert c.interaction._prefetch[0].wait(120) and segmenter.embeddings_computed == before + 1
-        grid = c.interaction.targets[(seg.GetID(), sid)].session.grid  # IJK k -> the segmenter's canonical k
+        assert c.promptAnswers._prefetch[0].wait(120) and segmenter.embeddings_computed == before + 1
+        grid = c.promptAnswers.targets[(seg.GetID(), sid)].session.grid  # IJK k -> the segmenter's canonical k
         assert segmenter.is_cached(grid.to_canonical_voxel((k + 1, 0, 0))[0])
         assert not segmenter.is_cached(grid.to_canonical_voxel((k - 1, 0, 0))[0])
         c.clearPrompts(seg, bid)
@@ -128,7 +128,7 @@ def test_include_exclude_undo_and_other_segments(slab, module):
             left, int(leak.sum()), dice(after, liver[k]), dice(leaky[k], liver[k]))
 
         # undo steps back one prompt: the leak is back, the exclude point is gone
-        exclude = c.interaction.pointNode(ct, seg, lid, False)
+        exclude = c.promptAnswers.pointNode(ct, seg, lid, False)
         assert exclude.GetNumberOfControlPoints() == 1
         assert c.undo(seg)
         assert np.array_equal(c.segmentArray(seg, lid, ct), leaky)
@@ -140,7 +140,7 @@ def test_include_exclude_undo_and_other_segments(slab, module):
             c.addPoint(ct, seg, oid, c.rasOfVoxel(ct, (k, y, x)), include=True)
         assert np.array_equal(c.segmentArray(seg, oid, ct), other)
         c.finishSegment(seg)
-        assert not c.interaction.prompts and slicer.mrmlScene.GetNodeByID(include.GetID()) is None
+        assert not c.promptAnswers.prompts and slicer.mrmlScene.GetNodeByID(include.GetID()) is None
     finally:
         c.shutdown()
 
@@ -160,7 +160,7 @@ def test_propagate_from_clicks_and_local_correction(slab, module):
     try:
         y, x = _centre(liver[k])
         # one click, placed as the panel places it (place mode on the segment's include list): the click, then the fill
-        include = c.interaction.pointNode(ct, seg, sid, True)
+        include = c.promptAnswers.pointNode(ct, seg, sid, True)
         include.AddControlPointWorld(*c.rasOfVoxel(ct, (k, y, x)))
         include.InvokeEvent(include.PointPositionDefinedEvent)
         assert c.wait(600).error is None

@@ -11,7 +11,7 @@ import pytest
 
 
 def test_worker_runs_jobs_in_order_reports_errors_and_cancels():
-    from PolyCLSegmentLib.worker import Worker
+    from PolyCLSegmentLib.jobs.thread import Worker
 
     worker = Worker()
     try:
@@ -49,7 +49,7 @@ def test_worker_runs_jobs_in_order_reports_errors_and_cancels():
 
 
 def test_core_process_parses_progress_and_cancels(tmp_path):
-    from PolyCLSegmentLib.processes import CoreProcess
+    from PolyCLSegmentLib.jobs.process import CoreProcess
 
     script = tmp_path / "fake_train.py"
     script.write_text(textwrap.dedent("""
@@ -83,7 +83,7 @@ def test_cancel_ends_the_launchers_child_too(tmp_path):
     """PythonSlicer is a launcher: the polycl process is its child. Cancel must end both
     (signalling only the launcher would leave the child training). Here a launcher script starts a child
     that ignores SIGINT and SIGTERM (as a stuck CUDA call would), then waits for it."""
-    from PolyCLSegmentLib.processes import CoreProcess
+    from PolyCLSegmentLib.jobs.process import CoreProcess
 
     launcher = tmp_path / "launcher.py"
     launcher.write_text(textwrap.dedent("""
@@ -240,7 +240,7 @@ def test_job_runner_writes_when_polled_and_a_cancel_changes_nothing(scene, ts, m
 
 def test_job_runner_follows_a_core_process_to_its_error(tmp_path):
     from PolyCLSegmentLib.jobs import JobRunner
-    from PolyCLSegmentLib.processes import CoreProcess
+    from PolyCLSegmentLib.jobs.process import CoreProcess
 
     script = tmp_path / "fails.py"
     script.write_text('import sys\nprint("polycl finetune: error: no labelled cases in /x", flush=True)\nsys.exit(2)\n')

@@ -238,7 +238,7 @@ def test_segment_folder_writes_masks_in_input_geometry(ts, tmp_path, logic, tiny
 
 
 def test_default_segment_is_the_pipeline_with_progress_and_cancel(scene, ts, logic):
-    """Segment's default (the panel's and the console's) is polycl.pipeline's "pipeline" mode, on the
+    """Segment's default (the panel's and the console's) is polycl.segment.pipeline's "pipeline" mode, on the
     DICOM series (20 slices): Dice measured 0.973 through the CLI (same function), bar 0.95.
     A cancel during the SAM stage changes nothing."""
     import slicer

@@ -29,7 +29,7 @@ def liver_seed(liver_case):
 
 
 def test_propagation_writes_one_segment_from_one_slice(liver_seed, module):
-    from polycl.propagate.checkpoints import build_predictor
+    from polycl.propagate.sam2_weights import build_predictor
 
     from PolyCLSegmentLib import conversions, segmentedit
 

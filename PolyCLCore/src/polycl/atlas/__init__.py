@@ -4,7 +4,7 @@
 * :mod:`polycl.atlas.registration`: SimpleITK registration of a CT to an atlas at low resolution;
 * :mod:`polycl.atlas.prior`: the warped organ masks and their use against the U-Net's components;
 * :mod:`polycl.atlas.cache`: registrations kept within a process (the same CT, atlas set and options);
-* :mod:`polycl.atlas.segment`: the hook the Segment pipeline calls.
+* :mod:`polycl.atlas.targets`: the hook the Segment pipeline calls.
 """
 
 from polycl.atlas.store import atlas_organs, target_objects

@@ -52,7 +52,7 @@ def _run(args, out) -> int:
                                option="--resample-seed", what="seed mask")
     require_nonempty(seed.array, f"seed mask {args.seed}")
     if args.engine == "sam2" or args.download:
-        from polycl.propagate.checkpoints import ensure_sam2
+        from polycl.propagate.sam2_weights import ensure_sam2
 
         with terminal("download SAM 2", unit="B") as bar:
             ensure_sam2(args.sam2, download=args.download, progress=bar)

@@ -92,7 +92,7 @@ def _run(args, batch: bool) -> int:
 
     options = options_from_args(args)
     if options.engine == "sam2":
-        from polycl.propagate.checkpoints import ensure_sam2
+        from polycl.propagate.sam2_weights import ensure_sam2
 
         ensure_sam2(options.sam2, download=False)
     dist = distributed.from_env()

@@ -16,7 +16,7 @@ slice), so a box taken from a larger slice does not invite a neighbour in as the
 first slice the stop rule rejects sends the walk back to the last accepted one, from where it goes
 on one slice at a time, so the organ's tip is found as on thick slices. The interactive fill's box
 margin is in mm (:data:`MARGIN_MM`), the same on 0.6 mm and 3 mm pixels; Segment's pipeline gives a
-margin in pixels (:mod:`polycl.pipeline`).
+margin in pixels (:mod:`polycl.segment.pipeline`).
 """
 
 from __future__ import annotations

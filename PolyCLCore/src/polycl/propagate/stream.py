@@ -51,7 +51,7 @@ class EngineChoice:
 def choose_engine(engine: str = "auto", sam2: str | os.PathLike | None = None, predictor=None) -> EngineChoice:
     """``sam2``/``chain`` as asked; ``auto``: SAM 2 when its weights are in the cache (or a ready SAM 2
     ``predictor`` is given), else chaining."""
-    from polycl.propagate.checkpoints import resolve_sam2
+    from polycl.propagate.sam2_weights import resolve_sam2
 
     engine = (engine or "auto").lower()
     if engine not in ENGINES:
@@ -63,7 +63,7 @@ def choose_engine(engine: str = "auto", sam2: str | os.PathLike | None = None, p
     ck = resolve_sam2(sam2)
     if engine == "sam2":
         if not ck.present:
-            from polycl.propagate.checkpoints import ensure_sam2
+            from polycl.propagate.sam2_weights import ensure_sam2
 
             ensure_sam2(sam2 if sam2 is not None else ck.name, download=False)  # raises a clear message
         return EngineChoice("sam2", "asked for", ck.name)
@@ -93,7 +93,7 @@ def make_engine(choice: EngineChoice, *, device="auto", sam2=None, predictor=Non
         from polycl.propagate.sam2_engine import Sam2Engine
 
         if predictor is None:
-            from polycl.propagate.checkpoints import build_predictor, resolve_sam2
+            from polycl.propagate.sam2_weights import build_predictor, resolve_sam2
 
             predictor = build_predictor(resolve_sam2(sam2), device=dev)
         return Sam2Engine(predictor, label=choice.detail)

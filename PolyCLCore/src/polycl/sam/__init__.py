@@ -1,10 +1,10 @@
 """SAM box/point prompts on CT: bundled LiteMedSAM, user-downloaded SAM/MedSAM, interactive API,
-per-slice box refinement (:mod:`polycl.sam.refine`; the whole-volume operation is :func:`polycl.refine.run`).
+per-slice box refinement (:mod:`polycl.sam.slice_refine`; the whole-volume operation is :func:`polycl.refine.run`).
 
 Heavy imports (segment_anything, the TinyViT encoder) happen when a model is first loaded.
 """
 
-from polycl.sam.interactive import SAM_WINDOW, SegmenterCache, SliceSegmenter, window_to_uint8
+from polycl.sam.slice_segmenter import SAM_WINDOW, SegmenterCache, SliceSegmenter, window_to_uint8
 from polycl.sam.predictor import LoadedSam, load_sam
 from polycl.sam.weights import BACKENDS, SAM_CHECKPOINTS, SamCheckpoint, checkpoint_path
 

@@ -8,7 +8,8 @@ Modes (:data:`MODES`; the default is :data:`DEFAULT_MODE`, chosen by the leave-o
 * ``unet``: the U-Net's mask (probability >= threshold, largest 3D component(s) kept).
 * ``refine``: that mask redrawn slice by slice with SAM box prompts (:func:`polycl.refine.run`).
 * ``pipeline``: the paper's whole pipeline per connected 3D component of the U-Net's mask:
-  reference slice, propagation, fusion and guard (:mod:`polycl.pipeline`).
+  reference slice, propagation, fusion and guard (:mod:`polycl.segment.pipeline`, configured by the
+  :class:`~polycl.segment.pipeline.PipelineOptions` that :meth:`SegmentOptions.pipeline_options` makes).
 
 The volume is put in canonical (LPS) order once per call (or not at all when a
 :class:`~polycl.sam.SliceSegmenter` on its canonical array is given); every step works on that
@@ -49,7 +50,7 @@ class SegmentOptions:
     component; ``z_margin_mm``: how far (mm) propagation may run beyond the U-Net component's
     first/last slice; ``min_confidence``: propagated slices below this fall back to the refined
     U-Net slice; ``min_slice_agreement``/``min_agreement``: 2D/3D Dice with the U-Net below which
-    propagation is not trusted (see :mod:`polycl.pipeline`)."""
+    propagation is not trusted (see :mod:`polycl.segment.pipeline`)."""
 
     mode: str = DEFAULT_MODE
     threshold: float = 0.5
@@ -67,7 +68,7 @@ class SegmentOptions:
     min_slice_agreement: float = 0.2
     device: str = "auto"
     check_ct: bool = True
-    prior: str = "auto"  # atlas location prior: auto, on, off (see polycl.atlas.segment)
+    prior: str = "auto"  # atlas location prior: auto, on, off (see polycl.atlas.targets)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,12 +78,9 @@ class SegmentOptions:
             raise InputError(f"unknown mode '{self.mode}'; use one of {', '.join(MODES)}")
         if not 0 < self.threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, got {self.threshold}")
-        if self.batch_size < 1 or self.margin < 0 or self.min_component_px < 1:
-            raise InputError("batch_size must be >= 1, margin >= 0 and min_component_px >= 1")
-        if (self.candidates < 1 or self.z_margin_mm < 0 or not 0 <= self.min_confidence <= 1
-                or not 0 <= self.min_agreement <= 1 or not 0 <= self.min_slice_agreement <= 1):
-            raise InputError("candidates must be >= 1, z_margin_mm >= 0 and min_confidence, min_agreement, "
-                             "min_slice_agreement in 0..1")
+        if self.batch_size < 1:
+            raise InputError("batch_size must be >= 1")
+        self.pipeline_options()  # the pipeline's own checks (margin, candidates, agreements)
         if self.mode != "unet":
             from polycl.sam.weights import get_checkpoint
 
@@ -90,11 +88,20 @@ class SegmentOptions:
         if self.prior not in ("auto", "on", "off"):
             raise InputError(f"prior must be auto, on or off, got '{self.prior}'")
 
+    def pipeline_options(self):
+        """The :class:`~polycl.segment.pipeline.PipelineOptions` these options hold (checked)."""
+        from polycl.segment.pipeline import PipelineOptions
+
+        return PipelineOptions(engine=self.engine, sam2=self.sam2, device=self.device, margin=self.margin,
+                               min_component_px=self.min_component_px, candidates=self.candidates,
+                               z_margin_mm=self.z_margin_mm, min_confidence=self.min_confidence,
+                               min_agreement=self.min_agreement, min_slice_agreement=self.min_slice_agreement)
+
 
 @dataclass
 class SegmentResult:
     """``mask``: uint8 (z, y, x) on the input grid. ``mode`` and ``engine`` say what ran;
-    ``components``: :class:`polycl.pipeline.ComponentReport` per 3D component (pipeline mode)."""
+    ``components``: :class:`polycl.segment.pipeline.ComponentReport` per 3D component (pipeline mode)."""
 
     mask: np.ndarray
     mode: str
@@ -121,7 +128,7 @@ class SegmentResult:
         if self.note:
             text += f"; {self.note}"
         if self.sources:
-            from polycl.atlas.segment import sources_text
+            from polycl.atlas.targets import sources_text
 
             text += f"; {sources_text(self.sources)}"
         return text
@@ -158,8 +165,9 @@ def run(volume: Volume, model, options: SegmentOptions | None = None, *, progres
 
 
 def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, predictor) -> SegmentResult:
-    from polycl.device import retry_on_oom
     from polycl import catalogue
+    from polycl.atlas.targets import AtlasTarget, apply_prior
+    from polycl.device import retry_on_oom
     from polycl.inference import predict_probabilities
     from polycl.masks import largest_components
     from polycl.orientation import orientation
@@ -181,15 +189,14 @@ def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, pre
     t0 = time.perf_counter()
     hu = segmenter.array if segmenter is not None else o.to_canonical(volume.array)  # the one reorientation
     sx, sy, sz = o.spacing_xyz
-    prob = np.zeros(hu.shape, np.float32) if getattr(model, "atlas_only", False) else retry_on_oom(
+    atlas_target = isinstance(model, AtlasTarget)  # no network: the atlas prior is the coarse mask
+    prob = np.zeros(hu.shape, np.float32) if atlas_target else retry_on_oom(
         lambda bs: predict_probabilities(model, hu, batch_size=bs, spacing_yx=(sy, sx), progress=unet_report),
         opts.batch_size)
     coarse = (prob >= opts.threshold).astype(np.uint8)
     if opts.largest_cc and coarse.any():
         coarse = largest_components(coarse, keep=model.components, min_fraction=0.2)
-    # --- atlas location prior: all logic in polycl.atlas.segment ---
-    from polycl.atlas.segment import apply_prior
-
+    # --- atlas location prior: all logic in polycl.atlas.targets ---
     prior = apply_prior(volume, hu, coarse, model, opts.prior, progress=report.span(unet_end, prior_end), cancel=cancel)
     coarse = prior.coarse
     # --- end of the atlas prior ---
@@ -225,10 +232,11 @@ def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, pre
             check_ct=False), segmenter=segmenter, progress=sam_report)
         result.mask, result.note = refined.mask, refined.stats.summary()
     else:
-        from polycl.pipeline import run_pipeline
+        from polycl.segment.pipeline import run_pipeline
 
-        out, reports, engine = run_pipeline(hu, coarse, (sx, sy, sz), segmenter, opts, sam_report, predictor,
-                                            coarse_name="atlas prior" if getattr(model, "atlas_only", False) else "U-Net")
+        out, reports, engine = run_pipeline(hu, coarse, (sx, sy, sz), segmenter, opts.pipeline_options(), sam_report,
+                                            predictor,
+                                            coarse_name="atlas prior" if atlas_target else "U-Net")
         result.mask, result.components, result.engine = o.from_canonical(out), reports, engine
     if drawn is not None and coarse.any():
         result.mask = np.maximum(result.mask, o.from_canonical(drawn.astype(np.uint8)))

@@ -5,14 +5,14 @@ fixed (corrected) slices and the mask; it shares the Logic's SAM segmenter, so S
 prompts embed each slice once. Prompts are markups the user sees and can move or delete: points in
 two ``vtkMRMLMarkupsFiducialNode`` per segment ("include", green; "exclude", red), boxes as
 ``vtkMRMLMarkupsROINode``. Observers on those nodes turn a point placed, dragged or deleted in a
-slice view into :meth:`Interaction.addPoint` / :meth:`movePrompt` / :meth:`removePrompt`, so the
+slice view into :meth:`PromptAnswers.addPoint` / :meth:`movePrompt` / :meth:`removePrompt`, so the
 panel and the web page only put the view in place mode (the markup side: :mod:`PolyCLSegmentLib.promptmarkups`).
 
 Each answer is a job on the worker thread (the slice answer is short; filling the volume has
 progress and cancel) and is written on the GUI thread into the selected segment only, on the
-answered slices only, with one undo state (the Logic's :class:`~PolyCLSegmentLib.segmentedit.UndoHistory`,
+answered slices only, with one undo state (the Logic's undo history,
 the same one Segment and Refine use). Locked segments raise before anything changes; other
-segments are never touched. RAS -> voxel conversion is :meth:`Controller.voxelAtRas` (one place).
+segments are never touched. RAS -> voxel conversion is :func:`PolyCLSegmentLib.conversions.voxelAtRas` (one place).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from PolyCLSegmentLib import conversions, segmentedit
+from PolyCLSegmentLib import conversions
 from PolyCLSegmentLib.promptmarkups import Prompt, PromptMarkups
 
 @dataclass
@@ -37,12 +37,16 @@ class Target:
     nodeIds: dict = field(default_factory=dict)  # "include"/"exclude" -> fiducial node ID
 
 
-class Interaction(PromptMarkups):
-    """The prompt operations of :class:`~PolyCLSegmentLib.controller.Controller` (see the module docstring)."""
+class PromptAnswers(PromptMarkups):
+    """The prompt operations of :class:`~PolyCLSegmentLib.controller.Controller`, which owns this object
+    and calls it (see the module docstring). What it needs of its owner comes in as arguments:
+    ``logic`` (sessions' segmenters, CT reads, undo steps), ``settings()`` (the owner's current
+    :class:`~PolyCLSegmentLib.settings.Settings`), ``startJob`` (the owner's one-job-at-a-time
+    :meth:`~PolyCLSegmentLib.controller.Controller.startJob`) and ``background`` (a job beside it)."""
 
-    def __init__(self, controller):
-        self.controller = controller
-        self.logic = controller.logic
+    def __init__(self, logic, settings: Callable[[], Any], startJob: Callable, background: Callable):
+        self.logic = logic
+        self._settings, self._startJob, self._background = settings, startJob, background
         self.targets: dict[tuple[str, str], Target] = {}
         self.prompts: dict[str, Prompt] = {}
         self._count = 0
@@ -56,14 +60,14 @@ class Interaction(PromptMarkups):
     # ------------------------------------------------------------------ bookkeeping
     @property
     def settings(self):
-        """The controller's settings (a front end replaces them before each operation)."""
-        return self.controller.settings
+        """The owner's settings (a front end replaces them before each operation)."""
+        return self._settings()
 
     def record(self, segmentationNodeId: str, entry) -> None:
         """Note what the undo state just saved on this segmentation was (None: an operation)."""
         entries = self.log.setdefault(segmentationNodeId, [])
         entries.append(entry)
-        del entries[:-self.logic.history.maximumStates]
+        del entries[:-self.logic.undoStates]
         if entry is None:  # Segment/Refine/Propagate rewrote the segment: sessions start again from it,
             for key in [k for k in self.targets if k[0] == segmentationNodeId]:  # without the old prompts
                 self.targets[key].session = None
@@ -94,7 +98,7 @@ class Interaction(PromptMarkups):
     def addPoint(self, volumeNode, segmentationNode, segmentId, ras, include=True, *, pointId=None,
                  onDone: Callable | None = None) -> str:
         ras = _ras(ras)
-        zyx = self.controller.voxelAtRas(volumeNode, ras)
+        zyx = conversions.voxelAtRas(volumeNode, ras)
         target = self._target(volumeNode, segmentationNode, segmentId)
         node = self.pointNode(volumeNode, segmentationNode, segmentId, include)
         if pointId is None:
@@ -106,7 +110,7 @@ class Interaction(PromptMarkups):
                 self._quiet = False
         prompt = Prompt(self._newPromptId(), "include" if include else "exclude",
                         (target.segmentationNodeId, segmentId), node.GetID(), pointId, ras=tuple(ras))
-        wasEmpty = target.session is None and not self.controller.segmentArray(segmentationNode, segmentId,
+        wasEmpty = target.session is None and not conversions.segmentArray(segmentationNode, segmentId,
                                                                                volumeNode)[zyx[0]].any()
         self._answer(target, prompt, lambda s: s.add_point(zyx, include=include), onDone,
                      fill=include and wasEmpty)
@@ -114,7 +118,7 @@ class Interaction(PromptMarkups):
 
     def addBox(self, volumeNode, segmentationNode, segmentId, ras0, ras1, onDone: Callable | None = None) -> str:
         ras0, ras1 = _ras(ras0), _ras(ras1)
-        (z0, y0, x0), (z1, y1, x1) = (self.controller.voxelAtRas(volumeNode, r) for r in (ras0, ras1))
+        (z0, y0, x0), (z1, y1, x1) = (conversions.voxelAtRas(volumeNode, r) for r in (ras0, ras1))
         target = self._target(volumeNode, segmentationNode, segmentId)
         prompt = Prompt(self._newPromptId(), "box", (target.segmentationNodeId, segmentId),
                         self._newBoxNode(ras0, ras1), ras=tuple(float(v) for v in ras0[:3]),
@@ -129,7 +133,7 @@ class Interaction(PromptMarkups):
         target = self.targets[prompt.key]
         volumeNode, _ = self._nodes(target)
         ras, ras1 = _ras(ras), (None if ras1 is None else _ras(ras1))
-        zyx = self.controller.voxelAtRas(volumeNode, ras)
+        zyx = conversions.voxelAtRas(volumeNode, ras)
         before = (prompt.ras, prompt.ras1)
         self._setMarkup(prompt, ras, ras1)
         prompt.ras = tuple(float(v) for v in ras[:3])
@@ -137,7 +141,7 @@ class Interaction(PromptMarkups):
             prompt.ras1 = tuple(float(v) for v in ras1[:3])
         if prompt.kind == "box" and ras1 is not None:
             z, y0, x0 = zyx
-            _, y1, x1 = self.controller.voxelAtRas(volumeNode, ras1)
+            _, y1, x1 = conversions.voxelAtRas(volumeNode, ras1)
             self._answer(target, prompt, lambda s: s.move_prompt(prompt.sessionId, (z, min(y0, y1), min(x0, x1)),
                                                                  (z, max(y0, y1), max(x0, x1))), onDone, new=False,
                          moved=before)
@@ -168,7 +172,7 @@ class Interaction(PromptMarkups):
         dims = volumeNode.GetImageData().GetDimensions()
         if not 0 <= int(sliceIndex) < dims[2]:
             raise InputError(f"slice {sliceIndex} is outside the volume (0..{dims[2] - 1})")
-        drawn = self.controller.segmentArray(segmentationNode, segmentId, volumeNode)[int(sliceIndex)]
+        drawn = conversions.segmentArray(segmentationNode, segmentId, volumeNode)[int(sliceIndex)]
 
         def apply(answer):  # the segment already shows the painted slice: one undo state for the session step
             self._write(target, None, None, {})
@@ -245,10 +249,10 @@ class Interaction(PromptMarkups):
         volumeNode, segmentationNode = self._nodes(target)
         if slab is None:
             self.logic.requireSegment(segmentationNode, target.segmentId, writable=True)
-            self.logic.history.saveState(segmentationNode)
+            self.logic.saveUndoState(segmentationNode)
         else:
-            segmentedit.writeSlices(segmentationNode, volumeNode, target.segmentId, np.asarray(slab, np.uint8),
-                                    int(first), provenance=provenance, history=self.logic.history)
+            self.logic.writeSlices(segmentationNode, volumeNode, target.segmentId, np.asarray(slab, np.uint8),
+                                   int(first), provenance)
         self.record(target.segmentationNodeId, ("session", target, target.session, step))
 
     def _run(self, target: Target, name: str, compute: Callable, apply: Callable, *, then=None, onFail=None,
@@ -262,7 +266,7 @@ class Interaction(PromptMarkups):
         seed = None
         if target.session is None:
             volume = self.logic.readCT(volumeNode)
-            mask = self.controller.segmentArray(segmentationNode, target.segmentId, volumeNode)
+            mask = conversions.segmentArray(segmentationNode, target.segmentId, volumeNode)
             seed = (volume, mask)
         s = self.settings
 
@@ -281,7 +285,7 @@ class Interaction(PromptMarkups):
             return apply(answer)
 
         try:
-            self.controller.startJob(name, lambda: None, work, apply=applied, onDone=then, record=False)
+            self._startJob(name, lambda: None, work, apply=applied, onDone=then, record=False)
         except Exception:
             if onFail is not None:
                 onFail()
@@ -372,7 +376,7 @@ class Interaction(PromptMarkups):
                 time.sleep(0.02)
             session.prefetch(zs, cancel=job.token)
 
-        self._prefetch = [self.controller.background(work, name="prefetch")]
+        self._prefetch = [self._background(work, name="prefetch")]
         return True
 
     def reset(self) -> None:

@@ -15,7 +15,7 @@ click on an empty segment, and re-propagates locally after a prompt or correctio
 from __future__ import annotations
 
 
-class Interaction:
+class PromptTools:
     def __init__(self, app):
         self.app = app
 

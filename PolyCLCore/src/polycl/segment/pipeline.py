@@ -1,5 +1,6 @@
 """The paper's whole pipeline, Segment's ``pipeline`` mode (:func:`polycl.segment.run` calls
-:func:`run_pipeline`), per connected 3D component of the U-Net's mask (two kidneys are two components):
+:func:`run_pipeline` with :class:`PipelineOptions`), per connected 3D component of the coarse mask
+(the U-Net's or the atlas prior's; two kidneys are two components):
 
 1. *Reference slice*: candidate slices spread over the middle of the component (the paper's
    middle slice among them) are SAM-refined; the one where SAM is confident and agrees with the
@@ -31,15 +32,46 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
+from polycl.errors import InputError
 from polycl.masks import component_boxes, components_by_size, dice
 from polycl.progress import Reporter
 
-if TYPE_CHECKING:  # the options are Segment's; the pipeline only reads them (no import cycle)
-    from polycl.segment import SegmentOptions
+__all__ = ["ComponentReport", "PipelineOptions", "run_pipeline"]
 
-__all__ = ["ComponentReport", "run_pipeline"]
+
+@dataclass
+class PipelineOptions:
+    """The pipeline's settings (:class:`polycl.segment.SegmentOptions` makes them from its own fields).
+
+    ``engine``: propagation engine (auto, sam2, chain) and ``sam2`` its checkpoint; ``device``: where
+    SAM 2 runs; ``margin`` (px) and ``min_component_px``: SAM boxes around the 2D pieces of a coarse
+    slice, smaller pieces are kept as drawn; ``candidates``: reference-slice candidates per component;
+    ``z_margin_mm``: how far (mm) propagation may run beyond the component's first/last slice;
+    ``min_confidence``: propagated slices below this fall back to the refined coarse slice;
+    ``min_slice_agreement`` / ``min_agreement``: 2D / 3D Dice with the coarse mask below which
+    propagation is not trusted (steps 3 and 4 above)."""
+
+    engine: str = "auto"
+    sam2: str | None = None
+    device: str = "auto"
+    margin: int = 3
+    min_component_px: int = 10
+    candidates: int = 5
+    z_margin_mm: float = 10.0
+    min_confidence: float = 0.5
+    min_agreement: float = 0.3
+    min_slice_agreement: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.margin < 0 or self.min_component_px < 1:
+            raise InputError(f"margin >= 0 and min_component_px >= 1 are needed, got {self.margin} and {self.min_component_px}")
+        if (self.candidates < 1 or self.z_margin_mm < 0 or not 0 <= self.min_confidence <= 1
+                or not 0 <= self.min_agreement <= 1 or not 0 <= self.min_slice_agreement <= 1):
+            raise InputError("candidates must be >= 1, z_margin_mm >= 0 and min_confidence, min_agreement, "
+                             "min_slice_agreement in 0..1")
 
 
 @dataclass
@@ -69,7 +101,7 @@ class ComponentReport:
         return text
 
 
-def run_pipeline(hu, coarse, spacing, segmenter, opts: SegmentOptions, sam_report: Reporter, predictor,
+def run_pipeline(hu, coarse, spacing, segmenter, opts: PipelineOptions, sam_report: Reporter, predictor,
                  coarse_name: str = "U-Net"):
     """Seed choice, propagation and fusion per 3D component of ``coarse`` (canonical (z, y, x) uint8)
     on ``hu`` (canonical HU) with ``spacing`` (sx, sy, sz) mm; returns (canonical mask, reports, engine)."""
@@ -176,9 +208,9 @@ def _candidate_slices(nonempty: np.ndarray, n: int, step: int = 1) -> list[int]:
     return [k for k in dict.fromkeys(picks) if nonempty[0] <= k <= nonempty[-1]][:n]
 
 
-def _refine_2d(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: SegmentOptions):
+def _refine_2d(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: PipelineOptions):
     """SAM with the refiner's guards on the 2D components of ``coarse2d`` (canonical slice ``k``), or None."""
-    from polycl.sam.refine import refine_slice
+    from polycl.sam.slice_refine import refine_slice
 
     segmenter.set_slice(k)
     comps, _ = component_boxes(coarse2d, opts.margin, opts.min_component_px)
@@ -187,13 +219,13 @@ def _refine_2d(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: Segmen
     return refine_slice(segmenter, comps, spacing_xy)
 
 
-def _refined(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: SegmentOptions) -> np.ndarray:
+def _refined(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: PipelineOptions) -> np.ndarray:
     """The U-Net slice refined by SAM with the refiner's guards (the coarse slice where SAM is unsure)."""
     r = _refine_2d(segmenter, k, coarse2d, spacing_xy, opts)
     return coarse2d > 0 if r is None else r.apply(coarse2d)
 
 
-def _choose_seed(segmenter, comp: np.ndarray, spacing_xy, opts: SegmentOptions, tick, step: int = 1):
+def _choose_seed(segmenter, comp: np.ndarray, spacing_xy, opts: PipelineOptions, tick, step: int = 1):
     """(slice, seed mask, score, candidates): the candidate where SAM is confident and agrees with the U-Net."""
     nonempty = np.flatnonzero(comp.any(axis=(1, 2)))
     best = None

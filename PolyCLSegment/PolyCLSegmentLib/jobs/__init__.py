@@ -4,8 +4,8 @@ A :class:`JobInput` (inputs read from MRML on the GUI thread) goes to a computat
 :class:`Outcome` (the finished mask and its provenance), which the Logic writes on the GUI thread.
 
 Interactive computations (Segment, Refine, Propagate) run on the persistent worker thread
-(:mod:`PolyCLSegmentLib.worker`), fine-tuning and batch runs in a ``polycl`` subprocess
-(:mod:`PolyCLSegmentLib.processes`). The front end calls :meth:`JobRunner.poll` from its timer on
+(:mod:`PolyCLSegmentLib.jobs.thread`), fine-tuning and batch runs in a ``polycl`` subprocess
+(:mod:`PolyCLSegmentLib.jobs.process`). The front end calls :meth:`JobRunner.poll` from its timer on
 the GUI thread; that is where a finished result is written to MRML (``apply``) and where the
 front end's ``onDone`` runs, so nothing MRML or Qt is ever touched from another thread.
 
@@ -65,7 +65,7 @@ class Outcome:
 @dataclass
 class Update:
     """What :meth:`JobRunner.poll` tells the front end. ``value``: what ``apply`` returned (a
-    segment ID) or the finished :class:`~PolyCLSegmentLib.processes.CoreProcess`."""
+    segment ID) or the finished :class:`~PolyCLSegmentLib.jobs.process.CoreProcess`."""
 
     name: str
     fraction: float
@@ -101,15 +101,15 @@ class JobRunner:
 
     def background(self, fn: Callable, name: str = "background"):
         """Queue ``fn(job)`` on the worker thread without claiming the runner (prefetching embeddings):
-        returns its :class:`~PolyCLSegmentLib.worker.Job` (``cancel()``); nothing is applied to MRML."""
+        returns its :class:`~PolyCLSegmentLib.jobs.thread.Job` (``cancel()``); nothing is applied to MRML."""
         if self._worker is None:
-            from PolyCLSegmentLib.worker import Worker
+            from PolyCLSegmentLib.jobs.thread import Worker
 
             self._worker = Worker()
         return self._worker.submit(fn, name=name)
 
     def startProcess(self, name: str, process, *, onDone: Callable | None = None) -> None:
-        """Follow a started :class:`~PolyCLSegmentLib.processes.CoreProcess` (fine-tuning, batch)."""
+        """Follow a started :class:`~PolyCLSegmentLib.jobs.process.CoreProcess` (fine-tuning, batch)."""
         self._claim(name, onDone)
         self._process = process
 

@@ -36,14 +36,15 @@ class _Entry:
 
 @dataclass
 class AtlasTarget:
-    """Stands where a loaded U-Net would: ``target`` (an atlas organ name or 'kidney'), ``components``
-    (objects), ``entry.name`` ('atlas:<target>') and ``device`` for the CLI's line."""
+    """A target Segment draws with no network (``atlas:<organ>``, :func:`polycl.catalogue.load`): the
+    warped atlas organ is the coarse mask. It answers what Segment and the front ends ask of a loaded
+    U-Net: ``target`` (an atlas organ name or 'kidney'), ``components`` (objects), ``entry.name``
+    ('atlas:<target>') and ``device``; :func:`polycl.segment.run` tells it from a network by its type."""
 
     target: str
     components: int = 1
     device: str = "cpu"
     entry: _Entry = field(default_factory=lambda: _Entry(""))
-    atlas_only: bool = True
 
     def __post_init__(self) -> None:
         from polycl.atlas.store import atlas_organs, target_objects
@@ -116,7 +117,7 @@ def wanted(model, prior: str) -> tuple[str, ...]:
     if prior not in PRIOR_CHOICES:
         raise InputError(f"prior must be one of {', '.join(PRIOR_CHOICES)}, got '{prior}'")
     target = getattr(model, "target", "") or ""
-    if getattr(model, "atlas_only", False):
+    if isinstance(model, AtlasTarget):
         return target_objects(target)
     if prior == "off":
         return ()
@@ -145,13 +146,13 @@ def apply_prior(volume, hu: np.ndarray, coarse: np.ndarray, model, prior: str = 
     try:
         pr = compute_prior(volume, objects, progress=progress, cancel=cancel)
     except InputError as exc:  # e.g. no body in the image: 'auto' keeps the U-Net's mask and says why
-        if prior == "on" or getattr(model, "atlas_only", False):
+        if prior == "on" or isinstance(model, AtlasTarget):
             raise
         for src in unet_only.sources:
             src["note"] = f"atlas prior skipped: {exc}"
         return unet_only
     masks = {o: orient.to_canonical(pr.mask(o)) > 0 for o in objects}
-    unet = None if getattr(model, "atlas_only", False) else coarse
+    unet = None if isinstance(model, AtlasTarget) else coarse
     kept, sources = combine(unet, masks, hu, voxel_ml)
     # the other organs' priors tell a drawn object from its neighbours: only needed when one is drawn
     others = _other_organs(volume, objects, orient) if any(s.source == "prior" for s in sources) else {}
