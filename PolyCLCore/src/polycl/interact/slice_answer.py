@@ -240,9 +240,13 @@ def first_answer(segmenter, k: int, ctx: SliceContext, yx: tuple[int, int],
 
 
 def disk_at(shape, yx: tuple[int, int], radius: int) -> np.ndarray:
-    """A (y, x) bool disk of ``radius`` pixels around ``yx``."""
-    yy, xx = np.ogrid[:shape[0], :shape[1]]
-    return (yy - yx[0]) ** 2 + (xx - yx[1]) ** 2 <= radius * radius
+    """A (y, x) bool mask of ``shape`` holding the closed disk of ``radius`` pixels around ``yx``
+    (distance <= radius; :func:`skimage.draw.disk` draws the open disk, hence the hair more)."""
+    from skimage.draw import disk
+
+    out = np.zeros(shape, bool)
+    out[disk(yx, radius + 1e-3, shape=shape)] = True
+    return out
 
 
 def remove_around(segmenter, k: int, ctx: SliceContext, current: np.ndarray, yx: tuple[int, int],
