@@ -6,6 +6,11 @@ Usage (repository root; CPU; re-running skips finished runs; the docs' numbers c
     .venv/bin/python PolyCLCore/scripts/pretraining_study.py --seeds 0 1 --epochs 8 [--work /tmp/polycl_study]
     .venv/bin/python PolyCLCore/scripts/pretraining_study.py --seeds 0 1 --epochs 8 --report-only
 
+A quick check of the whole chain (a few minutes; its numbers mean nothing; keep the docs' files)::
+
+    .venv/bin/python PolyCLCore/scripts/pretraining_study.py --seeds 0 --epochs 1 --inits random s \\
+        --pretrain-epochs 1 --settings "1 scan, 10%" --work /tmp/polycl_quick --docs /tmp/polycl_quick
+
 On 2 CPU cores shared with other jobs: ~15-25 s per fine-tuning run with 11 slices, ~5 min with
 112 slices; pre-training ~3-25 min per strategy depending on load.
 
@@ -16,26 +21,34 @@ Design (fixed before running):
   used by NO step before the final evaluation: not in pre-training (not even unlabelled), not in
   fine-tuning, not for model selection (fine-tuning runs a fixed number of epochs and the last
   model is evaluated).
-* Pre-training (one run per strategy, seed 0): the other five CT volumes (example_ct, aorta and
+* Pre-training with the product's pre-training (:func:`polycl.pretrain.pretrain`, what ``polycl
+  pretrain`` runs), one run per strategy, seed 0: the other five CT volumes (example_ct, aorta and
   pulmonary crops, DeepLesion, dcmqi 3-slice), all slices, 64 px, U-Net encoder 16..256, batch 20,
   tau 1/20, lr 1e-3, warm restarts every 5 epochs; S 3 epochs (63 steps), O and M 5 epochs (30
   steps). O and M take liver presence from example_ct's label only (the one labelled scan left),
   so their anchors are example_ct's 112 slices - and then O and M draw from identical pools
   (positives/negatives of the same presence class, all in the same scan): the two encoders come
   out bit-identical (checked), and M's fine-tuning rows are copied from O's, not re-run.
-* Fine-tuning with the project's fine-tuning code (``polycl.finetune``: its case loader,
-  augmentation, U-Net builder and MONAI Dice loss; the paper's Adam lr 1e-3, batch 10, warm
-  restarts every 5 epochs) for a fixed number of epochs at 64 px, from random initialisation or
-  from each pre-trained encoder (head dropped, decoder added), with
+* Fine-tuning with the product's fine-tuning (:func:`polycl.finetune.finetune`, what ``polycl
+  finetune`` runs: its input check, case loader, label fraction, augmentation, U-Net builder, MONAI
+  Dice loss and the training loop of :mod:`polycl.training`; the paper's Adam lr 1e-3, batch 10,
+  warm restarts every 5 epochs) on a folder of labelled cases written under ``<work>/cases``
+  (binary liver masks, target ``1``), for a fixed number of epochs at 64 px (``keep="last"``,
+  ``val_fraction=0``: the training cases are also its "validation" cases, whose Dice is logged
+  and used for nothing), from random initialisation or from each pre-trained encoder (head
+  dropped, decoder added), with
   - "1 scan": example_ct (112 slices, liver on 43; TotalSegmentator label 5),
   - "2 scans": + the dcmqi 3-slice CT with its hand-drawn coarse liver mask (3 slices more),
-  - "1 scan, 10%": 10% of example_ct's slices (11) labelled, the paper's low-label regime,
-  and several seeds (seed = fine-tuning data order, augmentation and decoder/random init).
-* Metrics on the held-out scan with the product's inference path (``polycl.segment.run`` in ``unet`` mode, no atlas prior: resize back
-  to 512x512, threshold 0.5, largest component) and ``polycl.evaluate.mask_scores`` (MONAI Dice and
-  HD95 in mm on the image grid).
+  - "1 scan, 10%": ``label_fraction=0.1`` of example_ct's slices (11), the paper's low-label regime,
+  and several seeds (the fine-tuning ``seed``: data order, augmentation, decoder/random init and,
+  in "1 scan, 10%", which 11 slices are labelled).
+* Metrics on the held-out scan with the product's inference path (``polycl.segment.run`` on the
+  fine-tuned ``model.pt``, ``unet`` mode, no atlas prior: resize back to 512x512, threshold 0.5,
+  largest component) and ``polycl.evaluate.mask_scores`` (MONAI Dice and HD95 in mm on the image
+  grid).
 
-Outputs: ``<work>/runs.jsonl`` (one row per run), and in PolyCLCore/docs/: pretraining_study.csv,
+Outputs: ``<work>/runs.jsonl`` (one row per run), ``<work>/runs/<setting>-<init>-seed<N>/`` (each
+fine-tuning's model folder), and in ``--docs`` (default PolyCLCore/docs/): pretraining_study.csv,
 pretraining_study.png, and a markdown table printed at the end.
 """
 
@@ -43,26 +56,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 import os
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from polycl.cases import Case
 from polycl.datasets import data_dir
 from polycl.evaluate import mask_scores
-from polycl.finetune import FinetuneConfig, SliceDataset, build_model, load_case, make_loss
-from polycl.inference import LoadedModel
-from polycl.io import label_on_image_grid, read_label, read_volume, select_labels
-from polycl.models import ModelEntry
+from polycl.finetune import FinetuneConfig, FinetuneResult, finetune
+from polycl.io import label_on_image_grid, read_label, read_volume, select_labels, write_volume
 from polycl.preprocess import PreprocessConfig
 from polycl.pretrain import PretrainConfig, SliceSelection, build_slice_dataset, pretrain
 from polycl.pretrain.shared_data import shared_scans
 from polycl.segment import SegmentOptions
 from polycl.segment import run as segment
+from polycl.training import read_state
 
 #: The development data folder beside the repository, unless POLYCL_DATA_DIR names another.
 os.environ.setdefault("POLYCL_DATA_DIR", str(Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -72,56 +83,69 @@ HELD_OUT = "example_ct_dicom"
 PRETRAIN_EPOCHS = {"s": 3, "o": 5, "m": 5}
 INITS = ["random", "s", "o", "m"]
 SETTINGS = ["1 scan, 10%", "1 scan", "2 scans"]
+#: setting -> (labelled cases, label fraction)
+SETTING_DATA = {"1 scan, 10%": (("example_ct",), 0.1), "1 scan": (("example_ct",), 1.0),
+                "2 scans": (("example_ct", "dcmqi"), 1.0)}
 
 
-def pretrain_encoders(work: Path, size: int) -> dict[str, Path]:
+def pretrain_encoders(work: Path, size: int, strategies: list[str], epochs: int | None = None) -> dict[str, Path]:
+    """One encoder per strategy (``epochs`` instead of :data:`PRETRAIN_EPOCHS` when given), resumed
+    or skipped when ``work`` already holds it."""
+    if not strategies:
+        return {}
     scans = shared_scans(data_dir(required=True), exclude=(HELD_OUT,))
     data = build_slice_dataset(scans, preprocess=PreprocessConfig(size=size), selection=SliceSelection(1.0),
                                cache_dir=work / "cache")
     out = {}
-    for s, epochs in PRETRAIN_EPOCHS.items():
+    for s in strategies:
+        n = epochs or PRETRAIN_EPOCHS[s]
         path = work / f"encoder-{s}.pt"
         state = work / f"encoder-{s}.state.pt"
-        done = path.is_file() and torch.load(state, weights_only=True)["epoch"] >= epochs if state.is_file() else False
+        done = path.is_file() and state.is_file() and read_state(state, "pre-training")["epoch"] >= n
         if not done:
-            cfg = PretrainConfig(strategy=s, encoder={"name": "unet", "features": [16, 32, 64, 128, 256]}, epochs=epochs,
+            cfg = PretrainConfig(strategy=s, encoder={"name": "unet", "features": [16, 32, 64, 128, 256]}, epochs=n,
                                  lr=1e-3, skip_unusable=True, seed=0)
             pretrain(data, path, cfg, resume=state.is_file())
         out[s] = path
     return out
 
 
-def labelled_cases(root: Path) -> dict[str, tuple[Case, FinetuneConfig]]:
-    ts = root / "totalsegmentator"
-    return {
-        "example_ct": Case("example_ct", ts / "example_ct.nii.gz", ts / "example_seg_fast_force_split.nii.gz"),
-        "dcmqi": Case("dcmqi", root / "dcmqi" / "ct-3slice", root / "dcmqi" / "liver_seg.nrrd"),
-    }
+def case_folders(work: Path, root: Path) -> dict[str, Path]:
+    """Per setting, a folder of labelled cases as ``polycl finetune`` reads them (one folder per
+    case: ``image`` + ``label``, a binary liver mask, so that one target, ``1``, fits both scans)."""
+    cases = work / "cases"
+    ct, dq = cases / "example_ct", cases / "dcmqi"
+    if not (ct / "label.nii.gz").is_file():
+        ts = root / "totalsegmentator"
+        ct.mkdir(parents=True, exist_ok=True)
+        if not (ct / "image.nii.gz").is_symlink():
+            (ct / "image.nii.gz").symlink_to(ts / "example_ct.nii.gz")
+        label = read_label(ts / "example_seg_fast_force_split.nii.gz")
+        write_volume(label.with_array(select_labels(label.array, "liver")), ct / "label.nii.gz")
+    if not (dq / "label.nrrd").is_symlink():
+        dq.mkdir(parents=True, exist_ok=True)
+        (dq / "image").symlink_to(root / "dcmqi" / "ct-3slice", target_is_directory=True)
+        (dq / "label.nrrd").symlink_to(root / "dcmqi" / "liver_seg.nrrd")  # values 0/1 already
+    folders = {}
+    for setting, (names, _) in SETTING_DATA.items():
+        folder = work / "settings" / "+".join(names)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if not (folder / name).is_symlink():
+                (folder / name).symlink_to(cases / name, target_is_directory=True)
+        folders[setting] = folder
+    return folders
 
 
-def finetune_run(encoder: Path | None, images: torch.Tensor, masks: torch.Tensor, seed: int, epochs: int, size: int):
-    cfg = FinetuneConfig(encoder=str(encoder) if encoder else None, size=size, seed=seed, device="cpu")
-    torch.manual_seed(seed)
-    model, net_config, init = build_model(cfg)
-    dataset = SliceDataset(images, masks, True, seed)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=len(dataset) > cfg.batch_size,
-                        generator=torch.Generator().manual_seed(seed))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=max(1, cfg.restart_epochs * len(loader)))
-    loss_fn = make_loss("dice")
-    model.train()
-    losses = []
-    for _ in range(epochs):
-        epoch_losses = []
-        for x, y in loader:
-            loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            epoch_losses.append(float(loss))
-        losses.append(float(np.mean(epoch_losses)))
-    return model.eval(), losses
+def finetune_run(folder: Path, label_fraction: float, encoder: Path | None, seed: int, epochs: int, size: int,
+                 out: Path) -> FinetuneResult:
+    """``polycl finetune`` with the study's settings; an interrupted run in ``out`` is resumed."""
+    cfg = FinetuneConfig(target="1", epochs=epochs, size=size, encoder=str(encoder) if encoder else None,
+                         label_fraction=label_fraction, val_fraction=0.0, keep="last", seed=seed, device="cpu")
+    resume = (out / "state.pt").is_file()
+    if not resume and out.exists():  # stopped before its first epoch was saved
+        shutil.rmtree(out)
+    return finetune(folder, out, cfg, resume=resume)
 
 
 def main() -> None:
@@ -130,7 +154,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (fixed; no model selection)")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--settings", nargs="+", default=SETTINGS)
+    ap.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS, metavar="SETTING",
+                    help=f"from {SETTINGS}")
+    ap.add_argument("--inits", nargs="+", default=INITS, choices=INITS, help="initialisations to fine-tune from")
+    ap.add_argument("--pretrain-epochs", type=int, default=None,
+                    help=f"pre-training epochs for every strategy (default: the design's {PRETRAIN_EPOCHS}; "
+                         "for quick checks)")
+    ap.add_argument("--docs", type=Path, default=DOCS, help="folder for pretraining_study.csv and .png")
     ap.add_argument("--report-only", action="store_true", help="only write the table and plot from runs.jsonl")
     args = ap.parse_args()
     if args.report_only:
@@ -141,34 +171,29 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     root = data_dir(required=True)
-    encoders = pretrain_encoders(work, args.size)
-
-    cfg = FinetuneConfig(size=args.size)
-    cases = labelled_cases(root)
-    ct = load_case(cases["example_ct"], cfg)
-    dq = load_case(cases["dcmqi"], FinetuneConfig(size=args.size, target="1"))
-    rng = np.random.default_rng(0)
-    ten = np.sort(rng.permutation(len(ct.images))[: max(1, round(0.1 * len(ct.images)))])
-    data = {"1 scan": (ct.images, ct.masks), "2 scans": (torch.cat([ct.images, dq.images]), torch.cat([ct.masks, dq.masks])),
-            "1 scan, 10%": (ct.images[ten], ct.masks[ten])}
+    inits = [i for i in INITS if i in args.inits]
+    encoders = pretrain_encoders(work, args.size, [i for i in inits if i != "random"], args.pretrain_epochs)
+    folders = case_folders(work, root)
 
     test = read_volume(root / "totalsegmentator" / HELD_OUT)
     ref_label = label_on_image_grid(read_label(root / "totalsegmentator" / "example_seg_dicom.nii.gz"), test)
     ref = select_labels(ref_label.array, 5)
 
     runs_path = work / "runs.jsonl"
-    sd_o, sd_m = (torch.load(encoders[k], weights_only=True)["state_dict"] for k in ("o", "m"))
-    same_o_m = all(torch.equal(sd_o[k], sd_m[k]) for k in sd_o)
-    print(f"O and M encoders bit-identical: {same_o_m}", flush=True)
+    same_o_m = False
+    if "o" in encoders and "m" in encoders:
+        sd_o, sd_m = (torch.load(encoders[k], weights_only=True)["state_dict"] for k in ("o", "m"))
+        same_o_m = all(torch.equal(sd_o[k], sd_m[k]) for k in sd_o)
+        print(f"O and M encoders bit-identical: {same_o_m}", flush=True)
     done = {}
     if runs_path.is_file():
         for line in runs_path.read_text().splitlines():
             r = json.loads(line)
             done[(r["init"], r["setting"], r["seed"])] = r
     for setting in args.settings:
-        images, masks = data[setting]
+        fraction = SETTING_DATA[setting][1]
         for seed in args.seeds:
-            for init in INITS:
+            for init in inits:
                 if (init, setting, seed) in done:
                     continue
                 if init == "m" and same_o_m and ("o", setting, seed) in done:
@@ -180,15 +205,14 @@ def main() -> None:
                     done[(init, setting, seed)] = row
                     continue
                 t0 = time.time()
-                model, losses = finetune_run(encoders.get(init), images, masks, seed, args.epochs, args.size)
-                loaded = LoadedModel(network=model, entry=ModelEntry(name=f"study-{init}", path=work / "none"),
-                                     preprocess=PreprocessConfig(size=args.size), target="liver", components=1,
-                                     device=torch.device("cpu"))
-                pred = segment(test, loaded, SegmentOptions(mode="unet", prior="off")).mask
+                slug = setting.replace(", ", "-").replace(" ", "").replace("%", "pct")  # 1scan-10pct, 1scan, 2scans
+                out = work / "runs" / f"{slug}-{init}-seed{seed}"
+                result = finetune_run(folders[setting], fraction, encoders.get(init), seed, args.epochs, args.size, out)
+                pred = segment(test, str(result.model_path), SegmentOptions(mode="unet", prior="off", device="cpu")).mask
                 sc = mask_scores(pred, ref, test.spacing_zyx)
                 row = {"init": init, "setting": setting, "seed": seed, "dice": sc.dice, "hd95_mm": sc.hd95_mm,
-                       "train_slices": int(len(images)), "final_train_loss": losses[-1], "epochs": args.epochs,
-                       "seconds": round(time.time() - t0, 1)}
+                       "train_slices": result.train_slices, "final_train_loss": result.history[-1]["loss"],
+                       "epochs": args.epochs, "seconds": round(time.time() - t0, 1)}
                 print(json.dumps(row), flush=True)
                 with open(runs_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -204,9 +228,10 @@ def report(rows: list[dict], args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    DOCS.mkdir(exist_ok=True)
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: (SETTINGS.index(r["setting"]), INITS.index(r["init"]), r["seed"]))
-    with open(DOCS / "pretraining_study.csv", "w", newline="") as f:
+    with open(docs / "pretraining_study.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(dict.fromkeys([*rows[0], "note"])), extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
@@ -241,7 +266,7 @@ def report(rows: list[dict], args) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Fine-tuned at {args.size} px, {args.epochs} epochs; bars = mean, dots = seeds", fontsize=9)
     fig.tight_layout()
-    fig.savefig(DOCS / "pretraining_study.png")
+    fig.savefig(docs / "pretraining_study.png")
     plt.close(fig)
 
 

@@ -33,6 +33,14 @@ def test_loss_falls_on_real_ct(case_folder, tmp_path):
     assert meta["target"] == "liver" and "train_dice" in meta["scores"]  # one case: no held-out score claimed
 
 
+def test_label_fraction_trains_on_that_share_of_the_slices(case_folder, tmp_path):
+    """--label-fraction 0.1 on 30 slices: 3 slices trained on (one step of 3), said in the result."""
+    full = finetune(case_folder, tmp_path / "all", FinetuneConfig(epochs=1, **SMALL))
+    tenth = finetune(case_folder, tmp_path / "tenth", FinetuneConfig(epochs=1, label_fraction=0.1, **SMALL))
+    assert full.train_slices == 30 and len(full.history[0]["step_losses"]) == 30 // SMALL["batch_size"]
+    assert tenth.train_slices == 3 and len(tenth.history[0]["step_losses"]) == 1
+
+
 def test_interrupted_run_resumes_exactly(case_folder, tmp_path):
     cfg = FinetuneConfig(epochs=3, **SMALL)
     straight = finetune(case_folder, tmp_path / "a", cfg)

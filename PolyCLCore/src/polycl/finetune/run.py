@@ -26,6 +26,7 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)
     train_cases: list[str] = field(default_factory=list)
     val_cases: list[str] = field(default_factory=list)
+    train_slices: int = 0  # slices trained on: the training cases' slices, label_fraction of them
 
 
 def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, resume: bool = False,
@@ -55,7 +56,7 @@ def finetune(data_dir: str | Path, out_dir: str | Path, cfg: FinetuneConfig, *, 
     run = fit(job, epochs=cfg.epochs, state_path=state_path, device=cfg.device, resume=resume,
               progress=progress, cancel=cancel)
     result = FinetuneResult(out / "model.pt", job.best, job.best_epoch, run.history, meta["train_cases"],
-                            meta["val_cases"])
+                            meta["val_cases"], len(job.dataset))
     if run.info.is_main:
         write_model_json(out, result, cfg, job.init)
     return result
