@@ -138,8 +138,8 @@ def test_segment_pipeline_interpolates_untrusted_slices_it_stepped_over(kidney_c
     gt_c = o.to_canonical(gt) > 0
     coarse = np.stack([ndimage.binary_dilation(s, iterations=2) for s in gt_c]).astype(np.uint8)
     seg = SliceSegmenter(hu, device="cpu")
-    opts = PipelineOptions(engine="chain", device="cpu", min_slice_agreement=1.0, min_agreement=0.0)
-    out, (report,), engine = run_pipeline(hu, coarse, o.spacing_xyz, seg, opts, Reporter(), None)
+    opts = PipelineOptions(min_slice_agreement=1.0, min_agreement=0.0)
+    out, (report,), engine = run_pipeline(hu, coarse, o.spacing_xyz, seg, Reporter(), opts, engine="chain", device="cpu")
     assert engine.startswith("chain") and report.interpolated >= 10 and report.propagated == 0
     assert seg.embeddings_computed <= 30
     assert dice(out > 0, gt_c) >= 0.85

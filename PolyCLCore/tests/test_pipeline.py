@@ -8,7 +8,7 @@ import pytest
 
 from polycl.cli.main import main
 from polycl.errors import InputError, NotCTError
-from polycl.segment.pipeline import _candidate_slices
+from polycl.segment.pipeline import PipelineOptions, _candidate_slices
 from polycl.segment import MODES, SegmentOptions
 from polycl import segment
 
@@ -20,7 +20,10 @@ def test_options_are_checked_before_any_work(example_ct):
                          (dict(min_component_px=0), "min_component_px >= 1"),
                          (dict(mode="refine", sam_model="sam_vit_z"), "unknown SAM backend")):
         with pytest.raises(InputError, match=message):  # raised before the (missing) model is looked up
-            segment.run(example_ct, "no-such-model", SegmentOptions(**bad))
+            pipeline = {k: bad.pop(k) for k in list(bad) if k in PipelineOptions.__dataclass_fields__}
+            segment.run(example_ct, "no-such-model", SegmentOptions(pipeline=PipelineOptions(**pipeline), **bad))
+    with pytest.raises(InputError, match="pipeline must be"):
+        SegmentOptions(pipeline={"candidates": 3})
     assert MODES == ("unet", "refine", "pipeline")
 
 
@@ -89,9 +92,9 @@ def test_guard_falls_back_to_the_refined_unet_mask(data):
     model = load_model("polycl-liver", "cpu")
     seg = SliceSegmenter(ct, device="cpu")
     kw = dict(device="cpu", prior="off")
-    guarded = segment.run(ct, model, SegmentOptions(engine="chain", min_agreement=1.0, **kw), segmenter=seg)
+    guarded = segment.run(ct, model, SegmentOptions(engine="chain", pipeline=PipelineOptions(min_agreement=1.0), **kw), segmenter=seg)
     refined = segment.run(ct, model, SegmentOptions(mode="refine", **kw), segmenter=seg)
-    free = segment.run(ct, model, SegmentOptions(engine="chain", min_agreement=0.0, **kw), segmenter=seg)
+    free = segment.run(ct, model, SegmentOptions(engine="chain", pipeline=PipelineOptions(min_agreement=0.0), **kw), segmenter=seg)
     (report,) = guarded.components
     assert report.guarded and "kept the SAM-refined U-Net mask" in guarded.summary()
     assert np.array_equal(guarded.mask, refined.mask)

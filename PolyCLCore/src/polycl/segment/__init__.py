@@ -9,7 +9,7 @@ Modes (:data:`MODES`; the default is :data:`DEFAULT_MODE`, chosen by the leave-o
 * ``refine``: that mask redrawn slice by slice with SAM box prompts (:func:`polycl.refine.run`).
 * ``pipeline``: the paper's whole pipeline per connected 3D component of the U-Net's mask:
   reference slice, propagation, fusion and guard (:mod:`polycl.segment.pipeline`, configured by the
-  :class:`~polycl.segment.pipeline.PipelineOptions` that :meth:`SegmentOptions.pipeline_options` makes).
+  :class:`~polycl.segment.pipeline.PipelineOptions` that ``SegmentOptions.pipeline`` holds).
 
 The volume is put in canonical (LPS) order once per call (or not at all when a
 :class:`~polycl.sam.SliceSegmenter` on its canonical array is given); every step works on that
@@ -31,6 +31,7 @@ import numpy as np
 
 from polycl.errors import InputError
 from polycl.progress import CancelToken, Progress, Reporter
+from polycl.segment.pipeline import PipelineOptions
 from polycl.volume import Volume
 
 MODES = ("unet", "refine", "pipeline")
@@ -46,11 +47,9 @@ class SegmentOptions:
     3D components; ``batch_size``: U-Net slices per forward pass; ``sam_model``: the SAM checkpoint
     of refinement and chaining; ``margin`` (px) and ``min_component_px``: SAM boxes around 2D
     components, smaller components are left as the U-Net drew them; ``engine``: propagation engine
-    (auto, sam2, chain), ``sam2`` its checkpoint; ``candidates``: reference-slice candidates per
-    component; ``z_margin_mm``: how far (mm) propagation may run beyond the U-Net component's
-    first/last slice; ``min_confidence``: propagated slices below this fall back to the refined
-    U-Net slice; ``min_slice_agreement``/``min_agreement``: 2D/3D Dice with the U-Net below which
-    propagation is not trusted (see :mod:`polycl.segment.pipeline`)."""
+    (auto, sam2, chain), ``sam2`` its checkpoint; ``pipeline``: the pipeline mode's own settings
+    (:class:`~polycl.segment.pipeline.PipelineOptions`: reference-slice candidates, z margin,
+    confidence and agreement thresholds)."""
 
     mode: str = DEFAULT_MODE
     threshold: float = 0.5
@@ -61,11 +60,7 @@ class SegmentOptions:
     min_component_px: int = 10
     engine: str = "auto"
     sam2: str | None = None
-    candidates: int = 5
-    z_margin_mm: float = 10.0
-    min_confidence: float = 0.5
-    min_agreement: float = 0.3
-    min_slice_agreement: float = 0.2
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     device: str = "auto"
     check_ct: bool = True
     prior: str = "auto"  # atlas location prior: auto, on, off (see polycl.atlas.targets)
@@ -78,24 +73,16 @@ class SegmentOptions:
             raise InputError(f"unknown mode '{self.mode}'; use one of {', '.join(MODES)}")
         if not 0 < self.threshold < 1:
             raise InputError(f"threshold must be between 0 and 1, got {self.threshold}")
-        if self.batch_size < 1:
-            raise InputError("batch_size must be >= 1")
-        self.pipeline_options()  # the pipeline's own checks (margin, candidates, agreements)
+        if self.batch_size < 1 or self.margin < 0 or self.min_component_px < 1:
+            raise InputError("batch_size must be >= 1, margin >= 0 and min_component_px >= 1")
+        if not isinstance(self.pipeline, PipelineOptions):
+            raise InputError("pipeline must be a polycl.segment.pipeline.PipelineOptions")
         if self.mode != "unet":
             from polycl.sam.weights import get_checkpoint
 
             get_checkpoint(self.sam_model)  # an unknown SAM model is refused before any work
         if self.prior not in ("auto", "on", "off"):
             raise InputError(f"prior must be auto, on or off, got '{self.prior}'")
-
-    def pipeline_options(self):
-        """The :class:`~polycl.segment.pipeline.PipelineOptions` these options hold (checked)."""
-        from polycl.segment.pipeline import PipelineOptions
-
-        return PipelineOptions(engine=self.engine, sam2=self.sam2, device=self.device, margin=self.margin,
-                               min_component_px=self.min_component_px, candidates=self.candidates,
-                               z_margin_mm=self.z_margin_mm, min_confidence=self.min_confidence,
-                               min_agreement=self.min_agreement, min_slice_agreement=self.min_slice_agreement)
 
 
 @dataclass
@@ -234,9 +221,10 @@ def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, pre
     else:
         from polycl.segment.pipeline import run_pipeline
 
-        out, reports, engine = run_pipeline(hu, coarse, (sx, sy, sz), segmenter, opts.pipeline_options(), sam_report,
-                                            predictor,
-                                            coarse_name="atlas prior" if atlas_target else "U-Net")
+        out, reports, engine = run_pipeline(
+            hu, coarse, (sx, sy, sz), segmenter, sam_report, opts.pipeline, engine=opts.engine, sam2=opts.sam2,
+            device=opts.device, predictor=predictor, box=(opts.margin, opts.min_component_px),
+            coarse_name="atlas prior" if atlas_target else "U-Net")
         result.mask, result.components, result.engine = o.from_canonical(out), reports, engine
     if drawn is not None and coarse.any():
         result.mask = np.maximum(result.mask, o.from_canonical(drawn.astype(np.uint8)))

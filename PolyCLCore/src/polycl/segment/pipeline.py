@@ -41,21 +41,15 @@ __all__ = ["ComponentReport", "PipelineOptions", "run_pipeline"]
 
 @dataclass
 class PipelineOptions:
-    """The pipeline's settings (:class:`polycl.segment.SegmentOptions` makes them from its own fields).
+    """The pipeline's own settings, held by :class:`polycl.segment.SegmentOptions` (``pipeline``).
 
-    ``engine``: propagation engine (auto, sam2, chain) and ``sam2`` its checkpoint; ``device``: where
-    SAM 2 runs; ``margin`` (px) and ``min_component_px``: SAM boxes around the 2D pieces of a coarse
-    slice, smaller pieces are kept as drawn; ``candidates``: reference-slice candidates per component;
-    ``z_margin_mm``: how far (mm) propagation may run beyond the component's first/last slice;
-    ``min_confidence``: propagated slices below this fall back to the refined coarse slice;
-    ``min_slice_agreement`` / ``min_agreement``: 2D / 3D Dice with the coarse mask below which
-    propagation is not trusted (steps 3 and 4 above)."""
+    ``candidates``: reference-slice candidates per component; ``z_margin_mm``: how far (mm)
+    propagation may run beyond the component's first/last slice; ``min_confidence``: propagated
+    slices below this fall back to the refined coarse slice; ``min_slice_agreement`` /
+    ``min_agreement``: 2D / 3D Dice with the coarse mask below which propagation is not trusted
+    (steps 3 and 4 above). The engine, device and SAM box settings are Segment's, passed to
+    :func:`run_pipeline` beside these."""
 
-    engine: str = "auto"
-    sam2: str | None = None
-    device: str = "auto"
-    margin: int = 3
-    min_component_px: int = 10
     candidates: int = 5
     z_margin_mm: float = 10.0
     min_confidence: float = 0.5
@@ -63,11 +57,6 @@ class PipelineOptions:
     min_slice_agreement: float = 0.2
 
     def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        if self.margin < 0 or self.min_component_px < 1:
-            raise InputError(f"margin >= 0 and min_component_px >= 1 are needed, got {self.margin} and {self.min_component_px}")
         if (self.candidates < 1 or self.z_margin_mm < 0 or not 0 <= self.min_confidence <= 1
                 or not 0 <= self.min_agreement <= 1 or not 0 <= self.min_slice_agreement <= 1):
             raise InputError("candidates must be >= 1, z_margin_mm >= 0 and min_confidence, min_agreement, "
@@ -101,21 +90,28 @@ class ComponentReport:
         return text
 
 
-def run_pipeline(hu, coarse, spacing, segmenter, opts: PipelineOptions, sam_report: Reporter, predictor,
-                 coarse_name: str = "U-Net"):
+def run_pipeline(hu, coarse, spacing, segmenter, sam_report: Reporter, opts: PipelineOptions | None = None, *,
+                 engine: str = "auto", sam2: str | None = None, device: str = "auto", predictor=None,
+                 box: tuple[int, int] = (3, 10), coarse_name: str = "U-Net"):
     """Seed choice, propagation and fusion per 3D component of ``coarse`` (canonical (z, y, x) uint8)
-    on ``hu`` (canonical HU) with ``spacing`` (sx, sy, sz) mm; returns (canonical mask, reports, engine)."""
+    on ``hu`` (canonical HU) with ``spacing`` (sx, sy, sz) mm; returns (canonical mask, reports, engine).
+
+    ``engine`` (auto, sam2, chain), ``sam2`` (its checkpoint), ``device`` and ``predictor`` (a loaded
+    SAM 2 video predictor) choose the propagation; ``box``: (margin px, smallest piece px) of SAM's
+    boxes around the coarse mask's 2D pieces (the refiner's settings); ``coarse_name``: what the
+    reports call the coarse mask."""
     from polycl.propagate.chain_engine import interpolate_masks, slice_step
     from polycl.propagate.seeds import Seed
     from polycl.propagate import choose_engine, default_rule, make_engine
 
+    opts = opts or PipelineOptions()
     sx, sy, sz = spacing
-    choice = choose_engine(opts.engine, opts.sam2, predictor)
-    # the chain's box margin: the refiner's pixels (opts.margin), tighter than the interactive fill's 9 mm:
+    choice = choose_engine(engine, sam2, predictor)
+    # the chain's box margin: the refiner's pixels (box[0]), tighter than the interactive fill's 9 mm:
     # here the U-Net's refined slices fill what a tight propagation misses, and a loose box lets the
     # propagation leak into the liver's neighbours on thin slices (validation scan: 0.96 -> 0.94)
-    engine = make_engine(choice, device=opts.device, sam2=opts.sam2, predictor=predictor, segmenter=segmenter,
-                         margin_px=opts.margin)
+    propagation = make_engine(choice, device=device, sam2=sam2, predictor=predictor, segmenter=segmenter,
+                              margin_px=box[0])
     rule = default_rule(choice.name)
     step = slice_step(sz) if choice.name == "chain" else 1
     margin = int(math.ceil(opts.z_margin_mm / sz))
@@ -135,11 +131,11 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: PipelineOptions, sam_repo
     for ci, (comp, (first, last)) in enumerate(zip(comps, spans)):
         report = ComponentReport(first, last, coarse=coarse_name)
         seed_k, seed_mask, report.seed_score, report.candidates = _choose_seed(
-            segmenter, comp, (sx, sy), opts, lambda: tick(f"component {ci + 1}: reference slice"), step)
+            segmenter, comp, (sx, sy), box, opts.candidates, lambda: tick(f"component {ci + 1}: reference slice"), step)
         report.seed = seed_k
         lo, hi = _walk_range(first - margin, last + margin, seed_k, step, z)
         propagated: dict[int, tuple[np.ndarray, float]] = {}
-        for k, m, conf in engine.run(hu, [Seed(seed_k, seed_mask)], start=lo, end=hi, rule=rule,
+        for k, m, conf in propagation.run(hu, [Seed(seed_k, seed_mask)], start=lo, end=hi, rule=rule,
                                      pixel_area_mm2=sx * sy, slice_mm=sz):
             propagated[int(k)] = (np.asarray(m, bool), float(conf))
             tick(f"component {ci + 1}: propagating")
@@ -148,7 +144,7 @@ def run_pipeline(hu, coarse, spacing, segmenter, opts: PipelineOptions, sam_repo
 
         def refined_slice(k: int) -> np.ndarray:
             if k not in refined:
-                refined[k] = _refined(segmenter, k, comp[k], (sx, sy), opts)
+                refined[k] = _refined(segmenter, k, comp[k], (sx, sy), box)
             return refined[k]
 
         stepped_over = []  # untrusted slices the walk did not embed: filled from their neighbours below
@@ -208,30 +204,31 @@ def _candidate_slices(nonempty: np.ndarray, n: int, step: int = 1) -> list[int]:
     return [k for k in dict.fromkeys(picks) if nonempty[0] <= k <= nonempty[-1]][:n]
 
 
-def _refine_2d(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: PipelineOptions):
+def _refine_2d(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, box: tuple[int, int]):
     """SAM with the refiner's guards on the 2D components of ``coarse2d`` (canonical slice ``k``), or None."""
     from polycl.sam.slice_refine import refine_slice
 
     segmenter.set_slice(k)
-    comps, _ = component_boxes(coarse2d, opts.margin, opts.min_component_px)
+    comps, _ = component_boxes(coarse2d, *box)
     if not comps:
         return None
     return refine_slice(segmenter, comps, spacing_xy)
 
 
-def _refined(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, opts: PipelineOptions) -> np.ndarray:
+def _refined(segmenter, k: int, coarse2d: np.ndarray, spacing_xy, box: tuple[int, int]) -> np.ndarray:
     """The U-Net slice refined by SAM with the refiner's guards (the coarse slice where SAM is unsure)."""
-    r = _refine_2d(segmenter, k, coarse2d, spacing_xy, opts)
+    r = _refine_2d(segmenter, k, coarse2d, spacing_xy, box)
     return coarse2d > 0 if r is None else r.apply(coarse2d)
 
 
-def _choose_seed(segmenter, comp: np.ndarray, spacing_xy, opts: PipelineOptions, tick, step: int = 1):
+def _choose_seed(segmenter, comp: np.ndarray, spacing_xy, box: tuple[int, int], candidates: int, tick,
+                 step: int = 1):
     """(slice, seed mask, score, candidates): the candidate where SAM is confident and agrees with the U-Net."""
     nonempty = np.flatnonzero(comp.any(axis=(1, 2)))
     best = None
     cands = []
-    for k in _candidate_slices(nonempty, opts.candidates, step):
-        r = _refine_2d(segmenter, k, comp[k], spacing_xy, opts)
+    for k in _candidate_slices(nonempty, candidates, step):
+        r = _refine_2d(segmenter, k, comp[k], spacing_xy, box)
         tick()
         if r is None:
             continue
