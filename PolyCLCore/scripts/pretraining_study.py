@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15, help="fine-tuning epochs (fixed; no model selection)")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--settings", nargs="+", default=SETTINGS, choices=SETTINGS, metavar="SETTING",
-                    help=f"from {SETTINGS}")
+                    help="from: " + "; ".join(SETTINGS).replace("%", "%%"))  # argparse formats help with %
     ap.add_argument("--inits", nargs="+", default=INITS, choices=INITS, help="initialisations to fine-tune from")
     ap.add_argument("--pretrain-epochs", type=int, default=None,
                     help=f"pre-training epochs for every strategy (default: the design's {PRETRAIN_EPOCHS}; "
