@@ -4,10 +4,15 @@ The input CT is the fixed image, the atlas CT the moving one, so the result maps
 input into the atlas and the atlas's labels can be resampled onto the input's grid. Steps
 (:func:`register`), all on copies smoothed and resampled to about the atlas's spacing (``spacing_mm``):
 
-1. *Initialisation*: x/y from the centres of the two body masks (HU > -500, largest component, so the
-   table is ignored); z by a search over every placement of the input's z-range inside the atlas's
-   (step ``z_step_mm``), scored by Mattes mutual information inside the input's body: a 20-slice
-   slab of the upper abdomen lands at the upper abdomen.
+1. *Initialisation*: x/y from SimpleITK's ``CenteredTransformInitializer`` on the two body masks (HU >
+   -500, largest component, so the table is ignored) with ``MOMENTS``, which lines up their centres of
+   mass; z by a search over every placement of the input's z-range inside the atlas's (step
+   ``z_step_mm``), scored by Mattes mutual information inside the input's body: a 20-slice slab of the
+   upper abdomen lands at the upper abdomen. The initializer's own z (the bodies' centres of mass lined
+   up) is not used, since a scan seldom covers the stretch of body the atlas does, nor ``GEOMETRY`` (the
+   grids' centres), since a field of view is not centred on the body: mean prior Dice over 10 organs of
+   three scans 0.13 and 0.38 (the DICOM series missed: 0.00) against 0.54 (docs/evaluation.md, "Atlas
+   prior").
 2. *Affine* from the best placements (``z_candidates``), Mattes MI inside the body mask, two levels;
    a slab thinner than ``thin_mm`` gets a similarity transform instead (its z scaling is not defined
    by so few slices). The placement with the best final metric is kept.
@@ -103,12 +108,14 @@ def body_mask(image: sitk.Image) -> sitk.Image:
     return sitk.BinaryMorphologicalClosing(mask, [2, 2, 1])
 
 
-def _centre(mask: sitk.Image) -> np.ndarray:
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(mask)
-    if not stats.HasLabel(1):
-        raise InputError("no body found in the image (nothing above -500 HU): is it CT?")
-    return np.asarray(stats.GetCentroid(1))
+def centred(fixed_mask: sitk.Image, moving_mask: sitk.Image) -> sitk.Euler3DTransform:
+    """``sitk.CenteredTransformInitializer`` on the body masks (``MOMENTS``): centre = the input's body
+    centre of mass, translation = the atlas's body centre of mass minus the input's."""
+    try:
+        return sitk.Euler3DTransform(sitk.CenteredTransformInitializer(
+            fixed_mask, moving_mask, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS))
+    except RuntimeError as exc:  # ITK: "Total Mass of the image was zero"
+        raise InputError("no body found in the image (nothing above -500 HU): is it CT?") from exc
 
 
 def _extent_z(image: sitk.Image) -> tuple[float, float]:
@@ -148,12 +155,12 @@ def _execute(r: sitk.ImageRegistrationMethod, fixed, moving, report: Reporter) -
         raise
 
 
-def z_search(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, moving_mask: sitk.Image,
+def z_search(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, start: sitk.Euler3DTransform,
              options: RegistrationOptions,
              report: Reporter) -> list[tuple[float, np.ndarray]]:
     """(metric, translation) of every z placement of the input inside the atlas, best first; x/y from
-    the body centres."""
-    fc, mc = _centre(fixed_mask), _centre(moving_mask)
+    ``start`` (:func:`centred`)."""
+    tx, ty, _ = start.GetTranslation()
     f0, f1 = _extent_z(fixed)
     m0, m1 = _extent_z(moving)
     lo, hi = sorted((m0 - f0, m1 - f1))  # input inside the atlas, or the atlas inside a longer input
@@ -162,7 +169,7 @@ def z_search(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image, movi
     r.SetMetricSamplingStrategy(r.NONE)
     scored = []
     for i, tz in enumerate(shifts):
-        t = np.array([mc[0] - fc[0], mc[1] - fc[1], tz])
+        t = np.array([tx, ty, tz])
         r.SetInitialTransform(sitk.TranslationTransform(3, tuple(t)))
         try:
             scored.append((float(r.MetricEvaluate(fixed, moving)), t))
@@ -184,9 +191,9 @@ def _peaks(scored: list, min_gap_mm: float) -> list:
     return kept
 
 
-def _affine(fixed, moving, fixed_mask, start: np.ndarray, thin: bool, options, report: Reporter):
+def _affine(fixed, moving, fixed_mask, centre, start: np.ndarray, thin: bool, options, report: Reporter):
     t = sitk.Similarity3DTransform() if thin else sitk.AffineTransform(3)
-    t.SetCenter(tuple(_centre(fixed_mask)))
+    t.SetCenter(tuple(centre))
     t.SetTranslation(tuple(start))
     r = _method(fixed_mask, options, report, "affine", options.affine_iterations, levels=2)
     r.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=0.01,
@@ -245,15 +252,16 @@ def register(volume: Volume, atlas_image: Volume, options: RegistrationOptions |
     fixed, moving = (sitk.Clamp(i, sitk.sitkFloat32, *CLIP_HU) for i in (fixed, moving))
     thin = _extent_z(fixed)[1] - _extent_z(fixed)[0] < opts.thin_mm
     steps = [f"resampled to {'x'.join(map(str, fixed.GetSize()))} in {lap('resample'):.1f} s"]
-    placements = z_search(fixed, moving, fixed_mask, moving_mask, opts, report.span(0.0, 0.2))
+    start = centred(fixed_mask, moving_mask)
+    placements = z_search(fixed, moving, fixed_mask, start, opts, report.span(0.0, 0.2))
     steps.append(f"z search: {len(placements)} distinct placements in {lap('z_search'):.1f} s")
     best = None
     cands = placements[: opts.z_candidates]
-    for i, (_, start) in enumerate(cands):
+    for i, (_, placement) in enumerate(cands):
         span = report.span(0.2 + 0.4 * i / len(cands), 0.2 + 0.4 * (i + 1) / len(cands))
-        t, metric = _affine(fixed, moving, fixed_mask, start, thin, opts, span)
+        t, metric = _affine(fixed, moving, fixed_mask, start.GetCenter(), placement, thin, opts, span)
         if best is None or metric < best[1]:
-            best = (t, metric, start)
+            best = (t, metric, placement)
     steps.append(f"{'similarity' if thin else 'affine'} from {len(cands)} placement(s): MI {best[1]:.3f} "
                  f"in {lap('affine'):.1f} s")
     transform, metric = best[0], best[1]
