@@ -198,3 +198,15 @@ def test_prefetch_embeds_in_the_background_and_stops_when_cancelled(slab, segmen
     assert s.prefetch([0, 1, 10_000]) == 2  # a slice outside the volume is skipped
     assert all(fresh.is_cached(k) for k in ks) and fresh.embeddings_computed == 2
     assert s.prefetch([0, 1]) == 0 and fresh.embeddings_computed == 2  # cached slices are not embedded again
+    # a cancel while it runs stops it between slices: cancelled after the first new embedding
+    embed, token = fresh.precompute, CancelToken()
+
+    def embed_then_cancel(ks):
+        embed(ks)
+        token.cancel()
+
+    fresh.precompute = embed_then_cancel
+    try:
+        assert s.prefetch(range(2, slab[0].shape[0]), cancel=token) == 1 and fresh.embeddings_computed == 3
+    finally:
+        del fresh.precompute

@@ -38,7 +38,7 @@ def test_one_click_in_the_renal_sinus_gives_the_kidney(kidney_crop):
 
     vol, gt = kidney_crop
     session = InteractiveSession(vol, device="cpu", engine="chain")
-    gt_c = session._canonical_mask(gt) > 0
+    gt_c = session.mask_to_canonical(gt) > 0
     (click,) = first_clicks(gt_c, session.pixel_mm)
     assert session.hu[click] < 100  # the click sits in the sinus, not on enhanced parenchyma
     answer = session.add_point(session.grid.to_input(click), include=True)

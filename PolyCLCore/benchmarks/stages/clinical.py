@@ -40,7 +40,7 @@ def _first_click(vol, gt, sam):
 
     t0 = time.perf_counter()
     s = InteractiveSession(vol, engine="chain", segmenter=SliceSegmenter(vol, model=sam, cache_size=vol.shape[0]))
-    gt_c = s._canonical_mask(gt) > 0
+    gt_c = s.mask_to_canonical(gt) > 0
     for c in first_clicks(gt_c, s.pixel_mm):
         s.add_point(s.grid.to_input(c), include=True)
     s.propagate()

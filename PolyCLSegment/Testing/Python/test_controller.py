@@ -116,14 +116,32 @@ def test_operations_through_the_controller(scene, ts, tmp_path, module, tiny_mod
         with pytest.raises(InputError, match="not a folder"):
             c.batch(BatchRequest(tmp_path / "missing", tmp_path / "out"))
         assert not c.busy and c.undo(seg) and seg.GetSegmentation().GetSegment(sid) is None
-        # a cancelled Segment changes nothing. The cancel comes microseconds after the start; the job
-        # first checks its token after the U-Net's first batch of slices (hundreds of ms of work), so
-        # it is always cancelled, and must be
+        # a cancelled Segment changes nothing: cancelled at once (the worker checks the token before
+        # the job starts), and cancelled while it runs (at the U-Net's first progress report: the
+        # token must reach polycl.segment.run, which stops there)
         before = seg.GetSegmentation().GetNumberOfSegments()
         c.segment(SegmentRequest(ct, seg))
         c.cancel()
         last = c.wait(120)
         assert last.cancelled and last.error is None
+        assert seg.GetSegmentation().GetNumberOfSegments() == before
+        compute, reports = c.logic.computeSegment, []
+
+        def cancelledWhileRunning(request, progress=None, cancel=None):
+            def report(done, total, message=""):
+                reports.append(message)
+                cancel.cancel()
+                if progress is not None:
+                    progress(done, total, message)
+            return compute(request, report, cancel)
+
+        c.logic.computeSegment = cancelledWhileRunning
+        try:
+            c.segment(SegmentRequest(ct, seg))
+            last = c.wait(120)
+        finally:
+            del c.logic.computeSegment
+        assert reports and last.cancelled and last.error is None
         assert seg.GetSegmentation().GetNumberOfSegments() == before
         # geometry in one place: RAS of a voxel and back
         ras = c.rasOfVoxel(ct, (5, 20, 30))

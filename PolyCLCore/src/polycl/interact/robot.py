@@ -139,7 +139,7 @@ def run_robot(session, gt: np.ndarray, *, max_clicks: int = 20, stop_at: float =
     with an empty mask) against ``gt``, the reference mask ((z, y, x) on the session's input grid)."""
     if max_clicks < 1:
         raise InputError("max_clicks must be at least 1")
-    gt_c = session._canonical_mask(gt) > 0
+    gt_c = session.mask_to_canonical(gt) > 0
     if not gt_c.any():
         raise InputError("the reference mask is empty: nothing to segment")
     report = Reporter(progress, cancel, cancelled_message="robot user cancelled")
@@ -236,7 +236,7 @@ def run_box_protocol(session, gt: np.ndarray, *, clicks: int = BOX_PROTOCOL_CLIC
     from polycl.evaluate import surface_dice
     from polycl.orientation import orientation
 
-    gt_c = session._canonical_mask(gt) > 0
+    gt_c = session.mask_to_canonical(gt) > 0
     if not gt_c.any():
         raise InputError("the reference mask is empty: nothing to segment")
     sx, sy, sz = orientation(session.volume).spacing_xyz

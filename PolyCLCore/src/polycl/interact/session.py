@@ -136,7 +136,7 @@ class InteractiveSession:
         self.segmenter = segmenter
         self._canon = np.zeros(self.hu.shape, np.uint8)
         if mask is not None:
-            self._canon[:] = self._canonical_mask(mask)
+            self._canon[:] = self.mask_to_canonical(mask)
         self._filled = bool(self._canon.any())
         self._prompts: dict[int, Prompt] = {}
         self._base: dict[int, np.ndarray] = {}   # canonical k -> slice mask before its first prompt
@@ -194,7 +194,9 @@ class InteractiveSession:
     def _input_z(self, k: int) -> int:
         return int(round(self.grid.to_input((k, 0, 0))[0])) if abs(self.grid.matrix[0, 0]) == 1 else int(k)
 
-    def _canonical_mask(self, mask) -> np.ndarray:
+    def mask_to_canonical(self, mask) -> np.ndarray:
+        """A (z, y, x) mask on the input grid as uint8 0/1 in the session's canonical (LPS) order,
+        the order of :attr:`segmenter`'s slices; a mask of another shape raises InputError."""
         arr = np.asarray(mask)
         if arr.shape != self.volume.shape:
             raise InputError(f"mask shape {arr.shape} differs from the volume's {self.volume.shape}")
@@ -285,7 +287,7 @@ class InteractiveSession:
         full = np.zeros(self.volume.shape, np.uint8)
         full[zi] = m > 0
         k = self.grid.to_canonical_voxel((zi, 0, 0))[0]
-        new = self._canonical_mask(full)[k] > 0
+        new = self.mask_to_canonical(full)[k] > 0
         self._snapshot([k])
         for pid in [p.id for p in self._prompts.values() if p.canonical_slice == k]:
             del self._prompts[pid]
