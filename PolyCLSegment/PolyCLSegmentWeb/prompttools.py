@@ -1,4 +1,4 @@
-"""Interact: the toolbar's prompts on the red view, each one call of the module's controller.
+"""The page's prompt tools: the toolbar's prompts on the red view, each one call of the controller.
 
 Include / exclude points and boxes (:class:`PolyCLSegmentWeb.redview.MouseTools` turns clicks and drags
 into RAS positions), "Correct slice" (the slice as painted becomes a fixed slice), "Propagate from
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 
 class PromptTools:
+    """What the page's prompt buttons and the red view's mouse tools call (see the module docstring)."""
+
     def __init__(self, app):
         self.app = app
 
