@@ -126,10 +126,12 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> sitk.Image:
     else:
         chosen = found
     paths = chosen[0]["paths"]  # already sorted by GDCM: no second scan of the folder
-    check_slice_positions(folder, paths)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(paths)
-    return reader.Execute()
+    reader.MetaDataDictionaryArrayUpdateOn()  # each slice's header comes with its pixels: one pass
+    image = reader.Execute()
+    check_slice_positions(folder, paths, reader.GetMetaData)
+    return image
 
 
 #: A gap between two neighbouring DICOM slices larger than this many times the series' usual
@@ -137,23 +139,22 @@ def _read_dicom_series(folder: Path, series: str | None = None) -> sitk.Image:
 MAX_GAP_RATIO = 1.5
 
 
-def check_slice_positions(folder: Path, paths) -> None:
+def check_slice_positions(folder: Path, paths, header) -> None:
     """Refuse a DICOM series whose slices are not evenly spaced along the slice normal: ITK would
     make one volume of it with an averaged spacing, so every distance and volume would be wrong.
     Positions come from each file's Image Position (Patient) (0020,0032) projected on the normal of
-    its Image Orientation (Patient) (0020,0037); files without them are left to ITK."""
+    its Image Orientation (Patient) (0020,0037); files without them are left to ITK. ``header(i, tag)``:
+    the tag's value in file ``paths[i]`` (``sitk.ImageSeriesReader.GetMetaData`` after a read with
+    ``MetaDataDictionaryArrayUpdateOn``), raising RuntimeError when it is missing."""
     if len(paths) < 3:
         return
     positions = []
     normal = None
-    reader = sitk.ImageFileReader()
-    for path in paths:
-        reader.SetFileName(path)
+    for i in range(len(paths)):
         try:
-            reader.ReadImageInformation()
-            ipp = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            ipp = [float(v) for v in header(i, "0020|0032").split("\\")]
             if normal is None:
-                iop = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+                iop = [float(v) for v in header(i, "0020|0037").split("\\")]
                 normal = np.cross(iop[:3], iop[3:])
         except (RuntimeError, ValueError):
             return
