@@ -80,3 +80,52 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     denom = a.sum() + b.sum()
     return float(2 * (a & b).sum() / denom) if denom else 1.0
+
+
+#: Slices of the clinical validation scan the held-out tests use (0..99 of 129, 1.6 mm): the whole
+#: right kidney (2..48), the left kidney but for its top 3 slices (41..102) and the liver's lower three
+#: quarters (27..99 of 27..124). The slices above, most of them liver dome, are left out because each
+#: slice a test reaches costs a SAM embedding.
+CLINICAL_SLAB = (0, 100)
+
+
+@pytest.fixture(scope="session")
+def clinical(data):
+    """(CT, {organ: expert mask (z, y, x) uint8}) of the clinical validation scan (3D-IRCADb-01 patient 1,
+    contrast-enhanced, 0.57 x 0.57 x 1.6 mm; ../shared/data/README.md), cut in memory to
+    :data:`CLINICAL_SLAB`. No bundled model or atlas was made from it: tests on it measure
+    generalisation. Its licence allows evaluation only, so it is read from the data folder and never
+    written into the repository. The cut is SimpleITK slicing, which keeps physical space."""
+    import SimpleITK as sitk
+
+    from polycl.volume import Volume
+
+    folder = data / "ircadb" / "patient01"
+    z0, z1 = CLINICAL_SLAB
+    image = sitk.ReadImage(str(folder / "ct.nii.gz"))[:, :, z0:z1]
+    assert np.allclose(image.GetDirection(), np.eye(3).ravel())  # axis 0 is axial, x runs right to left
+    masks = {}
+    for organ in ("liver", "rightkidney", "leftkidney"):
+        m = sitk.ReadImage(str(folder / f"{organ}.nii.gz"))[:, :, z0:z1]
+        assert m.GetSize() == image.GetSize() and np.allclose(m.GetOrigin(), image.GetOrigin())
+        masks[organ] = sitk.GetArrayFromImage(m).astype(np.uint8)
+    return Volume.from_sitk(image), masks
+
+
+@pytest.fixture(scope="session")
+def clinical_segmenter(clinical):
+    """One LiteMedSAM SliceSegmenter on :func:`clinical` for the whole session: the held-out Segment and
+    propagation tests embed each slice once between them."""
+    from polycl.sam import SliceSegmenter
+
+    return SliceSegmenter(clinical[0], device="cpu", cache_size=clinical[0].shape[0])
+
+
+def sides(mask: np.ndarray) -> dict:
+    """``mask`` (z, y, x) on the clinical scan's grid split at its middle column into the patient's
+    right half (low x: the scan's direction is the identity, LPS) and left half, so that each kidney is
+    scored with whatever a result put on its side."""
+    mid = mask.shape[2] // 2
+    right, left = np.zeros_like(mask), np.zeros_like(mask)
+    right[..., :mid], left[..., mid:] = mask[..., :mid], mask[..., mid:]
+    return {"rightkidney": right, "leftkidney": left}

@@ -1,20 +1,28 @@
-"""The bundled liver model on real CT, through the command line, in the input geometry.
+"""The bundled models on real CT, through the command line and :func:`polycl.segment.run`, in the input geometry.
 
+The accuracy bars that show what a user gets rest on held-out data: the clinical validation scan
+(conftest ``clinical``: 3D-IRCADb-01 patient 1, expert masks, never used to train a bundled model or
+build the atlas) for the liver and both kidneys, and the dcmqi 3-slice scan for the liver. The
+example_ct and DICOM series tests are on training scans of the U-Nets: their bars guard geometry,
+DICOM physical space, the command line and the kidney model's components, not generalisation.
 ``--mode unet --prior off`` tests the U-Net alone (the atlas prior has its own tests); the default
 mode (atlas prior when the target has one, then the pipeline: U-Net, SAM-refined reference slice,
-propagation, fusion) is tested on the two small scans, since its SAM embeddings cost about a second
-per slice on these CPUs. Thresholds sit just under the measured values, which
-are in the tests and in the model card.
+propagation, fusion) costs about a second of SAM embedding per slice on these CPUs, so it runs on the
+small scans and on a slab of the clinical scan whose embeddings are shared with
+test_propagate_objects.py. Thresholds sit just under the measured values, which are in the tests.
 """
 
 import numpy as np
 
+from conftest import dice, sides
 from polycl.cli.main import main
 from polycl.evaluate import evaluate_files
 from polycl.io import read_volume
 
 
 def test_segment_example_ct_dice(tmp_path, ts, capsys):
+    """The U-Net alone through ``segment`` and ``evaluate``: the mask is on the input's grid. Its bar is
+    on a training scan of the U-Net (measured 0.901, bar 0.85); the held-out liver test is below."""
     out = tmp_path / "liver.nii.gz"
     assert main(["segment", str(ts / "example_ct.nii.gz"), "-o", str(out), "--device", "cpu", "--mode", "unet",
                  "--prior", "off"]) == 0
@@ -22,11 +30,13 @@ def test_segment_example_ct_dice(tmp_path, ts, capsys):
     assert mask.shape == ct.shape and mask.geometry == ct.geometry
     assert main(["evaluate", str(out), str(ts / "example_seg_fast_force_split.nii.gz"), "--label", "5"]) == 0
     s = evaluate_files(out, ts / "example_seg_fast_force_split.nii.gz", label=5)
-    assert s.dice >= 0.85, s  # the bar on this (training) scan; measured 0.901
+    assert s.dice >= 0.85, s
 
 
 def test_default_pipeline_on_dicom_series_overlays_liver_in_physical_space(tmp_path, ts, dicom_liver, capsys):
-    """The default mode, on a training scan of the U-Net (U-Net alone 0.910): the pipeline gave 0.973."""
+    """The default mode on a DICOM series, compared with a label on another grid in physical space. The
+    bar is on a training scan of the U-Net (U-Net alone 0.910, pipeline 0.973, bar 0.95): it guards
+    the geometry and the pipeline's course, not generalisation (held-out: the clinical scan below)."""
     out = tmp_path / "dicom_liver.nrrd"
     assert main(["segment", str(ts / "example_ct_dicom"), "-o", str(out), "--device", "cpu"]) == 0
     said = capsys.readouterr().out
@@ -89,8 +99,9 @@ def test_user_model_is_listed_and_usable_by_name(tmp_path, ts, monkeypatch, caps
 
 
 def test_bundled_kidney_model(tmp_path, ts):
-    """Both kidneys of example_ct (its training scan; measured 0.853, bar 0.80), and nothing on the
-    DICOM series, whose liver-level slices have no kidney labelled."""
+    """The kidney U-Net alone: two components on example_ct and nothing on the DICOM series, whose
+    liver-level slices have no kidney labelled. The Dice bar is on its training scan (measured 0.853,
+    bar 0.80); the held-out kidney test is :func:`test_default_segment_kidneys_on_clinical_scan`."""
     out = tmp_path / "kidneys.nii.gz"
     assert main(["segment", str(ts / "example_ct.nii.gz"), "-o", str(out), "--model", "polycl-kidney", "--device", "cpu",
                  "--mode", "unet", "--prior", "off"]) == 0
@@ -103,3 +114,44 @@ def test_bundled_kidney_model(tmp_path, ts):
     assert main(["segment", str(ts / "example_ct_dicom"), "-o", str(out2), "--model", "polycl-kidney", "--device", "cpu",
                  "--mode", "unet", "--prior", "off"]) == 0
     assert read_volume(out2).array.sum() * 0.9765625 ** 2 * 2 / 1000 < 5  # < 5 ml
+
+
+def test_default_segment_liver_on_clinical_scan(clinical, clinical_segmenter):
+    """Held out: ``polycl-liver``'s default Segment on the clinical validation scan's slab (contrast-
+    enhanced, 0.57 mm pixels, 1.6 mm slices; expert mask). Measured on the slab (2 CPU cores, chain
+    engine, LiteMedSAM): U-Net alone 0.864, default Segment 0.956 (0.958 on the whole scan,
+    docs/evaluation.md). The bar, 0.93, leaves 0.026 for differences between CPUs and SAM encoder
+    engines and sits well above the U-Net alone: it fails when the pipeline stops carrying the liver
+    on a scan like a user's."""
+    from polycl import segment
+    from polycl.segment import SegmentOptions
+
+    ct, masks = clinical
+    result = segment.run(ct, "polycl-liver", SegmentOptions(engine="chain", device="cpu"),
+                         segmenter=clinical_segmenter)
+    assert result.mode == "pipeline" and result.mask.shape == ct.shape
+    assert not result.warning, result.warning
+    d = dice(result.mask, masks["liver"])
+    assert d >= 0.93, d
+
+
+def test_default_segment_kidneys_on_clinical_scan(clinical, clinical_segmenter):
+    """Held out: ``polycl-kidney``'s default Segment (U-Net, atlas prior, SAM, propagation) on the
+    clinical validation scan's slab, each kidney scored on its own side of the body against the
+    expert mask. The U-Net alone hardly finds these kidneys (slab: right 0.00, left 0.29); the prior
+    locates them and the image draws them. Measured right 0.965, left 0.975 (2 CPU cores, chain
+    engine, LiteMedSAM; the whole scan gives 0.965 / 0.974, docs/evaluation.md). Bars 0.94: the
+    registration's random metric samples move each kidney by about 0.01 (docs/evaluation.md: 0.965-0.966
+    and 0.972-0.974 over four seeds); a kidney drawn from the wrong structure falls far below."""
+    from polycl import segment
+    from polycl.segment import SegmentOptions
+
+    ct, masks = clinical
+    result = segment.run(ct, "polycl-kidney", SegmentOptions(engine="chain", device="cpu"),
+                         segmenter=clinical_segmenter)
+    assert result.mode == "pipeline" and result.mask.shape == ct.shape
+    assert {s["organ"] for s in result.sources} == {"kidney_right", "kidney_left"}
+    found = sides(result.mask)
+    for kidney in ("rightkidney", "leftkidney"):
+        d = dice(found[kidney], masks[kidney])
+        assert d >= 0.94, (kidney, d)
