@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import dice, sides
+from clinical_sides import sides
+from conftest import dice
 from polycl.propagate import PropagateOptions, canonical_slice_index, input_slice_index, run
 from polycl.propagate.seeds import canonical_mask
 

@@ -14,7 +14,8 @@ test_propagate_objects.py. Thresholds sit just under the measured values, which 
 
 import numpy as np
 
-from conftest import dice, sides
+from clinical_sides import sides
+from conftest import dice
 from polycl.cli.main import main
 from polycl.evaluate import evaluate_files
 from polycl.io import read_volume

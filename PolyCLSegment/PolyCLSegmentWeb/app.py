@@ -174,6 +174,8 @@ class PolyCLWebApp:
         if k != self.state.polycl_slice:
             with self.state:
                 self.state.polycl_slice = k
+                if str(self.state.polycl_goto).strip() not in ("", str(k)):
+                    self.state.polycl_goto = ""  # a typed slice left behind: the box shows the slice now
             self.controller.sliceChanged(self.volumeNode, k)  # while prompting: embed around it in the background
 
     def _onTool(self, polycl_tool=None, **_):

@@ -691,8 +691,12 @@ def test_keyboard_shortcuts_segment_list_and_overlay_pictures(server, browser, t
                 assert time.monotonic() < deadline, key
                 time.sleep(0.1)
         k = int(page.inner_text("#polycl-slice-now").split()[0])
+        go_to_slice(page, k)  # typed in the slice box, then left by the keys: the box follows the slice
+        assert page.input_value("#polycl-slice") == str(k)
+        page.click("#polycl-shortcuts")
         page.keyboard.press("ArrowUp")
         page.wait_for_function(f"document.querySelector('#polycl-slice-now').textContent.trim().startsWith('{k + 1} ')")
+        page.wait_for_function("document.querySelector('#polycl-slice').value === ''")
         page.keyboard.press("ArrowDown")
         page.wait_for_function(f"document.querySelector('#polycl-slice-now').textContent.trim().startsWith('{k} ')")
 
