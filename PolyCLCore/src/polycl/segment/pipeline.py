@@ -136,7 +136,7 @@ def run_pipeline(hu, coarse, spacing, segmenter, sam_report: Reporter, opts: Pip
         lo, hi = _walk_range(first - margin, last + margin, seed_k, step, z)
         propagated: dict[int, tuple[np.ndarray, float]] = {}
         for k, m, conf in propagation.run(hu, [Seed(seed_k, seed_mask)], start=lo, end=hi, rule=rule,
-                                     pixel_area_mm2=sx * sy, slice_mm=sz):
+                                          pixel_area_mm2=sx * sy, slice_mm=sz):
             propagated[int(k)] = (np.asarray(m, bool), float(conf))
             tick(f"component {ci + 1}: propagating")
         fused = np.zeros_like(out)
