@@ -1,4 +1,4 @@
-"""The atlas prior inside Segment: the one hook :func:`polycl.segment.run` calls.
+"""Atlas-based targets and the atlas prior inside Segment (the one hook :func:`polycl.segment.run` calls).
 
 * :class:`AtlasTarget`: a target with no network (``polycl segment --target spleen``): the warped
   atlas organ is the coarse mask, which the pipeline then seeds with SAM and propagates.
