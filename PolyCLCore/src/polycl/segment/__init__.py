@@ -31,7 +31,7 @@ import numpy as np
 
 from polycl.errors import InputError
 from polycl.progress import CancelToken, Progress, Reporter
-from polycl.segment.pipeline import PipelineOptions
+from polycl.segment.pipeline import PipelineOptions, run_pipeline
 from polycl.volume import Volume
 
 MODES = ("unet", "refine", "pipeline")
@@ -219,8 +219,6 @@ def _segment(volume: Volume, model, options, *, progress, cancel, segmenter, pre
             check_ct=False), segmenter=segmenter, progress=sam_report)
         result.mask, result.note = refined.mask, refined.stats.summary()
     else:
-        from polycl.segment.pipeline import run_pipeline
-
         out, reports, engine = run_pipeline(
             hu, coarse, (sx, sy, sz), segmenter, sam_report, opts.pipeline, engine=opts.engine, sam2=opts.sam2,
             device=opts.device, predictor=predictor, box=(opts.margin, opts.min_component_px),
